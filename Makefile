@@ -1,0 +1,61 @@
+# cnnclf: `make demo` and `make test` work on a fresh clone; they create .venv and install first.
+# `make help` lists every target.
+
+VENV   ?= .venv
+PYTHON ?= python3
+# The CPU wheel; GPU users: make install TORCH=torch (PyPI's Linux wheel is a CUDA build).
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+DATA   ?= data/seed
+DATASET ?= mnist
+CONFIG ?= configs/$(DATASET)_fixed.yaml
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-all lint format seed-data bench-load fit test-ckpt tensorboard clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed ## create .venv and install cnnclf with its dev tools
+
+demo: install ## train and test a CNN on scikit-learn's bundled digits (no download)
+	$(BIN)/cnnclf fit --config configs/digits.yaml --trainer.enable_progress_bar false
+
+test: install ## the test suite (fast; what CI runs)
+	$(BIN)/python -m pytest -q
+
+test-all: install ## every test, the slow ones too
+	$(BIN)/python -m pytest -q -m ""
+
+lint: install ## ruff
+	$(BIN)/ruff check cnnclf tests bench
+
+format: install ## ruff format and import order
+	$(BIN)/ruff check --fix --select I cnnclf tests bench
+	$(BIN)/ruff format cnnclf tests bench
+
+seed-data: install ## write the report-format pickles from ../shared/data into $(DATA) (git-ignored)
+	$(BIN)/python ../shared/data/make_seed_pickles.py $(DATA)
+
+bench-load: install ## load time and peak memory of the course-format int64 MNIST pickle
+	$(BIN)/python bench/load_mnist.py
+
+fit: install ## train: make fit DATASET=mnist|orl|cifar [CONFIG=...] [DATA=folder]
+	$(BIN)/cnnclf fit --config $(CONFIG) --data.path $(DATA)/$(shell echo $(DATASET) | tr a-z A-Z)
+
+test-ckpt: install ## test the newest best checkpoint: make test-ckpt DATASET=mnist [CKPT=best|last|file]
+	$(BIN)/cnnclf test --config $(CONFIG) --data.path $(DATA)/$(shell echo $(DATASET) | tr a-z A-Z) --ckpt_path $(or $(CKPT),best)
+
+tensorboard: install ## open TensorBoard on runs/
+	$(BIN)/tensorboard --logdir runs
+
+clean: ## remove runs/ and caches (keeps .venv and data/)
+	rm -rf runs lightning_logs .pytest_cache .ruff_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,63 @@
+"""Load time and peak memory for the course-format MNIST pickle (int64 images, about 444 MB).
+
+Each repeat runs in a fresh process, so the file cache is warm but nothing else is shared:
+it times the imports, then the safe load + validation + tensors + normalization statistics
++ the first training batch ("ready to train"), and reads the process's peak resident memory.
+
+    python bench/load_mnist.py [--pickle data/seed-int64/MNIST] [--repeats 3]
+
+Writes the pickle with ../shared/data/make_seed_pickles.py first if it is missing.
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from machine import machine_description
+
+ROOT = Path(__file__).resolve().parents[1]
+MAKE_PICKLES = ROOT.parent / "shared" / "data" / "make_seed_pickles.py"
+
+CHILD = """
+import json, resource, sys, time
+start = time.perf_counter()
+from cnnclf.data import MNISTDataModule
+imported = time.perf_counter()
+data = MNISTDataModule(sys.argv[1], batch_size=128)
+data.input_mean, next(iter(data.train_dataloader()))
+ready = time.perf_counter()
+print(json.dumps({"import_s": imported - start, "load_s": ready - imported,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "train_images": len(data.data.train[1]), "dtype": str(data.data.train[0].dtype)}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pickle", type=Path, default=ROOT / "data" / "seed-int64" / "MNIST")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if not args.pickle.is_file():
+        subprocess.run([sys.executable, str(MAKE_PICKLES), str(args.pickle.parent), "--only", "MNIST",
+                        "--mnist-dtype", "int64"], check=True)
+    runs = []
+    for _ in range(args.repeats):
+        output = subprocess.run([sys.executable, "-c", CHILD, str(args.pickle)], check=True,
+                                capture_output=True, text=True).stdout
+        runs.append(json.loads(output.strip().splitlines()[-1]))
+    size_mb = args.pickle.stat().st_size / 2**20
+    print(f"file: {args.pickle} ({size_mb:.0f} MiB), {runs[0]['train_images']} training images kept "
+          f"as {runs[0]['dtype']}")
+    print(f"machine: {machine_description()}")
+    for key, label in (("import_s", "imports (s)"), ("load_s", "load to first batch (s)"),
+                       ("peak_rss_mb", "peak resident memory (MiB)")):
+        values = [run[key] for run in runs]
+        print(f"{label:28s} median {statistics.median(values):7.2f}   runs "
+              + " ".join(f"{value:.2f}" for value in values))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from cnnclf.cli import main
+
+main()

@@ -1,0 +1,94 @@
+"""Callbacks the CLI always adds: the test report, the predictions CSV, best+last checkpoints."""
+
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+import matplotlib.pyplot as plt
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from cnnclf.evaluation import classification_reports, plot_confusion_matrix
+
+
+def run_directory(trainer: L.Trainer) -> Path:
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def class_names(model: L.LightningModule) -> list[str]:
+    names = model.hparams.get("class_names")
+    return list(names) if names else [str(index) for index in range(model.hparams.num_classes)]
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """Keeps ``best.ckpt`` (by ``val/acc``) and ``last.ckpt`` in the run's ``checkpoints/``.
+
+    Without a validation split there is nothing to rank by, and the best checkpoint is the latest.
+    """
+
+    def __init__(self, monitor: str = "val/acc", mode: str = "max", filename: str = "best",
+                 save_last: bool = True, **kwargs) -> None:
+        super().__init__(monitor=monitor, mode=mode, filename=filename, save_last=save_last,
+                         auto_insert_metric_name=False, **kwargs)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and not getattr(trainer.datamodule, "has_validation", True):
+            self.monitor = None
+
+
+class TestReport(L.Callback):
+    """After ``test``: prints and saves the per-class report and the confusion matrix.
+
+    Writes ``reports/test_report.txt``, ``test_report.json`` and ``confusion_matrix.png`` into
+    the run directory and logs the figure to TensorBoard. Labels are the dataset's own
+    (ORL 1..40), taken from the model's ``class_names``.
+    """
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        matrix = pl_module.test_confusion.compute().cpu().numpy()  # summed over every process
+        if not trainer.is_global_zero:
+            return
+        names = class_names(pl_module)
+        text, report = classification_reports(matrix, names)
+        accuracy = matrix.trace() / matrix.sum()
+        folder = run_directory(trainer) / "reports"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "test_report.txt").write_text(f"{text}\naccuracy: {accuracy:.4%}\n")
+        (folder / "test_report.json").write_text(json.dumps(
+            {"accuracy": accuracy, "images": int(matrix.sum()), "report": report,
+             "confusion_matrix": matrix.tolist(), "class_names": names}, indent=1))
+        figure = plot_confusion_matrix(matrix, names)
+        figure.savefig(folder / "confusion_matrix.png", dpi=120)
+        if isinstance(trainer.logger, TensorBoardLogger):
+            trainer.logger.experiment.add_figure("test/confusion_matrix", figure, trainer.global_step)
+        plt.close(figure)
+        print(f"\n{text}\nTest accuracy: {accuracy:.2%} on {int(matrix.sum())} images\n"
+              f"Report and confusion matrix saved in {folder}")
+
+
+class PredictionCSV(BasePredictionWriter):
+    """After ``predict``: writes ``predictions.csv`` (source, label, probability) in the run directory.
+
+    The source is the image file, or the record index in the pickle's test split; the label is
+    in the dataset's own label space.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="epoch")
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        labels = torch.cat([batch[0] for batch in predictions]).tolist()
+        confidences = torch.cat([batch[1] for batch in predictions]).tolist()
+        names = class_names(pl_module)
+        sources = trainer.datamodule.predict_sources
+        path = run_directory(trainer) / "predictions.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(["source", "label", "probability"])
+            for source, label, confidence in zip(sources, labels, confidences, strict=True):
+                writer.writerow([source, names[label], f"{confidence:.6f}"])
+        print(f"Wrote {len(labels)} predictions to {path}")

@@ -1,0 +1,149 @@
+"""``cnnclf fit|validate|test|predict``: LightningCLI with the data deciding the model's shape.
+
+The data module's ``num_classes``, ``image_shape``, label names and channel statistics are
+linked into the model at instantiation, so they are never configured twice. ``--ckpt_path``
+also takes ``best`` or ``last``: the newest such checkpoint of this experiment's runs.
+"""
+
+import sys
+from pathlib import Path
+
+from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from cnnclf.callbacks import BestAndLastCheckpoint, PredictionCSV, TestReport
+from cnnclf.data import PickledImageDataModule
+from cnnclf.errors import CnnclfError, ConfigError
+from cnnclf.models import ImageClassifier
+
+DATA_TO_MODEL = {
+    "num_classes": "num_classes",
+    "image_shape": "image_shape",
+    "label_names": "class_names",
+    "input_mean": "input_mean",
+    "input_std": "input_std",
+}
+
+TRAINER_DEFAULTS = {
+    "default_root_dir": "runs",
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": "runs", "name": "default", "log_graph": True, "default_hp_metric": False},
+    },
+}
+
+
+class ConciseErrorParser(LightningArgumentParser):
+    """Reports a bad value in one line: the key and what it expected.
+
+    jsonargparse explains a bad value by listing every type it tried (for a subclass argument,
+    also ``NoneType``); the user needs only the one that applies.
+    """
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error:
+            return super().error(message, ex)
+        sys.exit(f"cnnclf: error: {concise_parse_error(message)}")
+
+
+def concise_parse_error(message: str) -> str:
+    keys, expected, given = [], None, ""
+    for line in (line.strip().removeprefix("- ") for line in message.splitlines()):
+        if line.startswith('Parser key "') and expected is None:
+            keys.append(line.split('"')[1])
+        elif line.startswith("Expected a") and "NoneType" not in line and expected is None:
+            expected = line
+        elif line.startswith("Given value:"):
+            given = line
+    if expected is None:
+        return message.strip().splitlines()[0]
+    detail = f"{expected}. {given}" if given and "Got value" not in expected else expected
+    return f"{'.'.join(keys)}: {detail}" if keys else detail
+
+
+class CnnclfCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(TestReport, "test_report")
+        parser.add_lightning_class_args(PredictionCSV, "prediction_csv")
+        # The layer table with input and output shapes per layer, like the report's tables.
+        parser.add_lightning_class_args(ModelSummary, "model_summary")
+        parser.set_defaults({"model_summary.max_depth": 3})
+        for source, target in DATA_TO_MODEL.items():
+            parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
+        parser.add_argument("--test_after_fit", type=bool, default=False,
+                            help="after fit, test the best checkpoint and write its report into the same run")
+
+    def before_fit(self) -> None:
+        self._resolve_checkpoint()
+
+    def after_fit(self) -> None:
+        if self.config[self.subcommand].test_after_fit and not self.trainer.interrupted:
+            saved = self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path
+            # A fast_dev_run saves no checkpoint; test the weights in hand then.
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if saved else None)
+
+    def before_validate(self) -> None:
+        self._resolve_checkpoint()
+
+    def before_test(self) -> None:
+        self._resolve_checkpoint()
+
+    def before_predict(self) -> None:
+        self._resolve_checkpoint()
+
+    def _resolve_checkpoint(self) -> None:
+        arguments = self.config_init[self.subcommand]
+        wanted = arguments.get("ckpt_path")
+        if wanted in ("best", "last"):
+            arguments["ckpt_path"] = str(find_checkpoint(Path(self.trainer.logger.root_dir), wanted))
+        elif wanted is not None and not Path(wanted).is_file():
+            raise ConfigError(f"--ckpt_path {wanted}: no such checkpoint file")
+
+
+def find_checkpoint(runs_root: Path, which: str) -> Path:
+    """The newest ``checkpoints/{which}.ckpt`` among the runs under ``runs_root``."""
+    found = sorted(runs_root.glob(f"*/checkpoints/{which}.ckpt"), key=lambda path: path.stat().st_mtime)
+    if not found:
+        raise ConfigError(
+            f"--ckpt_path {which}: no {which}.ckpt under {runs_root}/*/checkpoints; train with "
+            "'cnnclf fit' first, or pass a checkpoint file"
+        )
+    return found[-1]
+
+
+def cli_main(args: list[str] | None = None) -> CnnclfCLI:
+    """Run the CLI on ``args`` (default: the command line); tests and notebooks pass a list.
+
+    Returns the CLI, whose ``trainer``, ``model`` and ``datamodule`` hold the finished run.
+    """
+    try:
+        return CnnclfCLI(
+            ImageClassifier,
+            PickledImageDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=42,
+            trainer_defaults=TRAINER_DEFAULTS,
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+            parser_class=ConciseErrorParser,
+            args=args,
+        )
+    except Exception as error:
+        reason = user_error_in(error)
+        if reason is None:
+            raise
+        sys.exit(f"cnnclf: error: {reason}")
+
+
+def user_error_in(error: BaseException | None) -> CnnclfError | None:
+    """The ``CnnclfError`` behind ``error``: jsonargparse wraps errors raised while instantiating."""
+    while error is not None and not isinstance(error, CnnclfError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def main() -> None:
+    """The ``cnnclf`` console script."""
+    cli_main()

@@ -1,0 +1,26 @@
+"""Safe loading of report-format pickles and one LightningDataModule per dataset.
+
+``PickledImageDataModule`` itself serves any other pickle in the report's format, inferring
+its classes from the labels it finds.
+"""
+
+from cnnclf.data.base import PickledImageDataModule
+from cnnclf.data.cifar import CIFARDataModule
+from cnnclf.data.digits import DigitsDataModule
+from cnnclf.errors import DatasetError
+from cnnclf.data.mnist import MNISTDataModule
+from cnnclf.data.orl import ORLDataModule
+from cnnclf.data.records import ImageSplit, read_pickled_dataset
+from cnnclf.data.safe_pickle import load_pickle
+
+__all__ = [
+    "CIFARDataModule",
+    "DatasetError",
+    "DigitsDataModule",
+    "ImageSplit",
+    "MNISTDataModule",
+    "ORLDataModule",
+    "PickledImageDataModule",
+    "load_pickle",
+    "read_pickled_dataset",
+]

@@ -1,0 +1,207 @@
+"""The shared DataModule: a report-format pickle held in memory as CHW tensors.
+
+Subclasses (one small file per dataset) declare what they expect: the labels the file uses,
+optional class names and image shape, and any per-dataset image change (ORL's channels and
+resize). Everything else, loading, validation, the channel permutation, the label mapping,
+the seeded validation split and the normalization statistics, lives here once.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from cnnclf.data.batches import EpochOrder, TensorBatches
+from cnnclf.errors import ConfigError, DatasetError
+from cnnclf.data.image_files import read_image_files
+from cnnclf.data.records import ImageSplit, read_pickled_dataset
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Every split as tensors: images (N, C, H, W) uint8 or float32, targets (N,) class indices."""
+
+    train: tuple[Tensor, Tensor]
+    val: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+    labels: list[int]
+
+
+class PickledImageDataModule(L.LightningDataModule):
+    """Train, validate and test on a pickle in the report's format.
+
+    Args:
+        path: the pickle file, ``{'train': [{'image', 'label'}, ...], 'test': [...]}``.
+        batch_size: training mini-batch size.
+        eval_batch_size: mini-batch size for validation, test and predict (default: ``batch_size``).
+        val_split: held out of the training split for validation: a fraction (< 1) or a count;
+            0 trains on all of it (the best checkpoint is then the last one).
+        normalize: standardize each channel with the mean and std of the training split;
+            off feeds raw pixel values, as the report did.
+        split_seed: seed of the validation split (independent of the training seed).
+        predict_files: image files (PNG, JPEG, PGM; glob patterns allowed) for ``predict``;
+            without them ``predict`` runs on the pickle's test split.
+    """
+
+    #: the label values the file uses, ascending; ``None`` infers them from the data
+    labels: tuple[int, ...] | None = None
+    #: display names per class; default: the label values themselves
+    class_names: tuple[str, ...] | None = None
+    #: (H, W, C) every image must have, when the dataset fixes it
+    stored_shape: tuple[int, int, int] | None = None
+
+    def __init__(self, path: str, batch_size: int = 128, eval_batch_size: int | None = None,
+                 val_split: float = 0.1, normalize: bool = True, split_seed: int = 42,
+                 predict_files: list[str] | None = None) -> None:
+        super().__init__()
+        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+            raise ConfigError(f"batch sizes must be positive, found batch_size={batch_size}, "
+                             f"eval_batch_size={eval_batch_size}")
+        if val_split < 0:
+            raise ConfigError(f"val_split must be a fraction in [0, 1) or a count >= 1, found {val_split}")
+        self.path = path
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.val_split = val_split
+        self.normalize = normalize
+        self.split_seed = split_seed
+        self.predict_files = predict_files
+        self._prepared: PreparedData | None = None
+
+    # -- what the model is built from (linked into the model by the CLI) --------------------
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.data.labels)
+
+    @property
+    def image_shape(self) -> list[int]:
+        return list(self.data.train[0].shape[1:])
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.class_names or (str(label) for label in self.data.labels))
+
+    @property
+    def input_mean(self) -> list[float] | None:
+        return self._channel_stats()[0] if self.normalize else None
+
+    @property
+    def input_std(self) -> list[float] | None:
+        return self._channel_stats()[1] if self.normalize else None
+
+    # -- loading ----------------------------------------------------------------------------
+
+    @property
+    def data(self) -> PreparedData:
+        if self._prepared is None:
+            self._prepared = self._prepare()
+        return self._prepared
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load and check the file now (it is otherwise loaded on first use)."""
+        self.data  # noqa: B018 - the property loads and caches
+
+    def read_splits(self) -> dict[str, ImageSplit]:
+        """The raw train and test splits; the embedded digits override this."""
+        path = Path(self.path)
+        if not path.is_file():
+            raise DatasetError(f"{path}: no such file; set --data.path to a pickle in the report's format")
+        return read_pickled_dataset(path)
+
+    def transform_images(self, images: Tensor) -> Tensor:
+        """Per-dataset change to the (N, C, H, W) images after loading; none by default."""
+        return images
+
+    def _prepare(self) -> PreparedData:
+        splits = self.read_splits()
+        for name, split in splits.items():
+            self._check_shape(name, split)
+        labels = list(self.labels) if self.labels is not None else _infer_labels(splits)
+        train_x, train_y = self._to_tensors("train", splits["train"], labels)
+        test = self._to_tensors("test", splits["test"], labels)
+        train_index, val_index = self._split_indices(len(train_y))
+        return PreparedData(
+            train=(train_x[train_index], train_y[train_index]),
+            val=(train_x[val_index], train_y[val_index]),
+            test=test,
+            labels=labels,
+        )
+
+    def _check_shape(self, split: str, data: ImageSplit) -> None:
+        found = tuple(data.images.shape[1:])
+        if self.stored_shape is not None and found != self.stored_shape:
+            raise DatasetError(
+                f"{self.path}: split '{split}': {type(self).__name__} expects images of shape "
+                f"{list(self.stored_shape)} (H, W, C), found {list(found)}; is this the right file?"
+            )
+
+    def _to_tensors(self, split: str, data: ImageSplit, labels: list[int]) -> tuple[Tensor, Tensor]:
+        known = np.isin(data.labels, labels)
+        if not known.all():
+            first = int(np.argmin(known))
+            raise DatasetError(
+                f"{self.path}: split '{split}', record {first}: label {data.labels[first]} is not one of "
+                f"the {len(labels)} labels {type(self).__name__} expects ({labels[0]}..{labels[-1]})"
+            )
+        # labels are sorted, so a label's class index is its position among them (ORL: 1..40 -> 0..39)
+        targets = torch.from_numpy(np.searchsorted(labels, data.labels))
+        # HWC -> CHW once here, so batches never need it.
+        images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous()
+        return self.transform_images(images), targets
+
+    def _split_indices(self, size: int) -> tuple[Tensor, Tensor]:
+        count = round(self.val_split * size) if self.val_split < 1 else int(self.val_split)
+        if count >= size:
+            raise DatasetError(f"{self.path}: val_split={self.val_split} leaves no training images "
+                               f"out of {size}")
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(self.split_seed))
+        return order[count:].sort().values, order[:count].sort().values
+
+    def _channel_stats(self) -> tuple[list[float], list[float]]:
+        images = self.data.train[0]
+        mean, std = [], []
+        for channel in range(images.shape[1]):
+            values = images[:, channel].to(torch.float64)
+            mean.append(values.mean().item())
+            std.append(max(values.std().item(), 1e-6))
+        return mean, std
+
+    # -- batches ----------------------------------------------------------------------------
+
+    @property
+    def has_validation(self) -> bool:
+        return len(self.data.val[1]) > 0
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches(*self.data.train, self.batch_size, training=True)
+
+    def val_dataloader(self) -> TensorBatches | list:
+        return self._batches(*self.data.val, self.eval_batch_size) if self.has_validation else []
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches(*self.data.test, self.eval_batch_size)
+
+    def predict_dataloader(self) -> TensorBatches:
+        if self.predict_files:
+            images = read_image_files(self.predict_files, self.image_shape)
+            self.predict_sources = [str(path) for path in images.paths]
+            return self._batches(images.tensor, torch.full((len(images.paths),), -1), self.eval_batch_size)
+        self.predict_sources = [str(index) for index in range(len(self.data.test[1]))]
+        return self._batches(*self.data.test, self.eval_batch_size)
+
+    def _batches(self, images: Tensor, targets: Tensor, batch_size: int, training: bool = False) -> TensorBatches:
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        order = EpochOrder(len(targets), shuffle=training, seed=torch.initial_seed() % 2**31,
+                           rank=rank, world_size=world_size, drop_uneven=training)
+        # On a GPU the whole split lives in device memory, so a batch never crosses the bus.
+        return TensorBatches(images.to(device), targets.to(device), batch_size, order)
+
+
+def _infer_labels(splits: dict[str, ImageSplit]) -> list[int]:
+    return sorted(set(np.unique(splits["train"].labels).tolist()) | set(np.unique(splits["test"].labels).tolist()))

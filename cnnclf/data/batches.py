@@ -1,0 +1,66 @@
+"""Mini-batches as index slices of tensors already in memory.
+
+A DataLoader over a map-style dataset fetches and collates every sample in Python; for
+images that already sit in one tensor that work dominates small nets. Here a batch is one
+indexing operation, and the order of an epoch is a pure function of (seed, epoch), so a run
+resumed from a checkpoint sees exactly the batches it would have seen.
+"""
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+
+class EpochOrder:
+    """The sample order of one epoch: a seeded shuffle, or the natural order.
+
+    Lightning calls ``set_epoch`` on a loader's ``sampler`` at the start of every epoch, with the
+    epoch number it restores on resume, so the order follows the checkpoint, not a counter.
+    In distributed runs each process takes every ``world_size``-th index of the same order.
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1,
+                 drop_uneven: bool = False) -> None:
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size, self.drop_uneven = rank, world_size, drop_uneven
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> Tensor:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            order = torch.arange(self.size)
+        if self.drop_uneven:
+            # Training processes must step in lock-step: each gets the same number of samples.
+            order = order[: self.size - self.size % self.world_size]
+        return order[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        usable = self.size - self.size % self.world_size if self.drop_uneven else self.size
+        return len(range(self.rank, usable, self.world_size))
+
+
+class TensorBatches:
+    """Iterate ``(images, labels)`` mini-batches by slicing in-memory tensors in ``sampler`` order."""
+
+    batch_sampler = None  # Lightning inspects loaders for one; batches here are slices, not sampled lists
+
+    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, sampler: EpochOrder,
+                 drop_last: bool = False) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.sampler, self.drop_last = batch_size, sampler, drop_last
+
+    def __len__(self) -> int:
+        count = len(self.sampler)
+        return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        order = self.sampler.indices().to(self.images.device)
+        for batch in range(len(self)):
+            index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            yield self.images[index], self.labels[index]

@@ -1,0 +1,35 @@
+"""scikit-learn's bundled 8x8 handwritten digits (1,797 images): real data that needs no download.
+
+The images ship with scikit-learn as 0..16 intensities; they are scaled to 0..255 bytes like the
+report's datasets, and split into train and test once with a fixed, stratified seed.
+"""
+
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from cnnclf.data.base import PickledImageDataModule
+from cnnclf.data.records import ImageSplit
+
+
+class DigitsDataModule(PickledImageDataModule):
+    """The embedded demo dataset; ``test_fraction`` of it is the test split.
+
+    Takes the shared arguments of ``PickledImageDataModule`` except ``path``.
+    """
+
+    labels = tuple(range(10))
+    stored_shape = (8, 8, 1)
+
+    def __init__(self, test_fraction: float = 0.25, **kwargs) -> None:
+        super().__init__(path="sklearn.datasets.load_digits", **kwargs)
+        self.test_fraction = test_fraction
+
+    def read_splits(self) -> dict[str, ImageSplit]:
+        digits = load_digits()
+        images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]
+        train_x, test_x, train_y, test_y = train_test_split(
+            images, digits.target.astype(np.int64), test_size=self.test_fraction,
+            stratify=digits.target, random_state=0,
+        )
+        return {"train": ImageSplit(train_x, train_y), "test": ImageSplit(test_x, test_y)}

@@ -1,0 +1,49 @@
+"""Read image files (PNG, JPEG, PGM, anything Pillow opens) into one batch for ``predict``."""
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from cnnclf.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    paths: list[Path]
+    tensor: Tensor  # (N, C, H, W) uint8, resized to the model's input
+
+
+def expand_patterns(patterns: list[str]) -> list[Path]:
+    paths: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise DatasetError(f"{pattern}: no image file matches this pattern")
+        paths.extend(Path(match) for match in matches)
+    return paths
+
+
+def read_image_files(patterns: list[str], image_shape: list[int]) -> ImageFiles:
+    """Load each file as gray (1 channel) or RGB (3) and resize it to ``image_shape`` (C, H, W)."""
+    channels, height, width = image_shape
+    mode = {1: "L", 3: "RGB"}.get(channels)
+    if mode is None:
+        raise DatasetError(f"predicting from image files needs a 1- or 3-channel model, found {channels}")
+    paths = expand_patterns(patterns)
+    arrays = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                resized = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
+        except (FileNotFoundError, IsADirectoryError):
+            raise DatasetError(f"{path}: no such image file") from None
+        except (UnidentifiedImageError, OSError) as error:
+            raise DatasetError(f"{path}: not a readable image: {error}") from None
+        arrays.append(np.asarray(resized, dtype=np.uint8).reshape(height, width, channels))
+    tensor = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return ImageFiles(paths, tensor)

@@ -1,0 +1,127 @@
+"""End to end through LightningCLI on tiny report-format pickles and the embedded digits."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnclf.cli import cli_main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+DATASET_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
+
+
+def run(subcommand: str, config: str | Path, runs: Path, *extra: str):
+    return cli_main([subcommand, "--config", str(config), "--trainer.logger.init_args.save_dir", str(runs),
+                     "--trainer.default_root_dir", str(runs),
+                     "--trainer.enable_progress_bar", "false", *extra])
+
+
+def data_path_for(config: Path, tiny_data: dict[str, Path]) -> list[str]:
+    dataset = config.stem.split("_")[0]
+    return ["--data.path", str(tiny_data[dataset])] if dataset in tiny_data else []
+
+
+@pytest.mark.parametrize("config", DATASET_CONFIGS, ids=[c.stem for c in DATASET_CONFIGS])
+def test_every_config_runs_a_fast_dev_run(config, tiny_data, tmp_path):
+    cli = run("fit", config, tmp_path, "--trainer.fast_dev_run", "true", *data_path_for(config, tiny_data))
+    assert cli.trainer.global_step == 1
+    metrics = cli.trainer.callback_metrics  # after test_after_fit these are the test metrics
+    assert metrics and all(torch.isfinite(value) for value in metrics.values())
+
+
+def test_fit_then_test_from_checkpoint_reproduces_accuracy(tmp_path):
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3")
+    accuracy_at_fit = fitted.trainer.callback_metrics["test/acc"].item()
+    run_dir = Path(fitted.trainer.log_dir)
+    for name in ("config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "reports/test_report.txt",
+                 "reports/test_report.json", "reports/confusion_matrix.png"):
+        assert (run_dir / name).is_file(), name
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+    tested = run("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", "best")
+    assert tested.trainer.callback_metrics["test/acc"].item() == pytest.approx(accuracy_at_fit)
+    report = json.loads((Path(tested.trainer.log_dir) / "reports/test_report.json").read_text())
+    assert report["accuracy"] == pytest.approx(accuracy_at_fit)
+    assert report["images"] == 450
+
+    checkpoint = torch.load(run_dir / "checkpoints/best.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["image_shape"] == [1, 8, 8]
+
+
+def test_orl_report_uses_labels_1_to_40(tiny_data, tmp_path):
+    cli = run("fit", CONFIGS / "orl_fixed.yaml", tmp_path, "--data.path", str(tiny_data["orl"]),
+              "--data.resize", "[46, 46]", "--trainer.max_epochs", "1")
+    report = json.loads((Path(cli.trainer.log_dir) / "reports/test_report.json").read_text())
+    assert report["class_names"] == [str(label) for label in range(1, 41)]
+    assert set(report["report"]) >= {"1", "40", "macro avg"} and "0" not in report["report"]
+    assert report["images"] == 40
+
+
+def test_resume_from_last_continues_the_step_count(tmp_path):
+    first = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false")
+    steps_per_epoch = first.trainer.global_step
+    resumed = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2",
+                  "--test_after_fit", "false", "--ckpt_path", "last")
+    assert resumed.trainer.global_step == 2 * steps_per_epoch
+
+
+def test_missing_last_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="--ckpt_path last: no last.ckpt under"):
+        run("fit", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", "last")
+
+
+def test_predict_writes_labels_in_the_dataset_label_space(tiny_data, tmp_path):
+    fitted = run("fit", CONFIGS / "orl_fixed.yaml", tmp_path, "--data.path", str(tiny_data["orl"]),
+                 "--data.resize", "[46, 46]", "--trainer.max_epochs", "1", "--test_after_fit", "false")
+    best = fitted.trainer.checkpoint_callback.best_model_path
+    predicted = run("predict", CONFIGS / "orl_fixed.yaml", tmp_path, "--data.path", str(tiny_data["orl"]),
+                    "--data.resize", "[46, 46]", "--ckpt_path", best)
+    with (Path(predicted.trainer.log_dir) / "predictions.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert [row["source"] for row in rows] == [str(index) for index in range(40)]
+    assert all(1 <= int(row["label"]) <= 40 for row in rows)
+    assert all(0 < float(row["probability"]) <= 1 for row in rows)
+
+
+def test_predict_on_image_files(tmp_path):
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false")
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.jpg", "c.pgm"):
+        Image.fromarray(rng.integers(0, 255, (20, 16), dtype=np.uint8)).save(images / name)
+    predicted = run("predict", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path",
+                    fitted.trainer.checkpoint_callback.best_model_path,
+                    "--data.predict_files", f"[{images}/*]")
+    with (Path(predicted.trainer.log_dir) / "predictions.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert [Path(row["source"]).name for row in rows] == ["a.png", "b.jpg", "c.pgm"]
+    assert all(row["label"] in [str(d) for d in range(10)] for row in rows)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    (["--model.optimizer", "rmsprop"], "model.optimizer: Expected a typing.Literal['sgd', 'adam', 'adamw']"),
+    (["--data.batch_size", "-5"], "batch sizes must be positive, found batch_size=-5"),
+    (["--data.path", "/does/not/exist"], "/does/not/exist: no such file"),
+])
+def test_bad_config_values_are_one_line_errors(tiny_data, tmp_path, override, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run("fit", CONFIGS / "mnist.yaml", tmp_path, "--data.path", str(tiny_data["mnist"]), *override)
+    text = str(exit_info.value.code)
+    assert text.startswith("cnnclf: error: ") and message in text
+    assert "\n" not in text
+
+
+def test_print_config_shows_the_resolved_config(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", str(CONFIGS / "mnist.yaml"), "--config", str(CONFIGS / "presets/quick.yaml"),
+                  "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "class_path: cnnclf.models.ReportMNISTNet" in printed
+    assert "max_epochs: 2" in printed and "final_relu: true" in printed
