@@ -1,7 +1,8 @@
-"""Callbacks the CLI always adds: the test report, the predictions CSV, best+last checkpoints."""
+"""Callbacks the CLI always adds: best+last checkpoints, the fit time, the test report, the predictions CSV."""
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import lightning as L
@@ -25,7 +26,8 @@ def class_names(model: L.LightningModule) -> list[str]:
 class BestAndLastCheckpoint(ModelCheckpoint):
     """Keeps ``best.ckpt`` (by ``val/acc``) and ``last.ckpt`` in the run's ``checkpoints/``.
 
-    Without a validation split there is nothing to rank by, and the best checkpoint is the latest.
+    Without a validation split there is nothing to rank by: only ``last.ckpt`` is written (once
+    per save, not twice; the report's ORL net makes 500 MB checkpoints), and it stands for the best.
     """
 
     def __init__(self, monitor: str = "val/acc", mode: str = "max", filename: str = "best",
@@ -36,7 +38,29 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage == "fit" and not getattr(trainer.datamodule, "has_validation", True):
-            self.monitor = None
+            self.monitor, self.save_top_k = None, 0
+
+
+class FitTimer(L.Callback):
+    """Prints how long ``fit`` took and writes it to ``fit_time.json`` in the run directory.
+
+    The clock covers the training and validation loops, not start-up or data loading, so runs
+    on different data sizes and machines compare on the work itself.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seconds = time.perf_counter() - self.start
+        if not trainer.is_global_zero:
+            return
+        summary = {"fit_seconds": round(seconds, 2), "epochs": trainer.current_epoch,
+                   "steps": trainer.global_step}
+        path = run_directory(trainer) / "fit_time.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary))
+        print(f"Trained {summary['epochs']} epochs ({summary['steps']} steps) in {seconds:.1f} s")
 
 
 class TestReport(L.Callback):

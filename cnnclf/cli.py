@@ -11,7 +11,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from cnnclf.callbacks import BestAndLastCheckpoint, PredictionCSV, TestReport
+from cnnclf.callbacks import BestAndLastCheckpoint, FitTimer, PredictionCSV, TestReport
 from cnnclf.data import PickledImageDataModule
 from cnnclf.errors import CnnclfError, ConfigError
 from cnnclf.models import ImageClassifier
@@ -64,6 +64,7 @@ def concise_parse_error(message: str) -> str:
 class CnnclfCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(FitTimer, "fit_timer")
         parser.add_lightning_class_args(TestReport, "test_report")
         parser.add_lightning_class_args(PredictionCSV, "prediction_csv")
         # The layer table with input and output shapes per layer, like the report's tables.
@@ -79,9 +80,15 @@ class CnnclfCLI(LightningCLI):
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].test_after_fit and not self.trainer.interrupted:
-            saved = self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path
-            # A fast_dev_run saves no checkpoint; test the weights in hand then.
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if saved else None)
+            checkpoint = self.trainer.checkpoint_callback
+            # Without validation only the last checkpoint exists; a fast_dev_run saves none at all.
+            if checkpoint is not None and checkpoint.best_model_path:
+                ckpt_path = "best"
+            elif checkpoint is not None and checkpoint.last_model_path:
+                ckpt_path = "last"
+            else:
+                ckpt_path = None
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
 
     def before_validate(self) -> None:
         self._resolve_checkpoint()
@@ -102,14 +109,18 @@ class CnnclfCLI(LightningCLI):
 
 
 def find_checkpoint(runs_root: Path, which: str) -> Path:
-    """The newest ``checkpoints/{which}.ckpt`` among the runs under ``runs_root``."""
-    found = sorted(runs_root.glob(f"*/checkpoints/{which}.ckpt"), key=lambda path: path.stat().st_mtime)
-    if not found:
-        raise ConfigError(
-            f"--ckpt_path {which}: no {which}.ckpt under {runs_root}/*/checkpoints; train with "
-            "'cnnclf fit' first, or pass a checkpoint file"
-        )
-    return found[-1]
+    """``checkpoints/{which}.ckpt`` of the newest run under ``runs_root`` that saved one.
+
+    A run without a validation split saves only ``last.ckpt``, which then also stands for ``best``.
+    """
+    runs = sorted(runs_root.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
+    for last in reversed(runs):
+        wanted = last.with_name(f"{which}.ckpt")
+        return wanted if wanted.is_file() else last
+    raise ConfigError(
+        f"--ckpt_path {which}: no checkpoint under {runs_root}/*/checkpoints; train with 'cnnclf fit' "
+        "first, or pass a checkpoint file"
+    )
 
 
 def cli_main(args: list[str] | None = None) -> CnnclfCLI:

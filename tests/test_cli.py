@@ -71,7 +71,7 @@ def test_resume_from_last_continues_the_step_count(tmp_path):
 
 
 def test_missing_last_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="--ckpt_path last: no last.ckpt under"):
+    with pytest.raises(SystemExit, match="--ckpt_path last: no checkpoint under"):
         run("fit", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", "last")
 
 
@@ -125,3 +125,12 @@ def test_print_config_shows_the_resolved_config(capsys):
     printed = capsys.readouterr().out
     assert "class_path: cnnclf.models.ReportMNISTNet" in printed
     assert "max_epochs: 2" in printed and "final_relu: true" in printed
+
+
+def test_without_validation_only_last_is_kept_and_stands_for_best(tmp_path):
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", "--data.val_split", "0")
+    checkpoints = Path(fitted.trainer.log_dir) / "checkpoints"
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["last.ckpt"]
+    accuracy = fitted.trainer.callback_metrics["test/acc"].item()
+    tested = run("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", "best", "--data.val_split", "0")
+    assert tested.trainer.callback_metrics["test/acc"].item() == pytest.approx(accuracy)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cnnclf.errors import ConfigError
-from cnnclf.models import ReportCIFARNet, ReportMNISTNet, ReportORLNet
+from cnnclf.models import ConvBNNet, ReportCIFARNet, ReportMNISTNet, ReportORLNet, ResNet9
 
 
 def parameter_count(model: torch.nn.Module) -> int:
@@ -61,3 +61,47 @@ def test_bad_model_arguments(bad):
     arguments = dict(num_classes=10, image_shape=[1, 28, 28]) | bad
     with pytest.raises(ConfigError):
         ReportMNISTNet(**arguments)
+
+
+@pytest.mark.parametrize(("architecture", "options", "image_shape"), [
+    (ConvBNNet, {"widths": [8, 16]}, [1, 28, 28]),
+    (ConvBNNet, {"widths": [4, 8, 16, 32]}, [1, 112, 92]),
+    (ResNet9, {"width": 8}, [3, 32, 32]),
+    (ResNet9, {"width": 4}, [1, 8, 8]),
+])
+def test_stronger_architectures_take_any_input(architecture, options, image_shape):
+    model = architecture(7, image_shape, **options)
+    assert model(torch.zeros(3, *image_shape)).shape == (3, 7)
+    assert all(name in model.hparams for name in options)
+
+
+def test_channels_last_gives_the_same_logits():
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, 32, 32) * 255
+    plain = ResNet9(10, [3, 32, 32], width=8).eval()
+    fast = ResNet9(10, [3, 32, 32], width=8, channels_last=True).eval()
+    fast.load_state_dict(plain.state_dict())
+    fast.configure_model()
+    assert torch.allclose(plain(images), fast(images), atol=1e-4)
+
+
+def test_mirrored_test_time_averaging():
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 32, 32) * 255
+    model = ReportCIFARNet(10, [3, 32, 32], tta_hflip=True).eval()
+    expected = (model(images) + model(images.flip(3))) / 2
+    assert torch.allclose(model.evaluation_logits(images), expected)
+    model.hparams.tta_hflip = False
+    assert torch.allclose(model.evaluation_logits(images), model(images))
+
+
+@pytest.mark.slow
+def test_compile_keeps_checkpoint_names_and_logits():
+    torch.manual_seed(0)
+    images = torch.rand(4, 1, 28, 28) * 255
+    plain = ReportMNISTNet(10, [1, 28, 28]).eval()
+    compiled = ReportMNISTNet(10, [1, 28, 28], compile=True).eval()
+    compiled.load_state_dict(plain.state_dict())
+    compiled.configure_model()
+    assert compiled.state_dict().keys() == plain.state_dict().keys()
+    assert torch.allclose(plain(images), compiled(images), atol=1e-4)

@@ -7,11 +7,11 @@ its classes from the labels it finds.
 from cnnclf.data.base import PickledImageDataModule
 from cnnclf.data.cifar import CIFARDataModule
 from cnnclf.data.digits import DigitsDataModule
-from cnnclf.errors import DatasetError
 from cnnclf.data.mnist import MNISTDataModule
 from cnnclf.data.orl import ORLDataModule
 from cnnclf.data.records import ImageSplit, read_pickled_dataset
 from cnnclf.data.safe_pickle import load_pickle
+from cnnclf.errors import DatasetError
 
 __all__ = [
     "CIFARDataModule",

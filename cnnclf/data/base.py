@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cnnclf.data.augment import random_hflip, random_translate
 from cnnclf.data.batches import EpochOrder, TensorBatches
-from cnnclf.errors import ConfigError, DatasetError
 from cnnclf.data.image_files import read_image_files
 from cnnclf.data.records import ImageSplit, read_pickled_dataset
+from cnnclf.errors import ConfigError, DatasetError
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class PickledImageDataModule(L.LightningDataModule):
         split_seed: seed of the validation split (independent of the training seed).
         predict_files: image files (PNG, JPEG, PGM; glob patterns allowed) for ``predict``;
             without them ``predict`` runs on the pickle's test split.
+        translate: training augmentation: shift each image by up to this many pixels.
+        hflip: training augmentation: mirror half the images (not for digits or text).
     """
 
     #: the label values the file uses, ascending; ``None`` infers them from the data
@@ -55,11 +58,13 @@ class PickledImageDataModule(L.LightningDataModule):
 
     def __init__(self, path: str, batch_size: int = 128, eval_batch_size: int | None = None,
                  val_split: float = 0.1, normalize: bool = True, split_seed: int = 42,
-                 predict_files: list[str] | None = None) -> None:
+                 predict_files: list[str] | None = None, translate: int = 0, hflip: bool = False) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
             raise ConfigError(f"batch sizes must be positive, found batch_size={batch_size}, "
                              f"eval_batch_size={eval_batch_size}")
+        if translate < 0:
+            raise ConfigError(f"translate must be a number of pixels >= 0, found {translate}")
         if val_split < 0:
             raise ConfigError(f"val_split must be a fraction in [0, 1) or a count >= 1, found {val_split}")
         self.path = path
@@ -69,6 +74,8 @@ class PickledImageDataModule(L.LightningDataModule):
         self.normalize = normalize
         self.split_seed = split_seed
         self.predict_files = predict_files
+        self.translate = translate
+        self.hflip = hflip
         self._prepared: PreparedData | None = None
 
     # -- what the model is built from (linked into the model by the CLI) --------------------
@@ -192,6 +199,18 @@ class PickledImageDataModule(L.LightningDataModule):
             return self._batches(images.tensor, torch.full((len(images.paths),), -1), self.eval_batch_size)
         self.predict_sources = [str(index) for index in range(len(self.data.test[1]))]
         return self._batches(*self.data.test, self.eval_batch_size)
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        training = self.trainer is not None and self.trainer.training
+        # Lightning also passes the model's example input through here, as a bare tensor.
+        if not (training and (self.translate or self.hflip)) or not isinstance(batch, (tuple, list)):
+            return batch
+        images, targets = batch
+        if self.translate:
+            images = random_translate(images, self.translate)
+        if self.hflip:
+            images = random_hflip(images)
+        return images, targets
 
     def _batches(self, images: Tensor, targets: Tensor, batch_size: int, training: bool = False) -> TensorBatches:
         trainer = self.trainer

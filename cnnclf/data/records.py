@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnclf.errors import DatasetError
 from cnnclf.data.safe_pickle import load_pickle
+from cnnclf.errors import DatasetError
 
 SPLITS = ("train", "test")
 NUMERIC_KINDS = "uif"  # unsigned, signed, float; bool, complex and object images are refused

@@ -1,8 +1,14 @@
-"""One LightningModule per architecture, all on ``ImageClassifier``."""
+"""One LightningModule per architecture, all on ``ImageClassifier``.
+
+The report's networks, layer for layer: ``ReportMNISTNet``, ``ReportORLNet``, ``ReportCIFARNet``.
+Stronger ones: ``ConvBNNet`` (gray digits and faces) and ``ResNet9`` (CIFAR-10).
+"""
 
 from cnnclf.models.base import ImageClassifier
+from cnnclf.models.conv_bn import ConvBNNet
 from cnnclf.models.report_cifar import ReportCIFARNet
 from cnnclf.models.report_mnist import ReportMNISTNet
 from cnnclf.models.report_orl import ReportORLNet
+from cnnclf.models.resnet9 import ResNet9
 
-__all__ = ["ImageClassifier", "ReportCIFARNet", "ReportMNISTNet", "ReportORLNet"]
+__all__ = ["ConvBNNet", "ImageClassifier", "ReportCIFARNet", "ReportMNISTNet", "ReportORLNet", "ResNet9"]

@@ -1,0 +1,28 @@
+"""A VGG-style net with batch norm for gray digits and faces (MNIST, ORL, digits, any pickle).
+
+Each stage is conv-BN-ReLU then a 2x2 max-pool; global average pooling and one linear layer
+classify. ``widths`` sets the channels of each stage, and so the depth.
+"""
+
+from torch import nn
+
+from cnnclf.models.base import ImageClassifier
+from cnnclf.models.blocks import conv_bn
+
+
+class ConvBNNet(ImageClassifier):
+    """Args: widths: output channels of each stage (each halves the image side); see ``ImageClassifier``."""
+
+    def __init__(self, num_classes: int, image_shape: list[int], widths: list[int] = [32, 64, 128],  # noqa: B006
+                 **kwargs) -> None:
+        self.widths = list(widths)
+        super().__init__(num_classes, image_shape, **kwargs)
+
+    def features(self, in_channels: int) -> nn.Sequential:
+        stages = []
+        for width_in, width_out in zip([in_channels, *self.widths[:-1]], self.widths, strict=True):
+            stages += [conv_bn(width_in, width_out), nn.MaxPool2d(2)]  # (B, width_out, H/2, W/2)
+        return nn.Sequential(*stages, nn.AdaptiveAvgPool2d(1))  # (B, widths[-1], 1, 1)
+
+    def classifier(self, in_features: int, num_classes: int) -> nn.Sequential:
+        return nn.Sequential(nn.Dropout(self.hparams.dropout), nn.Linear(in_features, num_classes))
