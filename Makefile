@@ -11,10 +11,11 @@ DATASET ?= mnist
 CONFIG ?= configs/$(DATASET)_fixed.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all lint format seed-data bench-load fit test-ckpt tensorboard clean
+.PHONY: help install demo test test-all lint format seed-data bench-load bench-throughput bench-accuracy fit \
+	test-ckpt tensorboard clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-17s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +47,12 @@ seed-data: install ## write the report-format pickles from ../shared/data into $
 
 bench-load: install ## load time and peak memory of the course-format int64 MNIST pickle
 	$(BIN)/python bench/load_mnist.py
+
+bench-throughput: install ## report loop vs plain PyTorch vs cnnclf fit, side by side (needs seed-data)
+	$(BIN)/python bench/throughput.py --data $(DATA)
+
+bench-accuracy: install ## time to accuracy of the fixed and best recipes on the real data (needs seed-data)
+	$(BIN)/python bench/time_to_accuracy.py --data $(DATA) configs/*_fixed.yaml configs/*_best.yaml
 
 fit: install ## train: make fit DATASET=mnist|orl|cifar [CONFIG=...] [DATA=folder]
 	$(BIN)/cnnclf fit --config $(CONFIG) --data.path $(DATA)/$(shell echo $(DATASET) | tr a-z A-Z)

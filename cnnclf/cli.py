@@ -8,6 +8,7 @@ also takes ``best`` or ``last``: the newest such checkpoint of this experiment's
 import sys
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -128,6 +129,8 @@ def cli_main(args: list[str] | None = None) -> CnnclfCLI:
 
     Returns the CLI, whose ``trainer``, ``model`` and ``datamodule`` hold the finished run.
     """
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls on recent NVIDIA GPUs
     try:
         return CnnclfCLI(
             ImageClassifier,

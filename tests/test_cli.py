@@ -76,11 +76,10 @@ def test_missing_last_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_predict_writes_labels_in_the_dataset_label_space(tiny_data, tmp_path):
-    fitted = run("fit", CONFIGS / "orl_fixed.yaml", tmp_path, "--data.path", str(tiny_data["orl"]),
-                 "--data.resize", "[46, 46]", "--trainer.max_epochs", "1", "--test_after_fit", "false")
-    best = fitted.trainer.checkpoint_callback.best_model_path
+    run("fit", CONFIGS / "orl_fixed.yaml", tmp_path, "--data.path", str(tiny_data["orl"]),
+        "--data.resize", "[46, 46]", "--trainer.max_epochs", "1", "--test_after_fit", "false")
     predicted = run("predict", CONFIGS / "orl_fixed.yaml", tmp_path, "--data.path", str(tiny_data["orl"]),
-                    "--data.resize", "[46, 46]", "--ckpt_path", best)
+                    "--data.resize", "[46, 46]", "--ckpt_path", "best")
     with (Path(predicted.trainer.log_dir) / "predictions.csv").open() as stream:
         rows = list(csv.DictReader(stream))
     assert [row["source"] for row in rows] == [str(index) for index in range(40)]

@@ -1,0 +1,71 @@
+"""Open a finished run from its checkpoint, for notebooks and scripts.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain values only, so
+a crafted file cannot run code. The classes a checkpoint and its run's config name are only
+ever taken from cnnclf's own models and data modules.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torch import Tensor
+
+from cnnclf import data as data_modules
+from cnnclf import models
+from cnnclf.data import PickledImageDataModule
+from cnnclf.errors import ConfigError
+from cnnclf.models import ImageClassifier
+
+
+def _cnnclf_class(class_path: str, package, base: type, where: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    found = getattr(package, name, None)
+    if not module.startswith(package.__name__) or not (isinstance(found, type) and issubclass(found, base)):
+        raise ConfigError(f"{where}: refusing class {class_path!r}; expected one of {package.__name__}'s "
+                          f"{base.__name__} classes")
+    return found
+
+
+def load_model(checkpoint: str | Path) -> ImageClassifier:
+    """The trained model of ``checkpoint``, in eval mode on the CPU."""
+    checkpoint = Path(checkpoint)
+    try:
+        content = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"{checkpoint}: no such checkpoint file") from None
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise ConfigError(f"{checkpoint}: not a loadable checkpoint: {str(error).splitlines()[0]}") from None
+    hparams = dict(content.get("hyper_parameters", {}))
+    architecture = _cnnclf_class(hparams.pop("_class_path", ""), models, ImageClassifier, str(checkpoint))
+    model = architecture(**{key: value for key, value in hparams.items() if not key.startswith("_")})
+    model.load_state_dict(content["state_dict"])
+    return model.eval()
+
+
+def load_datamodule(checkpoint: str | Path, **overrides) -> PickledImageDataModule:
+    """The data module of the run ``checkpoint`` belongs to, from the run's saved config.yaml."""
+    config_path = Path(checkpoint).resolve().parent.parent / "config.yaml"
+    if not config_path.is_file():
+        raise ConfigError(f"{config_path}: no run config beside the checkpoint's folder")
+    data = yaml.safe_load(config_path.read_text())["data"]
+    module = _cnnclf_class(data["class_path"], data_modules, PickledImageDataModule, str(config_path))
+    return module(**{**data.get("init_args", {}), **overrides})
+
+
+@dataclass(frozen=True)
+class Predictions:
+    images: Tensor  # (N, C, H, W) raw pixels
+    targets: Tensor  # (N,) class indices
+    predicted: Tensor  # (N,) class indices
+    confidence: Tensor  # (N,) probability of the predicted class
+
+
+@torch.no_grad()
+def predict_split(model: ImageClassifier, images: Tensor, targets: Tensor, batch_size: int = 1000) -> Predictions:
+    """The model's predictions and their probabilities for a whole split."""
+    probabilities = torch.cat([model.evaluation_logits(images[start:start + batch_size]).softmax(dim=1)
+                               for start in range(0, len(images), batch_size)])
+    confidence, predicted = probabilities.max(dim=1)
+    return Predictions(images, targets, predicted, confidence)
