@@ -114,14 +114,14 @@ def find_checkpoint(runs_root: Path, which: str) -> Path:
 
     A run without a validation split saves only ``last.ckpt``, which then also stands for ``best``.
     """
-    runs = sorted(runs_root.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
-    for last in reversed(runs):
-        wanted = last.with_name(f"{which}.ckpt")
-        return wanted if wanted.is_file() else last
-    raise ConfigError(
-        f"--ckpt_path {which}: no checkpoint under {runs_root}/*/checkpoints; train with 'cnnclf fit' "
-        "first, or pass a checkpoint file"
-    )
+    lasts = sorted(runs_root.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
+    if not lasts:
+        raise ConfigError(
+            f"--ckpt_path {which}: no checkpoint under {runs_root}/*/checkpoints; train with 'cnnclf fit' "
+            "first, or pass a checkpoint file"
+        )
+    wanted = lasts[-1].with_name(f"{which}.ckpt")
+    return wanted if wanted.is_file() else lasts[-1]
 
 
 def cli_main(args: list[str] | None = None) -> CnnclfCLI:
