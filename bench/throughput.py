@@ -48,8 +48,10 @@ SETUPS = {  # the report's networks, batch sizes and inputs
 }
 
 
-def make_model(setup: dict, data) -> torch.nn.Module:
-    return setup["net"](data.num_classes, data.image_shape, final_relu=True)
+def make_model(setup: dict, data, channels_last: bool = False) -> torch.nn.Module:
+    model = setup["net"](data.num_classes, data.image_shape, final_relu=True, channels_last=channels_last)
+    model.configure_model()
+    return model
 
 
 def report_loop(setup: dict, data, records: list[dict], steps: int) -> list[float]:
@@ -75,10 +77,7 @@ def report_loop(setup: dict, data, records: list[dict], steps: int) -> list[floa
 
 def plain_loop(setup: dict, data, steps: int, preset: str | None) -> list[float]:
     """(b): in-memory tensors, index slices, the same model and optimizer; no framework."""
-    model = make_model(setup, data).train()
-    if preset:
-        model.memory_format = torch.channels_last
-        model.net.to(memory_format=torch.channels_last)
+    model = make_model(setup, data, channels_last=preset is not None).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     images, targets = data.data.train
     batch, times = setup["batch"], []

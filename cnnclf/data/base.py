@@ -7,6 +7,7 @@ the seeded validation split and the normalization statistics, lives here once.
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import lightning as L
@@ -94,11 +95,11 @@ class PickledImageDataModule(L.LightningDataModule):
 
     @property
     def input_mean(self) -> list[float] | None:
-        return self._channel_stats()[0] if self.normalize else None
+        return self.channel_stats[0] if self.normalize else None
 
     @property
     def input_std(self) -> list[float] | None:
-        return self._channel_stats()[1] if self.normalize else None
+        return self.channel_stats[1] if self.normalize else None
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -168,7 +169,9 @@ class PickledImageDataModule(L.LightningDataModule):
         order = torch.randperm(size, generator=torch.Generator().manual_seed(self.split_seed))
         return order[count:].sort().values, order[:count].sort().values
 
-    def _channel_stats(self) -> tuple[list[float], list[float]]:
+    @cached_property
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training split, in raw pixel units (computed once)."""
         images = self.data.train[0]
         mean, std = [], []
         for channel in range(images.shape[1]):
