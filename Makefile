@@ -9,10 +9,11 @@ BIN    := $(VENV)/bin
 DATA   ?= data/seed
 DATASET ?= mnist
 CONFIG ?= configs/$(DATASET)_fixed.yaml
+SWEEP  ?= configs/sweeps/digits_report_ablations.yaml
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-all lint format seed-data bench-load bench-throughput bench-accuracy fit \
-	test-ckpt tensorboard clean
+	test-ckpt sweep tensorboard notebook notebook-strip clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-17s %s\n", $$1, $$2}'
@@ -60,8 +61,19 @@ fit: install ## train: make fit DATASET=mnist|orl|cifar [CONFIG=...] [DATA=folde
 test-ckpt: install ## test the newest best checkpoint: make test-ckpt DATASET=mnist [CKPT=best|last|file]
 	$(BIN)/cnnclf test --config $(CONFIG) --data.path $(DATA)/$(shell echo $(DATASET) | tr a-z A-Z) --ckpt_path $(or $(CKPT),best)
 
+sweep: install ## run a sweep, resuming where it stopped: make sweep [SWEEP=configs/sweeps/....yaml]
+	$(BIN)/cnnclf-sweep $(SWEEP)
+
 tensorboard: install ## open TensorBoard on runs/
 	$(BIN)/tensorboard --logdir runs
+
+notebook: install ## open JupyterLab on notebooks/ (installs jupyterlab into .venv the first time)
+	$(BIN)/python -m pip install --quiet -e ".[notebook]"
+	$(BIN)/jupyter lab notebooks
+
+notebook-strip: install ## clear notebook outputs before committing (needs `make notebook` once)
+	$(BIN)/jupyter nbconvert --clear-output --ClearMetadataPreprocessor.enabled=True \
+	  --ClearMetadataPreprocessor.preserve_nb_metadata_mask=kernelspec --ClearMetadataPreprocessor.preserve_nb_metadata_mask=language_info --inplace notebooks/*.ipynb
 
 clean: ## remove runs/ and caches (keeps .venv and data/)
 	rm -rf runs lightning_logs .pytest_cache .ruff_cache

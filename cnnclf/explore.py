@@ -1,4 +1,4 @@
-"""Open a finished run from its checkpoint, for notebooks and scripts.
+"""Open a finished run from its checkpoint or its TensorBoard curves, for notebooks and scripts.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain values only, so
 a crafted file cannot run code. The classes a checkpoint and its run's config name are only
@@ -69,3 +69,19 @@ def predict_split(model: ImageClassifier, images: Tensor, targets: Tensor, batch
                                for start in range(0, len(images), batch_size)])
     confidence, predicted = probabilities.max(dim=1)
     return Predictions(images, targets, predicted, confidence)
+
+
+def read_curve(run_dir: str | Path, tag: str) -> tuple[list[int], list[float]]:
+    """The steps and values logged under the scalar ``tag`` (e.g. ``val/acc``) in a run's TensorBoard files."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util.tensor_util import make_ndarray
+
+    points = {}
+    for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):  # a resumed run adds a file
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.tag == tag:
+                    stored_as_tensor = value.WhichOneof("value") == "tensor"
+                    points[event.step] = float(make_ndarray(value.tensor)) if stored_as_tensor else value.simple_value
+    steps = sorted(points)
+    return steps, [points[step] for step in steps]

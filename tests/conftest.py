@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -44,3 +45,26 @@ def tiny_data(tmp_path_factory) -> dict[str, Path]:
         "cifar": write_report_pickle(folder / "CIFAR", report_records(200, (32, 32, 3), digits),
                                      report_records(50, (32, 32, 3), digits, seed=1)),
     }
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def write_sweep(path: Path, grid: dict, epochs: int = 2) -> Path:
+    """A sweep on the bundled digits: ``epochs`` short epochs per run."""
+    path.write_text(yaml.safe_dump({
+        "base": str(CONFIGS / "digits.yaml"),
+        "set": {"trainer.max_epochs": epochs, "trainer.limit_train_batches": 5},
+        "grid": grid,
+    }, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_sweep(tmp_path_factory) -> Path:
+    """A finished two-run sweep (Adam vs SGD) on the digits; returns its output folder."""
+    from cnnclf.sweeps import run_sweep
+
+    folder = tmp_path_factory.mktemp("sweep")
+    run_sweep(write_sweep(folder / "optimizers.yaml", {"model.optimizer": ["adam", "sgd"]}), out=folder / "out")
+    return folder / "out"

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from cnnclf.cli import cli_main
+from tests.conftest import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DATASET_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
 
 

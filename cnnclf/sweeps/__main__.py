@@ -1,0 +1,3 @@
+from cnnclf.sweeps.runner import main
+
+main()

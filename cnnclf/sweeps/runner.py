@@ -1,0 +1,122 @@
+"""``cnnclf-sweep FILE``: run every combination of a sweep through ``cnnclf fit`` and tabulate them.
+
+Each run is its own ``cnnclf fit ... --test_after_fit true`` process (the exact command is kept
+in the run's ``sweep_run.json``) writing into ``<out>/<run name>/``, a normal run directory.
+Run again after an interruption and it continues: finished runs are skipped, a run that saved a
+checkpoint resumes from it, and the results table is rebuilt from the run directories.
+"""
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cnnclf.errors import CnnclfError, ConfigError
+from cnnclf.sweeps.results import RUN_RECORD, RunResult, read_run, write_tables
+from cnnclf.sweeps.spec import PlannedRun, Sweep, load_sweep
+
+
+def run_sweep(sweep_file: str | Path, out: str | Path | None = None, retry_failed: bool = False,
+              dry_run: bool = False) -> list[RunResult]:
+    sweep = load_sweep(sweep_file)
+    out = Path(out) if out is not None else Path("runs") / "sweeps" / sweep.name
+    planned = sweep.runs()
+    results = []
+    for number, run in enumerate(planned, start=1):
+        run_dir = out / run.name
+        settings = sweep.arguments(run)
+        arguments = settings + [
+            "--test_after_fit=true", "--trainer.enable_progress_bar=false",
+            f"--trainer.logger.init_args.save_dir={out}", "--trainer.logger.init_args.name=",
+            f"--trainer.logger.init_args.version={run.name}",
+        ]
+        fingerprint = _fingerprint(sweep, settings)
+        state = _state(run_dir, fingerprint, retry_failed)
+        print(f"[{number}/{len(planned)}] {run.name}: {state}", flush=True)
+        if dry_run:
+            continue
+        if state == "to run" and run_dir.exists():
+            shutil.rmtree(run_dir)  # an attempt that saved no checkpoint: only partial logs to lose
+        if state != "finished":
+            last = run_dir / "checkpoints" / "last.ckpt"
+            _train(run, run_dir, arguments + ([f"--ckpt_path={last}"] if state == "resuming" else []), fingerprint)
+        result = read_run(run_dir)
+        print("    " + _summary(result), flush=True)
+        results.append(result)
+        write_tables(results, out, f"sweep {sweep.name}")
+    if not dry_run:
+        print(f"\nResults: {out / 'results.csv'}, {out / 'results.md'}, {out / 'results.png'}")
+    return results
+
+
+def _state(run_dir: Path, fingerprint: str, retry_failed: bool) -> str:
+    record_path = run_dir / RUN_RECORD
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("fingerprint") != fingerprint:
+            raise ConfigError(
+                f"{run_dir}: finished with other settings (the sweep file or its base config changed since); "
+                "delete that run's folder to redo it, or pass --out for a new sweep folder"
+            )
+        if record["status"] == "ok" or not retry_failed:
+            return "finished"
+    return "resuming" if (run_dir / "checkpoints" / "last.ckpt").is_file() else "to run"
+
+
+def _train(run: PlannedRun, run_dir: Path, arguments: list[str], fingerprint: str) -> None:
+    command = [sys.executable, "-m", "cnnclf", "fit", *arguments]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "sweep.log"
+    start = time.perf_counter()
+    with log_path.open("w") as log:
+        returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+    record = {"name": run.name, "overrides": run.overrides, "command": command[1:], "fingerprint": fingerprint,
+              "status": "ok" if returncode == 0 else "failed", "wall_seconds": round(time.perf_counter() - start, 2)}
+    if returncode != 0:
+        record["error"] = _last_error(log_path.read_text()) + f" (exit {returncode}; see {log_path})"
+    (run_dir / RUN_RECORD).write_text(json.dumps(record, indent=1))
+
+
+def _fingerprint(sweep: Sweep, arguments: list[str]) -> str:
+    """What decides a run's result: its settings and the content of the base configs (not where it is saved)."""
+    digest = hashlib.sha256(json.dumps(arguments).encode())
+    for path in sweep.base:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _last_error(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("cnnclf: error:")]
+    return (errors or lines or ["no output"])[-1]
+
+
+def _summary(result: RunResult) -> str:
+    if result.status != "ok":
+        return f"failed: {result.error}"
+    return (f"test accuracy {result.test_accuracy:.2%}, macro F1 {result.test_macro_f1:.4f}, "
+            f"{result.epochs} epochs, {result.wall_seconds:.1f} s")
+
+
+def main(args: list[str] | None = None) -> None:
+    """The ``cnnclf-sweep`` console script."""
+    parser = argparse.ArgumentParser(prog="cnnclf-sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_file", help="a sweep YAML file, e.g. configs/sweeps/digits_report_ablations.yaml")
+    parser.add_argument("--out", help="folder for the runs and tables (default: runs/sweeps/<sweep name>)")
+    parser.add_argument("--retry-failed", action="store_true", help="run the runs that failed last time again")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
+    options = parser.parse_args(args)
+    try:
+        results = run_sweep(options.sweep_file, options.out, options.retry_failed, options.dry_run)
+    except CnnclfError as error:
+        sys.exit(f"cnnclf-sweep: error: {error}")
+    except KeyboardInterrupt:
+        sys.exit("\ncnnclf-sweep: interrupted; run the same command again to continue where it stopped")
+    failed = [result.name for result in results if result.status != "ok"]
+    if failed:
+        sys.exit(f"cnnclf-sweep: {len(failed)} run(s) failed: {', '.join(failed)} (--retry-failed runs them again)")

@@ -1,0 +1,122 @@
+"""A sweep file: a base config and a grid of overrides, one ``cnnclf fit`` run per combination.
+
+.. code-block:: yaml
+
+    base: ../digits.yaml            # one config or a list, relative to this file
+    set:                            # the same for every run
+      trainer.max_epochs: 15
+    grid:                           # every combination of these is one run
+      model.optimizer: [sgd, adam]
+      model.final_relu: [true, false]
+
+Keys are the CLI's own (``model.lr``, ``data.normalize``, ``trainer.max_epochs``; ``model``
+alone switches the architecture), so any run can be repeated by hand with the command it records.
+"""
+
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from cnnclf.errors import ConfigError
+
+FIELDS = {"base", "set", "grid", "name"}
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One combination of the grid: its directory name and the overrides that make it."""
+
+    name: str
+    overrides: dict[str, object]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    base: list[Path]
+    fixed: dict[str, object]
+    grid: dict[str, list]
+
+    def runs(self) -> list[PlannedRun]:
+        keys = list(self.grid)
+        labels = _short_labels(keys)
+        planned = []
+        for values in itertools.product(*self.grid.values()):
+            overrides = dict(zip(keys, values, strict=True))
+            name = ",".join(f"{labels[key]}={_value_label(value)}" for key, value in overrides.items())
+            planned.append(PlannedRun(name or "base", overrides))
+        return planned
+
+    def arguments(self, run: PlannedRun) -> list[str]:
+        """The ``cnnclf fit`` arguments of ``run``, before the sweep's own bookkeeping options."""
+        configs = [argument for path in self.base for argument in ("--config", str(path))]
+        settings = {**self.fixed, **run.overrides}
+        return configs + [f"--{key}={cli_value(value)}" for key, value in settings.items()]
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such sweep file")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'base' and 'grid', found {type(content).__name__}")
+    unknown = set(content) - FIELDS
+    if unknown:
+        raise ConfigError(f"{path}: unknown field(s) {sorted(unknown)}; a sweep file has {sorted(FIELDS)}")
+
+    base = content.get("base")
+    base = [base] if isinstance(base, str) else base
+    if not base or not all(isinstance(item, str) for item in base):
+        raise ConfigError(f"{path}: 'base' must name a config file or a list of them, found {base!r}")
+    base_paths = [(path.parent / item).resolve() for item in base]
+    for item, resolved in zip(base, base_paths, strict=True):
+        if not resolved.is_file():
+            raise ConfigError(f"{path}: 'base': no such config {item} (looked for {resolved})")
+
+    fixed = _mapping(content.get("set") or {}, path, "set")
+    grid = _mapping(content.get("grid") or {}, path, "grid")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: 'grid.{key}' must be a non-empty list of values, found {values!r}")
+    both = set(fixed) & set(grid)
+    if both:
+        raise ConfigError(f"{path}: {sorted(both)} in both 'set' and 'grid'; keep each key in one")
+    name = content.get("name") or path.stem
+    if not re.fullmatch(r"[\w.+-]+", str(name)):
+        raise ConfigError(f"{path}: 'name' must be a folder name (letters, digits, . _ + -), found {name!r}")
+    return Sweep(str(name), base_paths, fixed, grid)
+
+
+def cli_value(value: object) -> str:
+    """A value as the CLI parses it: strings as they are, everything else as JSON (true, 0.1, [16, 32])."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _mapping(value: object, path: Path, field: str) -> dict:
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        raise ConfigError(f"{path}: '{field}' must map option names (like model.lr) to values, found {value!r}")
+    return value
+
+
+def _short_labels(keys: list[str]) -> dict[str, str]:
+    """``model.optimizer`` -> ``optimizer``, unless two keys would then share a label."""
+    last = [key.rsplit(".", 1)[-1] for key in keys]
+    return {key: short if last.count(short) == 1 else key for key, short in zip(keys, last, strict=True)}
+
+
+def _value_label(value: object) -> str:
+    if isinstance(value, str):
+        value = value.rsplit(".", 1)[-1] if "." in value and "/" not in value else value  # class paths
+    elif isinstance(value, list):
+        value = "-".join(map(str, value))
+    else:
+        value = json.dumps(value)
+    return re.sub(r"[^\w.+-]", "-", value)

@@ -1,0 +1,103 @@
+"""Sweeps: every combination trained through ``cnnclf fit``, tabulated, and never trained twice."""
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnnclf.errors import ConfigError
+from cnnclf.sweeps import load_sweep, run_sweep
+from cnnclf.sweeps.runner import main
+from tests.conftest import CONFIGS, write_sweep
+
+
+def checkpoint_times(folder: Path) -> dict[str, float]:
+    return {str(path.relative_to(folder)): path.stat().st_mtime_ns for path in folder.glob("*/checkpoints/*.ckpt")}
+
+
+def test_sweep_trains_every_combination_and_tabulates_them(digits_sweep):
+    with (digits_sweep / "results.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert [row["run"] for row in rows] == ["optimizer=adam", "optimizer=sgd"]
+    for row in rows:
+        assert row["status"] == "ok" and 0 <= float(row["test_accuracy"]) <= 1 and row["epochs"] == "2"
+        assert Path(row["checkpoint"]).is_file()
+        saved = yaml.safe_load((digits_sweep / row["run"] / "config.yaml").read_text())
+        assert saved["model"]["init_args"]["optimizer"] == row["model.optimizer"]
+    markdown = (digits_sweep / "results.md").read_text()
+    assert "| optimizer=sgd | sgd |" in markdown
+    assert (digits_sweep / "results.png").stat().st_size > 0
+
+
+def test_running_a_finished_sweep_again_trains_nothing(digits_sweep, tmp_path):
+    before = checkpoint_times(digits_sweep)
+    results = run_sweep(write_sweep(tmp_path / "optimizers.yaml", {"model.optimizer": ["adam", "sgd"]}),
+                        out=digits_sweep)
+    assert checkpoint_times(digits_sweep) == before
+    assert [result.status for result in results] == ["ok", "ok"]
+
+
+def test_a_grown_grid_trains_only_the_new_runs(digits_sweep, tmp_path):
+    folder = shutil.copytree(digits_sweep, tmp_path / "out")
+    before = checkpoint_times(folder)
+    run_sweep(write_sweep(tmp_path / "more.yaml", {"model.optimizer": ["adam", "sgd", "adamw"]}), out=folder)
+    after = checkpoint_times(folder)
+    assert {key: after[key] for key in before} == before
+    assert any(key.startswith("optimizer=adamw/") for key in after)
+    with (folder / "results.csv").open() as stream:
+        assert [row["run"] for row in csv.DictReader(stream)] == ["optimizer=adam", "optimizer=sgd", "optimizer=adamw"]
+
+
+def test_changed_settings_are_refused_instead_of_mixed_into_the_table(digits_sweep, tmp_path):
+    sweep = write_sweep(tmp_path / "optimizers.yaml", {"model.optimizer": ["adam", "sgd"]}, epochs=3)
+    with pytest.raises(ConfigError, match="finished with other settings"):
+        run_sweep(sweep, out=digits_sweep)
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(digits_sweep, tmp_path):
+    folder = shutil.copytree(digits_sweep, tmp_path / "out")
+    # What a kill after the last epoch's checkpoint leaves: no test report, no sweep record.
+    shutil.rmtree(folder / "optimizer=sgd" / "reports")
+    (folder / "optimizer=sgd" / "sweep_run.json").unlink()
+    results = run_sweep(write_sweep(tmp_path / "optimizers.yaml", {"model.optimizer": ["adam", "sgd"]}), out=folder)
+    log = (folder / "optimizer=sgd" / "sweep.log").read_text()
+    assert "Restoring states from the checkpoint" in log
+    assert results[1].status == "ok" and results[1].epochs == 2 and results[1].test_accuracy is not None
+
+
+def test_a_failed_run_is_tabulated_and_the_command_fails(tmp_path):
+    sweep = write_sweep(tmp_path / "bad.yaml", {"model.optimizer": ["rmsprop"]})
+    with pytest.raises(SystemExit, match="1 run\\(s\\) failed: optimizer=rmsprop"):
+        main([str(sweep), "--out", str(tmp_path / "out")])
+    with (tmp_path / "out" / "results.csv").open() as stream:
+        row = next(csv.DictReader(stream))
+    assert row["status"] == "failed" and "model.optimizer" in row["error"] and row["test_accuracy"] == ""
+
+
+def test_grid_names_and_arguments(tmp_path):
+    sweep = write_sweep(tmp_path / "grid.yaml", {"model": ["cnnclf.models.ConvBNNet"], "model.widths": [[8, 16]],
+                                                 "data.normalize": [True, False]})
+    runs = load_sweep(sweep).runs()
+    assert [run.name for run in runs] == ["model=ConvBNNet,widths=8-16,normalize=true",
+                                          "model=ConvBNNet,widths=8-16,normalize=false"]
+    arguments = load_sweep(sweep).arguments(runs[1])
+    assert arguments[:2] == ["--config", str(CONFIGS / "digits.yaml")]
+    assert arguments[2:] == ["--trainer.max_epochs=2", "--trainer.limit_train_batches=5",
+                             "--model=cnnclf.models.ConvBNNet", "--model.widths=[8, 16]", "--data.normalize=false"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ({"grid": {"model.lr": [0.1]}}, "'base' must name a config file"),
+    ({"base": "nowhere.yaml"}, "'base': no such config nowhere.yaml"),
+    ({"base": "digits.yaml", "grid": {"model.lr": 0.1}}, "'grid.model.lr' must be a non-empty list"),
+    ({"base": "digits.yaml", "set": {"model.lr": 0.1}, "grid": {"model.lr": [0.1]}}, "in both 'set' and 'grid'"),
+    ({"base": "digits.yaml", "grids": {}}, "unknown field\\(s\\) \\['grids'\\]"),
+])
+def test_bad_sweep_files_are_clear_errors(content, message, tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({key: value if key != "base" or value != "digits.yaml" else str(CONFIGS / value)
+                                    for key, value in content.items()}))
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(path)
