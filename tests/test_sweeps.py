@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cnnclf.cli import cli_main
 from cnnclf.errors import ConfigError
 from cnnclf.sweeps import load_sweep, run_sweep
 from cnnclf.sweeps.runner import main
@@ -101,3 +102,27 @@ def test_bad_sweep_files_are_clear_errors(content, message, tmp_path):
                                     for key, value in content.items()}))
     with pytest.raises(ConfigError, match=message):
         load_sweep(path)
+
+
+SHIPPED_SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_SWEEPS, ids=[path.stem for path in SHIPPED_SWEEPS])
+def test_every_run_of_a_shipped_sweep_parses_to_its_settings(path, capsys):
+    sweep = load_sweep(path)
+    for run in sweep.runs():
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["fit", *sweep.arguments(run), "--print_config"])
+        assert exit_info.value.code in (None, 0), f"{run.name}: {capsys.readouterr().err}"
+        printed = yaml.safe_load(capsys.readouterr().out)
+        for key, value in {**sweep.fixed, **run.overrides}.items():
+            assert resolved_value(printed, key) == value, f"{run.name}: {key}"
+
+
+def resolved_value(config: dict, key: str):
+    """``model.lr`` -> config['model']['init_args']['lr']; ``model`` -> its class_path."""
+    section, _, name = key.partition(".")
+    node = config[section]
+    if not name:
+        return node["class_path"]
+    return node["init_args"][name] if "class_path" in node else node[name]
