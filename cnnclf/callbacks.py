@@ -1,4 +1,5 @@
-"""Callbacks the CLI always adds: best+last checkpoints, the fit time, the test report, the predictions CSV."""
+"""Callbacks the CLI always adds: best+last checkpoints, a non-finite loss guard, the fit time, the test
+report, the predictions CSV."""
 
 import csv
 import json
@@ -10,7 +11,9 @@ import matplotlib.pyplot as plt
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from cnnclf.errors import NonFiniteLossError
 from cnnclf.evaluation import classification_reports, plot_confusion_matrix
 
 
@@ -39,6 +42,47 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         super().setup(trainer, pl_module, stage)
         if stage == "fit" and not getattr(trainer.datamodule, "has_validation", True):
             self.monitor, self.save_top_k = None, 0
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """Stopped from outside (SIGTERM from a scheduler, Ctrl-C): keep the work done so far in ``last.ckpt``.
+
+        The checkpoint is taken between two steps, with the batch position in the epoch, so
+        ``--ckpt_path last`` carries on exactly where training stopped. Other errors (a bug, a
+        diverged loss) save nothing: the previous ``last.ckpt`` is the one to trust.
+        """
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.state.fn == "fit":
+            self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+            trainer.save_checkpoint(self.last_model_path)
+            print(f"Stopped at step {trainer.global_step}; saved {self.last_model_path}")
+
+
+class NonFiniteLossGuard(L.Callback):
+    """Stops training with a clear error at the first NaN or infinite training loss.
+
+    On the CPU every step is checked (free there). On an accelerator, reading the loss would
+    wait for the device every step, so a device-side flag collects the first bad step and is
+    read every ``log_every_n_steps`` and at each epoch's last batch, before validation and
+    checkpoints can keep anything from a diverged model.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=pl_module.device)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        step = trainer.global_step  # already counts this batch's optimizer step
+        unseen = self.first_bad_step < 0
+        self.first_bad_step = torch.where(unseen & ~torch.isfinite(loss.detach()), step, self.first_bad_step)
+        last_batch = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if pl_module.device.type == "cpu" or last_batch or step % trainer.log_every_n_steps == 0:
+            bad_step = int(self.first_bad_step)
+            if bad_step >= 0:
+                raise NonFiniteLossError(
+                    f"the training loss became non-finite (NaN or inf) at step {bad_step} (epoch "
+                    f"{trainer.current_epoch}); training stopped and no checkpoint was written from it. "
+                    "Lower --model.lr, or check the input data"
+                )
 
 
 class FitTimer(L.Callback):

@@ -2,17 +2,24 @@
 
 The data module's ``num_classes``, ``image_shape``, label names and channel statistics are
 linked into the model at instantiation, so they are never configured twice. ``--ckpt_path``
-also takes ``best`` or ``last``: the newest such checkpoint of this experiment's runs.
+also takes ``best`` or ``last``: the newest such checkpoint of this experiment's runs. Every
+checkpoint is read ``weights_only`` and written atomically (``cnnclf.checkpoints``).
 """
 
+import signal
 import sys
 from pathlib import Path
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from cnnclf.callbacks import BestAndLastCheckpoint, FitTimer, PredictionCSV, TestReport
+from cnnclf import models
+from cnnclf.callbacks import BestAndLastCheckpoint, FitTimer, NonFiniteLossGuard, PredictionCSV, TestReport
+from cnnclf.checkpoints import SafeCheckpointIO, checked_class, read_checkpoint
 from cnnclf.data import PickledImageDataModule
 from cnnclf.errors import CnnclfError, ConfigError
 from cnnclf.models import ImageClassifier
@@ -65,6 +72,7 @@ def concise_parse_error(message: str) -> str:
 class CnnclfCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(NonFiniteLossGuard, "nonfinite_guard")
         parser.add_lightning_class_args(FitTimer, "fit_timer")
         parser.add_lightning_class_args(TestReport, "test_report")
         parser.add_lightning_class_args(PredictionCSV, "prediction_csv")
@@ -75,6 +83,23 @@ class CnnclfCLI(LightningCLI):
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=False,
                             help="after fit, test the best checkpoint and write its report into the same run")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        # LightningCLI next reads the model's class and arguments from a given checkpoint file;
+        # check first that it is safe to read and names one of cnnclf's architectures.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            class_path = read_checkpoint(ckpt_path).get("hyper_parameters", {}).get("_class_path")
+            if class_path is not None:
+                checked_class(class_path, models, ImageClassifier, ckpt_path)
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default; a user's own plugin stays
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        return trainer
 
     def before_fit(self) -> None:
         self._resolve_checkpoint()
@@ -107,6 +132,9 @@ class CnnclfCLI(LightningCLI):
             arguments["ckpt_path"] = str(find_checkpoint(Path(self.trainer.logger.root_dir), wanted))
         elif wanted is not None and not Path(wanted).is_file():
             raise ConfigError(f"--ckpt_path {wanted}: no such checkpoint file")
+        if arguments.get("ckpt_path") is None and self.subcommand in ("test", "predict"):
+            print(f"cnnclf {self.subcommand}: no --ckpt_path, so the model is untrained; "
+                  "pass --ckpt_path best|last|FILE to evaluate a trained one", file=sys.stderr)
 
 
 def find_checkpoint(runs_root: Path, which: str) -> Path:
@@ -144,6 +172,10 @@ def cli_main(args: list[str] | None = None) -> CnnclfCLI:
             parser_class=ConciseErrorParser,
             args=args,
         )
+    except SIGTERMException:
+        # Lightning ends a SIGTERM-ed fit as a success (exit 0); a scheduler must see it did not finish.
+        print("cnnclf: stopped by SIGTERM; resume with --ckpt_path last", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     except Exception as error:
         reason = user_error_in(error)
         if reason is None:

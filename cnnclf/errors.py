@@ -11,3 +11,11 @@ class DatasetError(CnnclfError):
 
 class ConfigError(CnnclfError):
     """A configuration value that cannot work (a negative batch size, a checkpoint that is not there)."""
+
+
+class CheckpointError(CnnclfError):
+    """A checkpoint that is missing, truncated, refused as unsafe, or made for other data."""
+
+
+class NonFiniteLossError(CnnclfError):
+    """Training diverged: the loss became NaN or infinite."""

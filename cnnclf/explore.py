@@ -14,31 +14,17 @@ from torch import Tensor
 
 from cnnclf import data as data_modules
 from cnnclf import models
+from cnnclf.checkpoints import checked_class, read_checkpoint
 from cnnclf.data import PickledImageDataModule
 from cnnclf.errors import ConfigError
 from cnnclf.models import ImageClassifier
 
 
-def _cnnclf_class(class_path: str, package, base: type, where: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    found = getattr(package, name, None)
-    if not module.startswith(package.__name__) or not (isinstance(found, type) and issubclass(found, base)):
-        raise ConfigError(f"{where}: refusing class {class_path!r}; expected one of {package.__name__}'s "
-                          f"{base.__name__} classes")
-    return found
-
-
 def load_model(checkpoint: str | Path) -> ImageClassifier:
     """The trained model of ``checkpoint``, in eval mode on the CPU."""
-    checkpoint = Path(checkpoint)
-    try:
-        content = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(f"{checkpoint}: no such checkpoint file") from None
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        raise ConfigError(f"{checkpoint}: not a loadable checkpoint: {str(error).splitlines()[0]}") from None
+    content = read_checkpoint(checkpoint)
     hparams = dict(content.get("hyper_parameters", {}))
-    architecture = _cnnclf_class(hparams.pop("_class_path", ""), models, ImageClassifier, str(checkpoint))
+    architecture = checked_class(hparams.pop("_class_path", ""), models, ImageClassifier, str(checkpoint))
     model = architecture(**{key: value for key, value in hparams.items() if not key.startswith("_")})
     model.load_state_dict(content["state_dict"])
     return model.eval()
@@ -50,7 +36,7 @@ def load_datamodule(checkpoint: str | Path, **overrides) -> PickledImageDataModu
     if not config_path.is_file():
         raise ConfigError(f"{config_path}: no run config beside the checkpoint's folder")
     data = yaml.safe_load(config_path.read_text())["data"]
-    module = _cnnclf_class(data["class_path"], data_modules, PickledImageDataModule, str(config_path))
+    module = checked_class(data["class_path"], data_modules, PickledImageDataModule, str(config_path))
     return module(**{**data.get("init_args", {}), **overrides})
 
 

@@ -78,6 +78,8 @@ class PickledImageDataModule(L.LightningDataModule):
         self.translate = translate
         self.hflip = hflip
         self._prepared: PreparedData | None = None
+        self._train_batches: TensorBatches | None = None
+        self._train_position: dict | None = None
 
     # -- what the model is built from (linked into the model by the CLI) --------------------
 
@@ -187,21 +189,36 @@ class PickledImageDataModule(L.LightningDataModule):
         return len(self.data.val[1]) > 0
 
     def train_dataloader(self) -> TensorBatches:
-        return self._batches(*self.data.train, self.batch_size, training=True)
+        self._train_batches = self._batches("train", *self.data.train, self.batch_size, training=True)
+        if self._train_position is not None:
+            self._train_batches.load_state_dict(self._train_position)
+            self._train_position = None
+        return self._train_batches
+
+    # The position in the training epoch goes into checkpoints through the data module, whose
+    # state Lightning restores before anything builds the training batches (a step-wise learning
+    # rate schedule builds them early to count the steps, before Lightning restores the loader's
+    # own state, which it then no longer does).
+    def state_dict(self) -> dict:
+        return {"train_position": self._train_batches.state_dict()} if self._train_batches is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._train_position = state.get("train_position")
 
     def val_dataloader(self) -> TensorBatches | list:
-        return self._batches(*self.data.val, self.eval_batch_size) if self.has_validation else []
+        return self._batches("validation", *self.data.val, self.eval_batch_size) if self.has_validation else []
 
     def test_dataloader(self) -> TensorBatches:
-        return self._batches(*self.data.test, self.eval_batch_size)
+        return self._batches("test", *self.data.test, self.eval_batch_size)
 
     def predict_dataloader(self) -> TensorBatches:
         if self.predict_files:
             images = read_image_files(self.predict_files, self.image_shape)
             self.predict_sources = [str(path) for path in images.paths]
-            return self._batches(images.tensor, torch.full((len(images.paths),), -1), self.eval_batch_size)
+            return self._batches("predict", images.tensor, torch.full((len(images.paths),), -1),
+                                 self.eval_batch_size)
         self.predict_sources = [str(index) for index in range(len(self.data.test[1]))]
-        return self._batches(*self.data.test, self.eval_batch_size)
+        return self._batches("test", *self.data.test, self.eval_batch_size)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         training = self.trainer is not None and self.trainer.training
@@ -215,12 +232,21 @@ class PickledImageDataModule(L.LightningDataModule):
             images = random_hflip(images)
         return images, targets
 
-    def _batches(self, images: Tensor, targets: Tensor, batch_size: int, training: bool = False) -> TensorBatches:
+    def _batches(self, split: str, images: Tensor, targets: Tensor, batch_size: int,
+                 training: bool = False) -> TensorBatches:
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         order = EpochOrder(len(targets), shuffle=training, seed=torch.initial_seed() % 2**31,
                            rank=rank, world_size=world_size, drop_uneven=training)
+        # A process with no batch would leave the others waiting for it forever; in training, a
+        # share smaller than one batch means the configured batch size is never used.
+        if len(order) == 0 or (training and world_size > 1 and len(order) < batch_size):
+            raise DatasetError(
+                f"{self.path}: the {split} split has {len(targets)} images, {len(order)} for each of {world_size} "
+                f"processes: fewer than one batch of {batch_size} each; lower --data.batch_size"
+                f"{' or --data.eval_batch_size' if not training else ''} or use fewer devices"
+            )
         # On a GPU the whole split lives in device memory, so a batch never crosses the bus.
         return TensorBatches(images.to(device), targets.to(device), batch_size, order)
 

@@ -46,7 +46,11 @@ class EpochOrder:
 
 
 class TensorBatches:
-    """Iterate ``(images, labels)`` mini-batches by slicing in-memory tensors in ``sampler`` order."""
+    """Iterate ``(images, labels)`` mini-batches by slicing in-memory tensors in ``sampler`` order.
+
+    Stateful for Lightning: a checkpoint records how far into the epoch the batches had gone,
+    and a run resumed from it starts the epoch's iteration there instead of at its beginning.
+    """
 
     batch_sampler = None  # Lightning inspects loaders for one; batches here are slices, not sampled lists
 
@@ -54,6 +58,14 @@ class TensorBatches:
                  drop_last: bool = False) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.sampler, self.drop_last = batch_size, sampler, drop_last
+        self.batches_taken = 0
+        self.resume_at: dict | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches_taken": self.batches_taken}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume_at = state
 
     def __len__(self) -> int:
         count = len(self.sampler)
@@ -61,6 +73,13 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = self.sampler.indices().to(self.images.device)
-        for batch in range(len(self)):
+        first = 0
+        if self.resume_at is not None and self.resume_at["epoch"] == self.sampler.epoch:
+            first = self.resume_at["batches_taken"]
+        self.resume_at = None
+        for batch in range(first, len(self)):
+            # Lightning does not fetch ahead from a loader with a length, so when a checkpoint is
+            # taken every batch handed out has been trained on: the count is where to resume.
+            self.batches_taken = batch + 1
             index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
             yield self.images[index], self.labels[index]

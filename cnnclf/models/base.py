@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from cnnclf.errors import ConfigError
+from cnnclf.errors import CheckpointError, ConfigError
 
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["constant", "onecycle", "cosine"]
@@ -85,6 +85,8 @@ class ImageClassifier(L.LightningModule):
             "f1": MulticlassF1Score(num_classes, average="macro"),
         })
         self.train_metrics = metrics.clone(prefix="train/")
+        # Saved with the weights, so a run resumed mid-epoch reports the same epoch figures.
+        self.train_metrics.persistent(True)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         # Kept whole so the test report can be rebuilt exactly, summed over every process.
@@ -162,9 +164,39 @@ class ImageClassifier(L.LightningModule):
     def on_train_start(self) -> None:
         # The sanity check must not count towards the first epoch's validation figures.
         self.val_metrics.reset()
+        for config in self.trainer.lr_scheduler_configs:
+            planned = getattr(config.scheduler, "total_steps", getattr(config.scheduler, "T_max", None))
+            if planned is not None and planned != self.trainer.estimated_stepping_batches:
+                raise ConfigError(
+                    f"the checkpoint's {self.hparams.lr_schedule} learning-rate schedule was planned for {planned} "
+                    f"steps, this run has {self.trainer.estimated_stepping_batches}: resume with the --trainer."
+                    "max_epochs it was started with, or train longer in a new run"
+                )
 
     def on_test_epoch_start(self) -> None:
         self.test_confusion.reset()
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Augmentation and dropout draw from torch's generators: a resumed run must continue their streams.
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state(),
+                                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("hyper_parameters", {})
+        for key in ("num_classes", "image_shape"):
+            if key in saved and _plain(saved[key]) != _plain(self.hparams[key]):
+                raise CheckpointError(
+                    f"the checkpoint's model was trained for {saved.get('num_classes')} classes of "
+                    f"{saved.get('image_shape')} images, but this data has {self.hparams.num_classes} classes of "
+                    f"{list(self.hparams.image_shape)} images (C, H, W); is it the right checkpoint for this data?"
+                )
+        states = checkpoint.get("rng_states")
+        if states is not None and self._trainer is not None and self._trainer.state.fn == "fit":
+            torch.set_rng_state(states["torch"])
+            if states["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(states["cuda"])
 
     # -- optimization -----------------------------------------------------------------------
 
@@ -181,8 +213,14 @@ class ImageClassifier(L.LightningModule):
             return optimizer
         steps = self.trainer.estimated_stepping_batches
         if hp.lr_schedule == "onecycle":
+            # OneCycleLR divides by zero when its warm-up is exactly one step (pct_start * steps == 1).
+            pct_start = 0.3 if steps == 4 else 0.25
             scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=steps,
-                                                            pct_start=0.25)
+                                                            pct_start=pct_start)
         else:
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value

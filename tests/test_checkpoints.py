@@ -1,0 +1,148 @@
+"""Opening checkpoints: weights only on every path, cnnclf classes only, clear errors, atomic saves."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnclf.checkpoints import SafeCheckpointIO
+from cnnclf.errors import CheckpointError
+from cnnclf.explore import load_model
+from cnnclf.models import ReportMNISTNet
+from tests.conftest import CONFIGS
+from tests.test_cli import run
+
+
+class _Payload:
+    """Unpickling this runs ``touch sentinel``."""
+
+    def __init__(self, sentinel):
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.sentinel}",)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A digits checkpoint from one epoch of ``cnnclf fit``."""
+    runs = tmp_path_factory.mktemp("runs")
+    fitted = run("fit", CONFIGS / "digits.yaml", runs, "--trainer.max_epochs", "1", "--test_after_fit", "false")
+    return Path(fitted.trainer.checkpoint_callback.best_model_path)
+
+
+def altered(trained: Path, path: Path, **hparams) -> Path:
+    content = torch.load(trained, weights_only=True)
+    content["hyper_parameters"].update(hparams)
+    torch.save(content, path)
+    return path
+
+
+def cli_ways_to_load(path: Path) -> list[list[str]]:
+    """Every subcommand that opens a checkpoint: test, predict, and fit resuming from it."""
+    return [[subcommand, "--config", str(CONFIGS / "digits.yaml"), "--ckpt_path", str(path)]
+            for subcommand in ("test", "predict", "fit")]
+
+
+def run_cli(arguments: list[str], runs: Path):
+    subcommand, _, config, *rest = arguments
+    return run(subcommand, config, runs, *rest)
+
+
+def test_round_trip(tmp_path):
+    model = ReportMNISTNet(10, [1, 8, 8])
+    torch.save({"hyper_parameters": dict(model.hparams) | {"_class_path": "cnnclf.models.ReportMNISTNet"},
+                "state_dict": model.state_dict()}, tmp_path / "ok.ckpt")
+    images = torch.rand(2, 1, 8, 8) * 255
+    assert torch.equal(load_model(tmp_path / "ok.ckpt")(images), model.eval()(images))
+
+
+def test_a_malicious_payload_is_refused_everywhere_and_never_runs(trained, tmp_path):
+    sentinel = tmp_path / "pwned"
+    path = altered(trained, tmp_path / "evil.ckpt", note=_Payload(sentinel))
+    with pytest.raises(CheckpointError, match="evil.ckpt: refused, it asks to load code"):
+        load_model(path)
+    for arguments in cli_ways_to_load(path):
+        with pytest.raises(SystemExit, match="evil.ckpt: refused, it asks to load code.*nothing was run"):
+            run_cli(arguments, tmp_path)
+    # --ckpt_path last is found after the CLI has parsed its arguments: Lightning itself loads it.
+    last = tmp_path / "runs" / "digits" / "version_0" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(path.read_bytes())
+    for subcommand in ("fit", "test"):
+        with pytest.raises(SystemExit, match="last.ckpt: refused, it asks to load code"):
+            run(subcommand, CONFIGS / "digits.yaml", tmp_path / "runs", "--ckpt_path", "last")
+    assert not sentinel.exists()
+
+
+def test_a_foreign_class_in_the_hyperparameters_is_never_imported(trained, tmp_path, monkeypatch):
+    sentinel = tmp_path / "imported"
+    (tmp_path / "evil_module.py").write_text(f"open({str(sentinel)!r}, 'w').close()\nclass Net: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = altered(trained, tmp_path / "foreign.ckpt", _class_path="evil_module.Net")
+    with pytest.raises(CheckpointError, match="refusing class 'evil_module.Net'"):
+        load_model(path)
+    for arguments in cli_ways_to_load(path):
+        with pytest.raises(SystemExit, match="foreign.ckpt: refusing class 'evil_module.Net'"):
+            run_cli(arguments, tmp_path)
+    assert not sentinel.exists()
+
+
+@pytest.mark.parametrize("class_path", ["os.system", "collections.OrderedDict", "cnnclf.data.MNISTDataModule"])
+def test_load_model_takes_only_cnnclf_architectures(trained, tmp_path, class_path):
+    with pytest.raises(CheckpointError, match=f"refusing class '{class_path}'"):
+        load_model(altered(trained, tmp_path / "foreign.ckpt", _class_path=class_path))
+
+
+@pytest.mark.parametrize("size", ["half", "empty"])
+def test_a_truncated_checkpoint_is_a_clear_error(trained, tmp_path, size):
+    data = trained.read_bytes()
+    path = tmp_path / "cut.ckpt"
+    path.write_bytes(data[: len(data) // 2] if size == "half" else b"")
+    with pytest.raises(CheckpointError, match="cut.ckpt: not a complete checkpoint"):
+        load_model(path)
+    for arguments in cli_ways_to_load(path):
+        with pytest.raises(SystemExit, match="cut.ckpt: not a complete checkpoint"):
+            run_cli(arguments, tmp_path)
+
+
+def test_a_checkpoint_for_other_data_is_a_clear_error(trained, tiny_data, tmp_path):
+    with pytest.raises(SystemExit, match="trained for 10 classes of \\[1, 8, 8\\] images, but this data has 40"):
+        run("test", CONFIGS / "orl_fixed.yaml", tmp_path, "--data.path", str(tiny_data["orl"]),
+            "--ckpt_path", str(trained))
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(trained, tmp_path):
+    """A save killed mid-write (here: the object fails to pickle half-way) must not touch the target."""
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(trained.read_bytes())
+    content = torch.load(trained, weights_only=True)
+    content["unpicklable"] = lambda: None
+    with pytest.raises(Exception, match="pickle"):
+        SafeCheckpointIO().save_checkpoint(content, target)
+    assert target.read_bytes() == trained.read_bytes()
+    assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind
+    assert SafeCheckpointIO().load_checkpoint(target)["state_dict"].keys() == content["state_dict"].keys()
+
+
+def test_sigkill_during_saves_never_leaves_a_broken_checkpoint(tmp_path):
+    """A process saving a 40 MB checkpoint over and over is SIGKILLed at some point in a write."""
+    target = tmp_path / "last.ckpt"
+    saver = subprocess.Popen([sys.executable, "-c", (
+        "import sys, torch\n"
+        "from cnnclf.checkpoints import SafeCheckpointIO\n"
+        "io = SafeCheckpointIO()\n"
+        "for step in range(10**6):\n"
+        "    io.save_checkpoint({'state_dict': {'w': torch.full((10**7,), float(step))}, 'step': step}, sys.argv[1])\n"
+        "    print(step, flush=True)\n"
+    ), str(target)], stdout=subprocess.PIPE, text=True)
+    for _ in range(3):  # let it finish a few saves, then kill it during the next one
+        saver.stdout.readline()
+    saver.send_signal(signal.SIGKILL)
+    saver.wait()
+    content = SafeCheckpointIO().load_checkpoint(target)
+    assert content["step"] >= 2 and torch.all(content["state_dict"]["w"] == content["step"])

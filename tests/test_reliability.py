@@ -1,0 +1,104 @@
+"""Killed runs resume exactly, reruns repeat exactly, and a diverged run keeps nothing from it."""
+
+import os
+import signal
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tests.conftest import CONFIGS, report_records, write_report_pickle
+from tests.test_cli import run
+
+# ConvBNNet with dropout, translations and a cosine schedule: every source of state a resume must restore.
+RECIPE = ["--model", "cnnclf.models.ConvBNNet", "--model.widths", "[8, 16]", "--model.dropout", "0.3",
+          "--data.translate", "1", "--trainer.max_epochs", "3", "--test_after_fit", "false"]
+KILL_AT_STEP = 25  # the digits' training split is 19 batches of 64: mid-way through the second epoch
+
+
+class SigtermAtStep(L.Callback):
+    """Sends this process a real SIGTERM after training step ``step``, as a cluster scheduler would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def fit(runs: Path, *extra: str):
+    return run("fit", CONFIGS / "digits.yaml", runs, *RECIPE, *extra)
+
+
+def final_state(cli) -> tuple[int, dict, dict]:
+    metrics = {key: value.item() for key, value in cli.trainer.callback_metrics.items()}
+    return cli.trainer.global_step, metrics, {k: v.clone() for k, v in cli.model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    return final_state(fit(tmp_path_factory.mktemp("straight")))
+
+
+def test_killed_and_resumed_run_ends_exactly_like_a_straight_run(straight, tmp_path):
+    with pytest.raises(SystemExit) as stopped:
+        fit(tmp_path, "--trainer.callbacks+=tests.test_reliability.SigtermAtStep",
+            f"--trainer.callbacks.step={KILL_AT_STEP}")
+    assert stopped.value.code == 128 + signal.SIGTERM
+    saved = torch.load(tmp_path / "digits/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert saved["global_step"] == KILL_AT_STEP
+
+    steps, metrics, weights = final_state(fit(tmp_path, "--ckpt_path", "last"))
+    straight_steps, straight_metrics, straight_weights = straight
+    assert steps == straight_steps
+    assert metrics == pytest.approx(straight_metrics, rel=1e-5)
+    for name, tensor in straight_weights.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_the_same_seed_repeats_a_run_and_another_seed_does_not(straight, tmp_path):
+    steps, metrics, weights = final_state(fit(tmp_path / "again"))
+    assert (steps, metrics) == straight[:2]
+    assert all(torch.equal(weights[name], tensor) for name, tensor in straight[2].items())
+
+    _, other_metrics, _ = final_state(fit(tmp_path / "other", "--seed_everything", "7"))
+    assert other_metrics["train/loss"] != metrics["train/loss"]
+
+
+def test_a_random_seed_is_recorded_in_the_run_config(tmp_path):
+    cli = run("fit", CONFIGS / "digits.yaml", tmp_path, "--seed_everything", "true",
+              "--trainer.max_epochs", "1", "--test_after_fit", "false")
+    saved = yaml.safe_load((Path(cli.trainer.log_dir) / "config.yaml").read_text())
+    assert isinstance(saved["seed_everything"], int) and saved["seed_everything"] is not True
+
+
+def test_a_diverging_loss_stops_training_and_keeps_no_checkpoint_from_it(tmp_path):
+    # Two files of the same 10 classes; the second's pixels are so large that the logits overflow.
+    calm = write_report_pickle(tmp_path / "calm", report_records(100, (28, 28), list(range(10))),
+                               report_records(20, (28, 28), list(range(10)), seed=1))
+    huge = [{"image": record["image"].astype(np.float32) * 1e36, "label": record["label"]}
+            for record in report_records(100, (28, 28), list(range(10)))]
+    huge_file = write_report_pickle(tmp_path / "huge", huge, report_records(20, (28, 28), list(range(10)), seed=1))
+    options = ["--data.val_split", "20", "--data.batch_size", "20", "--data.normalize", "false",
+               "--model.lr_schedule", "constant", "--model.lr", "0.001", "--test_after_fit", "false"]
+    config = CONFIGS / "mnist_fixed.yaml"
+    run("fit", config, tmp_path, "--data.path", str(calm), "--trainer.max_epochs", "1", *options)
+    with pytest.raises(SystemExit, match=r"loss became non-finite \(NaN or inf\) at step 6 \(epoch 1\)"):
+        run("fit", config, tmp_path, "--data.path", str(huge_file), "--trainer.max_epochs", "2",
+            "--ckpt_path", "last", *options)
+    checkpoints = sorted(tmp_path.glob("**/*.ckpt"))
+    assert [path.name for path in checkpoints] == ["best.ckpt", "last.ckpt"]  # the first run's only
+    for path in checkpoints:
+        state = torch.load(path, weights_only=True)
+        assert state["global_step"] == 4
+        assert all(torch.isfinite(tensor).all() for tensor in state["state_dict"].values())
+
+
+def test_a_schedule_cannot_be_stretched_on_resume(tmp_path):
+    run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false")
+    with pytest.raises(SystemExit, match="cosine learning-rate schedule was planned for 19 steps, this run has 38"):
+        run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", "last")
