@@ -18,6 +18,7 @@ from cnnclf.evaluation import classification_reports, plot_confusion_matrix
 
 
 def run_directory(trainer: L.Trainer) -> Path:
+    """The run's folder. In a distributed run every process must ask: rank 0 broadcasts it."""
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
@@ -97,11 +98,11 @@ class FitTimer(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seconds = time.perf_counter() - self.start
+        path = run_directory(trainer) / "fit_time.json"
         if not trainer.is_global_zero:
             return
         summary = {"fit_seconds": round(seconds, 2), "epochs": trainer.current_epoch,
                    "steps": trainer.global_step}
-        path = run_directory(trainer) / "fit_time.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary))
         print(f"Trained {summary['epochs']} epochs ({summary['steps']} steps) in {seconds:.1f} s")
@@ -117,12 +118,12 @@ class TestReport(L.Callback):
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         matrix = pl_module.test_confusion.compute().cpu().numpy()  # summed over every process
+        folder = run_directory(trainer) / "reports"
         if not trainer.is_global_zero:
             return
         names = class_names(pl_module)
         text, report = classification_reports(matrix, names)
         accuracy = matrix.trace() / matrix.sum()
-        folder = run_directory(trainer) / "reports"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "test_report.txt").write_text(f"{text}\naccuracy: {accuracy:.4%}\n")
         (folder / "test_report.json").write_text(json.dumps(
@@ -148,15 +149,21 @@ class PredictionCSV(BasePredictionWriter):
         super().__init__(write_interval="epoch")
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        labels = torch.cat([batch[0] for batch in predictions]).tolist()
-        confidences = torch.cat([batch[1] for batch in predictions]).tolist()
-        names = class_names(pl_module)
-        sources = trainer.datamodule.predict_sources
+        rows = list(zip(torch.cat([batch[0] for batch in predictions]).tolist(),
+                        torch.cat([batch[1] for batch in predictions]).tolist(), strict=True))
+        if trainer.world_size > 1:
+            # Process r predicted samples r, r + W, r + 2W, ...: interleave them back into file order.
+            shards = [None] * trainer.world_size
+            torch.distributed.all_gather_object(shards, rows)
+            rows = [shard[k] for k in range(len(shards[0])) for shard in shards if k < len(shard)]
         path = run_directory(trainer) / "predictions.csv"
+        if not trainer.is_global_zero:
+            return
+        names = class_names(pl_module)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as stream:
             writer = csv.writer(stream)
             writer.writerow(["source", "label", "probability"])
-            for source, label, confidence in zip(sources, labels, confidences, strict=True):
+            for source, (label, confidence) in zip(trainer.datamodule.predict_sources, rows, strict=True):
                 writer.writerow([source, names[label], f"{confidence:.6f}"])
-        print(f"Wrote {len(labels)} predictions to {path}")
+        print(f"Wrote {len(rows)} predictions to {path}")
