@@ -89,7 +89,14 @@ class CnnclfCLI(LightningCLI):
         # LightningCLI next reads the model's class and arguments from a given checkpoint file;
         # check first that it is safe to read and names one of cnnclf's architectures.
         subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not subcommand:
+            return
+        init_args = self.config[subcommand].get("model", {}).get("init_args") or {}
+        for source, target in DATA_TO_MODEL.items():
+            if init_args.get(target) is not None:
+                raise ConfigError(f"model.{target} is decided by the data (its data.{source}), found "
+                                  f"{init_args.get(target)} in the config; remove it, or use data that has it")
+        ckpt_path = self.config[subcommand].get("ckpt_path")
         if ckpt_path and Path(ckpt_path).is_file():
             class_path = read_checkpoint(ckpt_path).get("hyper_parameters", {}).get("_class_path")
             if class_path is not None:

@@ -108,6 +108,7 @@ def test_predict_on_image_files(tmp_path):
     (["--model.optimizer", "rmsprop"], "model.optimizer: Expected a typing.Literal['sgd', 'adam', 'adamw']"),
     (["--data.batch_size", "-5"], "batch sizes must be positive, found batch_size=-5"),
     (["--data.path", "/does/not/exist"], "/does/not/exist: no such file"),
+    (["--model.num_classes", "5"], "model.num_classes is decided by the data (its data.num_classes), found 5"),
 ])
 def test_bad_config_values_are_one_line_errors(tiny_data, tmp_path, override, message):
     with pytest.raises(SystemExit) as exit_info:
