@@ -1,8 +1,10 @@
 """Load time and peak memory for the course-format MNIST pickle (int64 images, about 444 MB).
 
-Each repeat runs in a fresh process, so the file cache is warm but nothing else is shared:
-it times the imports, then the safe load + validation + tensors + normalization statistics
-+ the first training batch ("ready to train"), and reads the process's peak resident memory.
+Each repeat runs in a fresh process, so the OS file cache is warm but nothing else is shared:
+it times the imports, then the load + tensors + normalization statistics + the first training
+batch ("ready to train"), and reads the process's peak resident memory. Each repeat measures a
+first load (safe unpickling and validation, ``--data.cache false``) and a repeat load (from
+cnnclf's dataset cache, in a temporary cache folder filled once before the repeats).
 
     python bench/load_mnist.py [--pickle data/seed-int64/MNIST] [--repeats 3]
 
@@ -11,9 +13,11 @@ Writes the pickle with ../shared/data/make_seed_pickles.py first if it is missin
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from machine import machine_description
@@ -26,7 +30,7 @@ import json, resource, sys, time
 start = time.perf_counter()
 from cnnclf.data import MNISTDataModule
 imported = time.perf_counter()
-data = MNISTDataModule(sys.argv[1], batch_size=128)
+data = MNISTDataModule(sys.argv[1], batch_size=128, cache=sys.argv[2] == "cached")
 data.input_mean, next(iter(data.train_dataloader()))
 ready = time.perf_counter()
 print(json.dumps({"import_s": imported - start, "load_s": ready - imported,
@@ -43,21 +47,29 @@ def main() -> None:
     if not args.pickle.is_file():
         subprocess.run([sys.executable, str(MAKE_PICKLES), str(args.pickle.parent), "--only", "MNIST",
                         "--mnist-dtype", "int64"], check=True)
-    runs = []
-    for _ in range(args.repeats):
-        output = subprocess.run([sys.executable, "-c", CHILD, str(args.pickle)], check=True,
-                                capture_output=True, text=True).stdout
-        runs.append(json.loads(output.strip().splitlines()[-1]))
-    size_mb = args.pickle.stat().st_size / 2**20
-    print(f"file: {args.pickle} ({size_mb:.0f} MiB), {runs[0]['train_images']} training images kept "
-          f"as {runs[0]['dtype']}")
-    print(f"machine: {machine_description()}")
-    for key, label in (("import_s", "imports (s)"), ("load_s", "load to first batch (s)"),
-                       ("peak_rss_mb", "peak resident memory (MiB)")):
-        values = [run[key] for run in runs]
-        print(f"{label:28s} median {statistics.median(values):7.2f}   runs "
-              + " ".join(f"{value:.2f}" for value in values))
+    environment = {**os.environ, "CNNCLF_CACHE_DIR": tempfile.mkdtemp(prefix="cnnclf-bench-cache-")}
 
+    def measure(mode: str) -> dict:
+        output = subprocess.run([sys.executable, "-c", CHILD, str(args.pickle), mode], check=True,
+                                capture_output=True, text=True, env=environment).stdout
+        return json.loads(output.strip().splitlines()[-1])
+
+    measure("cached")  # fills the cache
+    runs = {"first": [], "cached": []}
+    for _ in range(args.repeats):
+        for mode in runs:
+            runs[mode].append(measure(mode))
+    size_mb = args.pickle.stat().st_size / 2**20
+    print(f"file: {args.pickle} ({size_mb:.0f} MiB), {runs['first'][0]['train_images']} training images kept "
+          f"as {runs['first'][0]['dtype']}")
+    print(f"machine: {machine_description()}")
+    for mode, title in (("first", "first load (unpickle + validate)"), ("cached", "repeat load (dataset cache)")):
+        print(title)
+        for key, label in (("import_s", "imports (s)"), ("load_s", "load to first batch (s)"),
+                           ("peak_rss_mb", "peak resident memory (MiB)")):
+            values = [run[key] for run in runs[mode]]
+            print(f"  {label:28s} median {statistics.median(values):7.2f}   runs "
+                  + " ".join(f"{value:.2f}" for value in values))
 
 if __name__ == "__main__":
     main()

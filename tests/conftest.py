@@ -1,5 +1,6 @@
 """Tiny datasets written in the report's exact pickle format, and a CLI runner."""
 
+import os
 import pickle
 from pathlib import Path
 
@@ -8,6 +9,18 @@ import pytest
 import yaml
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def dataset_cache_in_a_temporary_folder(tmp_path_factory):
+    """Keep the dataset cache of every run the tests start (subprocesses too) out of the user's home."""
+    previous = os.environ.get("CNNCLF_CACHE_DIR")
+    os.environ["CNNCLF_CACHE_DIR"] = str(tmp_path_factory.mktemp("dataset-cache"))
+    yield
+    if previous is None:
+        del os.environ["CNNCLF_CACHE_DIR"]
+    else:
+        os.environ["CNNCLF_CACHE_DIR"] = previous
 
 
 def report_records(count: int, shape: tuple[int, ...], labels: list[int], dtype=np.uint8,

@@ -1,0 +1,60 @@
+"""The dataset cache: the same arrays as a fresh read, and never stale."""
+
+import os
+
+import numpy as np
+import pytest
+
+from cnnclf.data import MNISTDataModule
+from cnnclf.data.cache import cache_folder
+from tests.conftest import report_records, write_report_pickle
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNCLF_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def arrays(path, cache=True):
+    data = MNISTDataModule(str(path), val_split=0, cache=cache).data
+    return data.train[0].numpy(), data.train[1].numpy(), data.test[0].numpy()
+
+
+def test_a_cached_load_gives_the_arrays_of_a_fresh_read(cache, tiny_data):
+    fresh = arrays(tiny_data["mnist"], cache=False)
+    assert not cache.exists()
+    first, second = arrays(tiny_data["mnist"]), arrays(tiny_data["mnist"])
+    assert len(list(cache.glob("MNIST-*.npz"))) == 1
+    for a, b, c in zip(fresh, first, second, strict=True):
+        assert a.dtype == b.dtype == c.dtype and np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_a_changed_file_is_read_again_and_its_stale_entry_removed(cache, tmp_path):
+    path = write_report_pickle(tmp_path / "MNIST", report_records(20, (28, 28), list(range(10))),
+                               report_records(10, (28, 28), list(range(10))))
+    before = arrays(path)
+    stat = path.stat()
+    # Same size and modification time, different pixels: the content fingerprint still sees it.
+    write_report_pickle(path, report_records(20, (28, 28), list(range(10)), seed=5),
+                        report_records(10, (28, 28), list(range(10))))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    after = arrays(path)
+    assert not np.array_equal(before[0], after[0])
+    assert np.array_equal(after[0], arrays(path, cache=False)[0])
+    assert len(list(cache.glob("MNIST-*.npz"))) == 1
+
+
+def test_a_damaged_entry_is_rebuilt(cache, tiny_data):
+    expected = arrays(tiny_data["mnist"], cache=False)
+    arrays(tiny_data["mnist"])
+    (entry,) = cache.glob("MNIST-*.npz")
+    entry.write_bytes(entry.read_bytes()[:100])
+    assert np.array_equal(arrays(tiny_data["mnist"])[0], expected[0])
+
+
+def test_the_folder_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("CNNCLF_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_folder() == tmp_path / "cnnclf"
