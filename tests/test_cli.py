@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from cnnclf.cli import cli_main
@@ -135,3 +136,20 @@ def test_without_validation_only_last_is_kept_and_stands_for_best(tmp_path):
     accuracy = fitted.trainer.callback_metrics["test/acc"].item()
     tested = run("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", "best", "--data.val_split", "0")
     assert tested.trainer.callback_metrics["test/acc"].item() == pytest.approx(accuracy)
+
+
+PRESETS = sorted((CONFIGS / "presets").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[preset.stem for preset in PRESETS])
+def test_every_preset_stacks_on_a_config(preset, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", str(CONFIGS / "digits.yaml"), "--config", str(preset), "--print_config"])
+    assert exit_info.value.code in (None, 0), capsys.readouterr().err
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = yaml.safe_load(preset.read_text())
+    for key, value in expected.get("model", {}).get("init_args", {}).items():
+        assert printed["model"]["init_args"][key] == value
+    for key, value in expected.get("trainer", {}).items():
+        if key != "callbacks":
+            assert printed["trainer"][key] == value
