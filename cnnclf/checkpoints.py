@@ -54,6 +54,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        _remove_leftovers(path)
         try:
             with temporary.open("wb") as stream:
                 torch.save(checkpoint, stream)
@@ -65,3 +66,21 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
         return read_checkpoint(path, map_location=map_location)
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Temporary files of earlier saves to ``path`` whose process was killed mid-write."""
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = leftover.name.removeprefix(f".{path.name}.").removesuffix(".tmp")
+        if pid.isdigit() and not _running(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True

@@ -146,3 +146,5 @@ def test_sigkill_during_saves_never_leaves_a_broken_checkpoint(tmp_path):
     saver.wait()
     content = SafeCheckpointIO().load_checkpoint(target)
     assert content["step"] >= 2 and torch.all(content["state_dict"]["w"] == content["step"])
+    SafeCheckpointIO().save_checkpoint(content, target)  # the next save clears what the killed one left
+    assert list(tmp_path.iterdir()) == [target]
