@@ -53,7 +53,7 @@ bench-throughput: install ## report loop vs plain PyTorch vs cnnclf fit, side by
 	$(BIN)/python bench/throughput.py --data $(DATA)
 
 bench-accuracy: install ## time to accuracy of the fixed and best recipes on the real data (needs seed-data)
-	$(BIN)/python bench/time_to_accuracy.py --data $(DATA) configs/*_fixed.yaml configs/*_best.yaml
+	$(BIN)/python bench/time_to_accuracy.py --data $(DATA) configs/*_fixed.yaml configs/*_fast.yaml configs/*_best.yaml
 
 fit: install ## train: make fit DATASET=mnist|orl|cifar [CONFIG=...] [DATA=folder]
 	$(BIN)/cnnclf fit --config $(CONFIG) --data.path $(DATA)/$(shell echo $(DATASET) | tr a-z A-Z)
