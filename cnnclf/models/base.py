@@ -179,9 +179,15 @@ class ImageClassifier(L.LightningModule):
     # -- checkpoints ------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Augmentation and dropout draw from torch's generators: a resumed run must continue their streams.
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state(),
-                                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}
+        # Augmentation and dropout draw from torch's generators: a resumed run must continue their
+        # streams, each process its own (every process builds the checkpoint; rank 0 writes it).
+        own = {"torch": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}
+        states = [own]
+        if self.trainer.world_size > 1:
+            states = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(states, own)
+        checkpoint["rng_states"] = states
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("hyper_parameters", {})
@@ -193,10 +199,11 @@ class ImageClassifier(L.LightningModule):
                     f"{list(self.hparams.image_shape)} images (C, H, W); is it the right checkpoint for this data?"
                 )
         states = checkpoint.get("rng_states")
-        if states is not None and self._trainer is not None and self._trainer.state.fn == "fit":
-            torch.set_rng_state(states["torch"])
-            if states["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(states["cuda"])
+        if states and self._trainer is not None and self._trainer.state.fn == "fit":
+            own = states[self._trainer.global_rank % len(states)]  # resumed on other process counts too
+            torch.set_rng_state(own["torch"])
+            if own["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(own["cuda"])
 
     # -- optimization -----------------------------------------------------------------------
 
