@@ -110,6 +110,8 @@ class CnnclfCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._resolve_checkpoint()
+        if not getattr(self.datamodule, "has_validation", True):
+            self.trainer.limit_val_batches = 0  # val_split 0: no validation loop to set up (nor warn about)
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].test_after_fit and not self.trainer.interrupted:
