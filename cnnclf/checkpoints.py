@@ -7,7 +7,6 @@ cnnclf's own. Saves go to a temporary file beside the target and are renamed ove
 process killed mid-write leaves the previous checkpoint whole.
 """
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,19 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from cnnclf.errors import CheckpointError
+from cnnclf.files import write_atomically
 
 
-def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
-    """The contents of a checkpoint file, loaded with ``weights_only=True``; clear errors otherwise."""
+def read_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict:
+    """The contents of a checkpoint file, loaded with ``weights_only=True``; clear errors otherwise.
+
+    ``mmap`` maps the tensors' bytes instead of reading them: for checks of the other contents.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        content = torch.load(path, map_location=map_location, weights_only=True)
+        content = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... by what is wrong
         refused = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line), None)
         if refused is not None:
@@ -51,36 +54,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint reader and writer, loading through ``read_checkpoint`` and saving atomically."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        _remove_leftovers(path)
-        try:
-            with temporary.open("wb") as stream:
-                torch.save(checkpoint, stream)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, path)  # atomic on POSIX and Windows: readers see the old or the new file
-        finally:
-            temporary.unlink(missing_ok=True)
+        write_atomically(Path(path), lambda stream: torch.save(checkpoint, stream))
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
         return read_checkpoint(path, map_location=map_location)
 
-
-def _remove_leftovers(path: Path) -> None:
-    """Temporary files of earlier saves to ``path`` whose process was killed mid-write."""
-    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = leftover.name.removeprefix(f".{path.name}.").removesuffix(".tmp")
-        if pid.isdigit() and not _running(int(pid)):
-            leftover.unlink(missing_ok=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True

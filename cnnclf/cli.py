@@ -98,7 +98,7 @@ class CnnclfCLI(LightningCLI):
                                   f"{init_args.get(target)} in the config; remove it, or use data that has it")
         ckpt_path = self.config[subcommand].get("ckpt_path")
         if ckpt_path and Path(ckpt_path).is_file():
-            class_path = read_checkpoint(ckpt_path).get("hyper_parameters", {}).get("_class_path")
+            class_path = read_checkpoint(ckpt_path, mmap=True).get("hyper_parameters", {}).get("_class_path")
             if class_path is not None:
                 checked_class(class_path, models, ImageClassifier, ckpt_path)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnclf.data.records import SPLITS, ImageSplit, read_pickled_dataset
+from cnnclf.files import write_atomically
 
 FORMAT = "1"  # bump when ImageSplit's arrays change meaning
 EDGE_BYTES = 2**20
@@ -60,12 +61,5 @@ def _fingerprint(source: Path) -> str:
 
 
 def _write(entry: Path, splits: dict[str, ImageSplit]) -> None:
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    temporary = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-    try:
-        with temporary.open("wb") as stream:
-            np.savez(stream, **{f"{split}_{kind}": getattr(data, kind) for split, data in splits.items()
-                                for kind in ("images", "labels")})
-        os.replace(temporary, entry)  # concurrent runs never read a half-written entry
-    finally:
-        temporary.unlink(missing_ok=True)
+    arrays = {f"{split}_{kind}": getattr(data, kind) for split, data in splits.items() for kind in ("images", "labels")}
+    write_atomically(entry, lambda stream: np.savez(stream, **arrays))  # concurrent runs never read half an entry

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from cnnclf.errors import CnnclfError, ConfigError
+from cnnclf.files import write_atomically
 from cnnclf.sweeps.results import RUN_RECORD, RunResult, read_run, write_tables
 from cnnclf.sweeps.spec import PlannedRun, Sweep, load_sweep
 
@@ -78,7 +79,8 @@ def _train(run: PlannedRun, run_dir: Path, arguments: list[str], fingerprint: st
               "status": "ok" if returncode == 0 else "failed", "wall_seconds": round(time.perf_counter() - start, 2)}
     if returncode != 0:
         record["error"] = _last_error(log_path.read_text()) + f" (exit {returncode}; see {log_path})"
-    (run_dir / RUN_RECORD).write_text(json.dumps(record, indent=1))
+    # Atomic: a sweep killed while writing the record must not leave one the next run cannot read.
+    write_atomically(run_dir / RUN_RECORD, lambda stream: stream.write(json.dumps(record, indent=1).encode()))
 
 
 def _fingerprint(sweep: Sweep, arguments: list[str]) -> str:
