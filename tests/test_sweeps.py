@@ -120,9 +120,9 @@ def test_every_run_of_a_shipped_sweep_parses_to_its_settings(path, capsys):
 
 
 def resolved_value(config: dict, key: str):
-    """``model.lr`` -> config['model']['init_args']['lr']; ``model`` -> its class_path."""
+    """``model.lr`` -> config['model']['init_args']['lr']; ``model`` -> its class_path; top-level keys as they are."""
     section, _, name = key.partition(".")
     node = config[section]
     if not name:
-        return node["class_path"]
+        return node["class_path"] if isinstance(node, dict) else node
     return node["init_args"][name] if "class_path" in node else node[name]
