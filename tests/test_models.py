@@ -22,6 +22,25 @@ def test_report_parameter_counts(architecture, image_shape, classes, expected):
     assert model(torch.zeros(2, *image_shape, dtype=torch.uint8)).shape == (2, classes)
 
 
+@pytest.mark.parametrize(("architecture", "image_shape"), [
+    (ReportMNISTNet, [1, 28, 28]), (ReportORLNet, [3, 92, 92]), (ReportCIFARNet, [3, 32, 32]),
+])
+def test_report_features_pooled_before_relu_match_the_report_order(architecture, image_shape):
+    # The report's tables put each ReLU before its max-pool; the classes pool first, which must
+    # change neither the values nor the gradients that training sees.
+    torch.manual_seed(0)
+    features = architecture(10, image_shape).net[0]
+    convolutions = [layer for layer in features if isinstance(layer, torch.nn.Conv2d)]
+    report_order = torch.nn.Sequential(
+        *[layer for conv in convolutions for layer in (conv, torch.nn.ReLU(), torch.nn.MaxPool2d(2))])
+    images = torch.randn(3, *image_shape)
+    ours, theirs = features(images), report_order(images)
+    assert torch.equal(ours, theirs)
+    ours_grad = torch.autograd.grad(ours.square().sum(), convolutions[0].weight)[0]
+    theirs_grad = torch.autograd.grad(theirs.square().sum(), convolutions[0].weight)[0]
+    assert torch.equal(ours_grad, theirs_grad)
+
+
 def test_flatten_width_follows_the_input():
     assert ReportMNISTNet(10, [1, 8, 8]).net[2][0].in_features == 32 * 3 * 3
     assert ReportCIFARNet(10, [3, 8, 8]).net[2][1].in_features == 64

@@ -3,10 +3,16 @@
 from torch import Tensor, nn
 
 
-def conv_bn(in_channels: int, out_channels: int) -> nn.Sequential:
-    """3x3 convolution (no bias: batch norm's shift replaces it), batch norm, ReLU; size-preserving."""
+def conv_bn(in_channels: int, out_channels: int, pool: bool = False) -> nn.Sequential:
+    """3x3 convolution (no bias: batch norm's shift replaces it), batch norm, ReLU; size-preserving.
+
+    With ``pool`` a 2x2 max-pool follows the convolution, halving the image side. Pooling before
+    batch norm and ReLU (as airbench does) gives them a quarter of the pixels: on a 2-core CPU
+    this made ConvBNNet's training steps on MNIST about 1.5x faster.
+    """
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        *([nn.MaxPool2d(2)] if pool else []),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )

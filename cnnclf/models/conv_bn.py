@@ -1,6 +1,6 @@
 """A VGG-style net with batch norm for gray digits and faces (MNIST, ORL, digits, any pickle).
 
-Each stage is conv-BN-ReLU then a 2x2 max-pool; global average pooling and one linear layer
+Each stage is a convolution, a 2x2 max-pool, batch norm and ReLU; global average pooling and one linear layer
 classify. ``widths`` sets the channels of each stage, and so the depth.
 """
 
@@ -21,7 +21,7 @@ class ConvBNNet(ImageClassifier):
     def features(self, in_channels: int) -> nn.Sequential:
         stages = []
         for width_in, width_out in zip([in_channels, *self.widths[:-1]], self.widths, strict=True):
-            stages += [conv_bn(width_in, width_out), nn.MaxPool2d(2)]  # (B, width_out, H/2, W/2)
+            stages.append(conv_bn(width_in, width_out, pool=True))  # (B, width_out, H/2, W/2)
         return nn.Sequential(*stages, nn.AdaptiveAvgPool2d(1))  # (B, widths[-1], 1, 1)
 
     def classifier(self, in_features: int, num_classes: int) -> nn.Sequential:

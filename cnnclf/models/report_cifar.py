@@ -1,5 +1,6 @@
 """The report's CIFAR CNN: three padded convolution blocks, three dense layers with dropout;
-154,454 parameters on 3x32x32."""
+154,454 parameters on 3x32x32. Max-pooling comes before the ReLU (see report_mnist.py).
+"""
 
 from torch import nn
 
@@ -9,9 +10,9 @@ from cnnclf.models.base import ImageClassifier
 class ReportCIFARNet(ImageClassifier):
     def features(self, in_channels: int) -> nn.Sequential:
         return nn.Sequential(
-            nn.Conv2d(in_channels, 16, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 16, 16, 16)
-            nn.Conv2d(16, 32, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 32, 8, 8)
-            nn.Conv2d(32, 64, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 64, 4, 4)
+            nn.Conv2d(in_channels, 16, kernel_size=3, padding=1), nn.MaxPool2d(2), nn.ReLU(),  # (B, 16, 16, 16)
+            nn.Conv2d(16, 32, kernel_size=3, padding=1), nn.MaxPool2d(2), nn.ReLU(),  # (B, 32, 8, 8)
+            nn.Conv2d(32, 64, kernel_size=3, padding=1), nn.MaxPool2d(2), nn.ReLU(),  # (B, 64, 4, 4)
         )
 
     def classifier(self, in_features: int, num_classes: int) -> nn.Sequential:
