@@ -58,4 +58,3 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
         return read_checkpoint(path, map_location=map_location)
-

@@ -4,7 +4,8 @@ from torch import Tensor, nn
 
 
 def conv_bn(in_channels: int, out_channels: int, pool: bool = False) -> nn.Sequential:
-    """3x3 convolution (no bias: batch norm's shift replaces it), batch norm, ReLU; size-preserving.
+    """3x3 convolution (no bias: batch norm's shift replaces it), batch norm, ReLU; size-preserving
+    unless ``pool``.
 
     With ``pool`` a 2x2 max-pool follows the convolution, halving the image side. Pooling before
     batch norm and ReLU (as airbench does) gives them a quarter of the pixels: on a 2-core CPU

@@ -1,7 +1,7 @@
 """A VGG-style net with batch norm for gray digits and faces (MNIST, ORL, digits, any pickle).
 
-Each stage is a convolution, a 2x2 max-pool, batch norm and ReLU; global average pooling and one linear layer
-classify. ``widths`` sets the channels of each stage, and so the depth.
+Each stage is a convolution, a 2x2 max-pool, batch norm and ReLU; global average pooling and
+one linear layer classify. ``widths`` sets the channels of each stage, and so the depth.
 """
 
 from torch import nn
