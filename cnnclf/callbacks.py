@@ -45,6 +45,13 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         if stage == "fit" and not getattr(trainer.datamodule, "has_validation", True):
             self.monitor, self.save_top_k = None, 0
 
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        # Lightning writes last.ckpt only beside a ranked save, and without validation there is
+        # none until training ends: write it every epoch, so a crash keeps the epochs done.
+        if self.save_top_k == 0 and self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         """Stopped from outside (SIGTERM from a scheduler, Ctrl-C): keep the work done so far in ``last.ckpt``.
 

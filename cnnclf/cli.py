@@ -110,6 +110,10 @@ class CnnclfCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._resolve_checkpoint()
+        if (str(self.trainer.precision).startswith("bf16") and self.trainer.strategy.root_device.type == "cpu"
+                and not torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+            print("cnnclf: this CPU has no bf16 arithmetic (AVX512 or AMX), so bf16 autocast runs slower than "
+                  "fp32 here; pass --trainer.precision 32-true", file=sys.stderr)
         if not getattr(self.datamodule, "has_validation", True):
             self.trainer.limit_val_batches = 0  # val_split 0: no validation loop to set up (nor warn about)
 

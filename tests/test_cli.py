@@ -4,6 +4,7 @@ import csv
 import json
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -129,10 +130,25 @@ def test_print_config_shows_the_resolved_config(capsys):
     assert "max_epochs: 2" in printed and "final_relu: true" in printed
 
 
-def test_without_validation_only_last_is_kept_and_stands_for_best(tmp_path):
-    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", "--data.val_split", "0")
+class LastCheckpointSteps(L.Callback):
+    """Records the step of last.ckpt on disk as each epoch starts."""
+
+    def __init__(self) -> None:
+        self.steps = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        last = Path(trainer.log_dir) / "checkpoints" / "last.ckpt"
+        self.steps.append(torch.load(last, weights_only=True)["global_step"] if last.is_file() else None)
+
+
+def test_without_validation_only_last_is_kept_every_epoch_and_stands_for_best(tmp_path):
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3", "--data.val_split", "0",
+                 "--trainer.callbacks+=tests.test_cli.LastCheckpointSteps")
     checkpoints = Path(fitted.trainer.log_dir) / "checkpoints"
     assert sorted(path.name for path in checkpoints.iterdir()) == ["last.ckpt"]
+    probe = next(c for c in fitted.trainer.callbacks if isinstance(c, LastCheckpointSteps))
+    steps_per_epoch = fitted.trainer.num_training_batches
+    assert probe.steps == [None, steps_per_epoch, 2 * steps_per_epoch]
     accuracy = fitted.trainer.callback_metrics["test/acc"].item()
     tested = run("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", "best", "--data.val_split", "0")
     assert tested.trainer.callback_metrics["test/acc"].item() == pytest.approx(accuracy)

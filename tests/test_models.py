@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from cnnclf.errors import ConfigError
-from cnnclf.models import ConvBNNet, ReportCIFARNet, ReportMNISTNet, ReportORLNet, ResNet9
+from cnnclf.models import AirbenchNet, ConvBNNet, ReportCIFARNet, ReportMNISTNet, ReportORLNet, ResNet9
+from cnnclf.models.base import triangle
 
 
 def parameter_count(model: torch.nn.Module) -> int:
@@ -87,6 +88,8 @@ def test_bad_model_arguments(bad):
     (ConvBNNet, {"widths": [4, 8, 16, 32]}, [1, 112, 92]),
     (ResNet9, {"width": 8}, [3, 32, 32]),
     (ResNet9, {"width": 4}, [1, 8, 8]),
+    (AirbenchNet, {"widths": [8, 16, 16]}, [3, 32, 32]),
+    (AirbenchNet, {"widths": [4, 8, 8]}, [1, 28, 28]),
 ])
 def test_stronger_architectures_take_any_input(architecture, options, image_shape):
     model = architecture(7, image_shape, **options)
@@ -112,6 +115,49 @@ def test_mirrored_test_time_averaging():
     assert torch.allclose(model.evaluation_logits(images), expected)
     model.hparams.tta_hflip = False
     assert torch.allclose(model.evaluation_logits(images), model(images))
+
+
+def test_translated_test_time_averaging_shifts_the_views_both_ways():
+    torch.manual_seed(0)
+    model = ReportCIFARNet(10, [3, 12, 20], tta_hflip=True, tta_translate=1).eval()
+    # Mirrored edges fill a shifted constant image with the same constant: every view is alike.
+    flat = torch.full((2, 3, 12, 20), 77, dtype=torch.uint8)
+    assert torch.allclose(model.evaluation_logits(flat), model._mirror_averaged(flat), atol=1e-6)
+    images = torch.rand(2, 3, 12, 20) * 255
+    averaged = model.evaluation_logits(images)
+    assert averaged.shape == (2, 10)
+    assert not torch.allclose(averaged, model._mirror_averaged(images))
+
+
+def test_airbench_whitening_decorrelates_the_patches_it_was_computed_from():
+    torch.manual_seed(0)
+    mixing = torch.tensor([[1.0, 0.8, 0.2], [0.0, 1.0, 0.5], [0.3, 0.0, 1.0]])
+    images = torch.einsum("dc,nchw->ndhw", mixing, torch.rand(100, 3, 32, 32) * 80) + 40
+    model = AirbenchNet(10, [3, 32, 32], widths=[8, 8, 8], input_mean=[90.0] * 3, input_std=[30.0] * 3)
+    model.set_whitening(images)
+    half = model.whitening.weight.shape[0] // 2
+    standardized = (images - 90.0) / 30.0
+    responses = torch.nn.functional.conv2d(standardized, model.whitening.weight[:half])
+    flat = responses.permute(1, 0, 2, 3).reshape(half, -1)
+    torch.testing.assert_close(flat @ flat.T / flat.shape[1], torch.eye(half), atol=2e-3, rtol=0)
+    torch.testing.assert_close(model.whitening.weight[half:], -model.whitening.weight[:half])
+    assert not model.whitening.weight.requires_grad
+
+
+def test_airbench_needs_three_stages():
+    with pytest.raises(ConfigError, match="widths needs 3 channel counts"):
+        AirbenchNet(10, [3, 32, 32], widths=[8, 16])
+
+
+def test_triangle_schedule_rises_then_falls_linearly():
+    steps = 100
+    factors = [triangle(step, steps) for step in range(steps + 1)]
+    assert factors[0] == pytest.approx(0.2)
+    assert max(factors) == pytest.approx(1.0, abs=0.01) and factors.index(max(factors)) == 23
+    assert factors[-1] == pytest.approx(0.07)
+    rises, falls = torch.tensor(factors[:24]).diff(), torch.tensor(factors[24:]).diff()
+    assert (rises > 0).all() and (falls < 0).all()
+    torch.testing.assert_close(falls, falls[:1].expand_as(falls))
 
 
 @pytest.mark.slow

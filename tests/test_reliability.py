@@ -60,6 +60,20 @@ def test_killed_and_resumed_run_ends_exactly_like_a_straight_run(straight, tmp_p
         torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_a_killed_run_with_lookahead_averaging_resumes_exactly(tmp_path):
+    lookahead = ["--trainer.callbacks+=cnnclf.lookahead.Lookahead", "--trainer.callbacks.start_epoch=1",
+                 "--trainer.callbacks.every_n_steps=2"]
+    straight_steps, straight_metrics, straight_weights = final_state(fit(tmp_path / "straight", *lookahead))
+    with pytest.raises(SystemExit):
+        fit(tmp_path / "killed", *lookahead, "--trainer.callbacks+=tests.test_reliability.SigtermAtStep",
+            f"--trainer.callbacks.step={KILL_AT_STEP}")
+    steps, metrics, weights = final_state(fit(tmp_path / "killed", *lookahead, "--ckpt_path", "last"))
+    assert steps == straight_steps
+    assert metrics == pytest.approx(straight_metrics, rel=1e-5)
+    for name, tensor in straight_weights.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_the_same_seed_repeats_a_run_and_another_seed_does_not(straight, tmp_path):
     steps, metrics, weights = final_state(fit(tmp_path / "again"))
     assert (steps, metrics) == straight[:2]

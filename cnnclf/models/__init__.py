@@ -1,9 +1,10 @@
 """One LightningModule per architecture, all on ``ImageClassifier``.
 
 The report's networks, layer for layer: ``ReportMNISTNet``, ``ReportORLNet``, ``ReportCIFARNet``.
-Stronger ones: ``ConvBNNet`` (gray digits and faces) and ``ResNet9`` (CIFAR-10).
+Stronger ones: ``ConvBNNet`` (gray digits and faces), ``ResNet9`` and ``AirbenchNet`` (CIFAR-10).
 """
 
+from cnnclf.models.airbench import AirbenchNet
 from cnnclf.models.base import ImageClassifier
 from cnnclf.models.conv_bn import ConvBNNet
 from cnnclf.models.report_cifar import ReportCIFARNet
@@ -11,4 +12,4 @@ from cnnclf.models.report_mnist import ReportMNISTNet
 from cnnclf.models.report_orl import ReportORLNet
 from cnnclf.models.resnet9 import ResNet9
 
-__all__ = ["ConvBNNet", "ImageClassifier", "ReportCIFARNet", "ReportMNISTNet", "ReportORLNet", "ResNet9"]
+__all__ = ["AirbenchNet", "ConvBNNet", "ImageClassifier", "ReportCIFARNet", "ReportMNISTNet", "ReportORLNet", "ResNet9"]

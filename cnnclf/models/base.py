@@ -8,10 +8,12 @@ Inputs are raw pixels (uint8 or float). When the data module supplies channel st
 the model standardizes them itself, so a checkpoint carries everything needed to predict.
 """
 
+from functools import partial
 from typing import Literal
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
@@ -19,7 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from cnnclf.errors import CheckpointError, ConfigError
 
 Optimizer = Literal["sgd", "adam", "adamw"]
-Schedule = Literal["constant", "onecycle", "cosine"]
+Schedule = Literal["constant", "onecycle", "cosine", "triangle"]
 
 
 class ImageClassifier(L.LightningModule):
@@ -33,8 +35,12 @@ class ImageClassifier(L.LightningModule):
         momentum: SGD momentum (the report used 0.9).
         nesterov: Nesterov momentum for SGD.
         weight_decay: L2 penalty (decoupled for adamw).
-        lr_schedule: ``constant`` (the report's), ``onecycle`` (warm-up then anneal, per step)
-            or ``cosine`` (per step, to zero at the last step).
+        lr_schedule: ``constant`` (the report's), ``onecycle`` (warm-up then anneal, per step),
+            ``cosine`` (per step, to zero at the last step) or ``triangle`` (airbench's, per step:
+            linear from 0.2 lr up to lr at 23% of the steps, then linear down to 0.07 lr).
+        norm_lr_scale: learning-rate multiplier for batch-norm parameters (airbench trains its
+            batch-norm shifts 64x faster); their weight decay is divided by it, so its pull on
+            them stays as strong as on the other weights.
         label_smoothing: cross-entropy label smoothing.
         final_relu: end with a ReLU on the logits as the report's models did. It clips every
             negative logit to 0, so a class whose logits stay negative is never predicted
@@ -45,21 +51,27 @@ class ImageClassifier(L.LightningModule):
         compile: ``torch.compile`` the network before the first step.
         tta_hflip: evaluate and predict on the average of each image's and its mirror's logits
             (for photos such as CIFAR; not for digits).
+        tta_translate: evaluate and predict on half the logits of the image (and mirror) and
+            half those of it shifted this many pixels up-left and down-right, mirrored edges
+            filling in (airbench's test-time augmentation); 0 for none.
     """
 
     def __init__(self, num_classes: int, image_shape: list[int], class_names: list[str] | None = None,
                  input_mean: list[float] | None = None, input_std: list[float] | None = None,
                  optimizer: Optimizer = "sgd", lr: float = 1e-3, momentum: float = 0.9,
                  nesterov: bool = False, weight_decay: float = 0.0, lr_schedule: Schedule = "constant",
-                 label_smoothing: float = 0.0, final_relu: bool = False, dropout: float = 0.5,
-                 channels_last: bool = False, compile: bool = False, tta_hflip: bool = False) -> None:
+                 norm_lr_scale: float = 1.0, label_smoothing: float = 0.0, final_relu: bool = False,
+                 dropout: float = 0.5, channels_last: bool = False, compile: bool = False,
+                 tta_hflip: bool = False, tta_translate: int = 0) -> None:
         super().__init__()
         if num_classes < 2:
             raise ConfigError(f"num_classes must be at least 2, found {num_classes}")
         if len(image_shape) != 3:
             raise ConfigError(f"image_shape must be [channels, height, width], found {image_shape}")
-        if lr <= 0:
-            raise ConfigError(f"lr must be positive, found {lr}")
+        if lr <= 0 or norm_lr_scale <= 0:
+            raise ConfigError(f"lr and norm_lr_scale must be positive, found {lr} and {norm_lr_scale}")
+        if tta_translate < 0:
+            raise ConfigError(f"tta_translate must be a number of pixels >= 0, found {tta_translate}")
         self.save_hyperparameters()
         channels = image_shape[0]
         mean = torch.tensor(input_mean if input_mean is not None else [0.0] * channels)
@@ -148,6 +160,16 @@ class ImageClassifier(L.LightningModule):
         return prediction, confidence
 
     def evaluation_logits(self, images: Tensor) -> Tensor:
+        logits = self._mirror_averaged(images)
+        shift = self.hparams.tta_translate
+        if shift:
+            height, width = images.shape[2:]
+            padded = F.pad(images.float(), (shift,) * 4, mode="reflect")
+            up_left, down_right = padded[..., :height, :width], padded[..., 2 * shift :, 2 * shift :]
+            logits = logits / 2 + (self._mirror_averaged(up_left) + self._mirror_averaged(down_right)) / 4
+        return logits
+
+    def _mirror_averaged(self, images: Tensor) -> Tensor:
         logits = self(images)
         if self.hparams.tta_hflip:
             logits = (logits + self(images.flip(3))) / 2
@@ -209,13 +231,14 @@ class ImageClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
+        groups = self._parameter_groups()
         if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum,
+            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum,
                                         nesterov=hp.nesterov, weight_decay=hp.weight_decay)
         elif hp.optimizer == "adam":
-            optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+            optimizer = torch.optim.Adam(groups, lr=hp.lr, weight_decay=hp.weight_decay)
         else:
-            optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+            optimizer = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.lr_schedule == "constant":
             return optimizer
         steps = self.trainer.estimated_stepping_batches
@@ -224,9 +247,33 @@ class ImageClassifier(L.LightningModule):
             pct_start = 0.3 if steps == 4 else 0.25
             scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=steps,
                                                             pct_start=pct_start)
-        else:
+        elif hp.lr_schedule == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        else:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(triangle, steps=steps))
+            scheduler.total_steps = steps  # checked on resume, like the other schedules' plans
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _parameter_groups(self) -> list[dict]:
+        """One group, or with ``norm_lr_scale`` two: batch-norm parameters and the rest."""
+        scale = self.hparams.norm_lr_scale
+        if scale == 1:
+            return [{"params": list(self.parameters())}]
+        norms = {id(p) for module in self.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)
+                 for p in module.parameters()}
+        return [
+            {"params": [p for p in self.parameters() if id(p) not in norms]},
+            {"params": [p for p in self.parameters() if id(p) in norms],
+             "lr": self.hparams.lr * scale, "weight_decay": self.hparams.weight_decay / scale},
+        ]
+
+
+def triangle(step: int, steps: int, start: float = 0.2, peak_at: float = 0.23, end: float = 0.07) -> float:
+    """airbench's learning-rate factor at ``step`` of ``steps``: up linearly, then down linearly."""
+    peak_step = peak_at * steps
+    if step < peak_step:
+        return start + (1 - start) * step / peak_step
+    return 1 + (end - 1) * (step - peak_step) / (steps - peak_step)
 
 
 def _plain(value):
