@@ -48,8 +48,9 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         # Lightning writes last.ckpt only beside a ranked save, and without validation there is
-        # none until training ends: write it every epoch, so a crash keeps the epochs done.
-        if self.save_top_k == 0 and self.save_last and not self._should_skip_saving_checkpoint(trainer):
+        # none until training ends: write it every (every_n_epochs) epoch, so a crash keeps them.
+        due = self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
+        if self.save_top_k == 0 and self.save_last and due and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:

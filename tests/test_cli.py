@@ -169,3 +169,13 @@ def test_every_preset_stacks_on_a_config(preset, capsys):
     for key, value in expected.get("trainer", {}).items():
         if key != "callbacks":
             assert printed["trainer"][key] == value
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_bf16_arithmetic_trains_in_fp32(native, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("cnnclf.cli.cpu_has_bf16", lambda: native)
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--config", str(CONFIGS / "presets/bf16.yaml"),
+                 "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                 "--test_after_fit", "false")
+    assert fitted.trainer.precision == ("bf16-mixed" if native else "32-true")
+    assert ("training in 32-true instead" in capsys.readouterr().err) is not native
