@@ -9,7 +9,8 @@
       size and optimizer), logging and progress bar on as a user has them.
 
 (b) and (c) run in fp32 and with the fast options of ``--fast``: ``fast`` is channels-last in
-fp32 (configs/presets/fast.yaml), ``bf16`` adds bf16 autocast (configs/presets/bf16.yaml). The runs
+fp32 (configs/presets/fast.yaml), ``bf16`` adds bf16 autocast (configs/presets/bf16.yaml), the
+default on a CPU with bf16 arithmetic (AVX-512, AMX). The runs
 alternate a, b, c, a, b, c, ... ``--repeats`` times; each times ``--batches`` training steps
 after ``--warmup`` steps, and the table reports medians. Seconds per epoch are the median
 step time times the batches in the report's epoch (the whole training split).
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from machine import machine_description
 
-from cnnclf.cli import cli_main
+from cnnclf.cli import cli_main, cpu_has_bf16
 from cnnclf.data import CIFARDataModule, MNISTDataModule, ORLDataModule, load_pickle
 from cnnclf.models import ReportCIFARNet, ReportMNISTNet, ReportORLNet
 
@@ -129,7 +130,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, default=12, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per run")
-    parser.add_argument("--fast", choices=["fast", "bf16"], default="fast", help="the preset of the fast runs")
+    parser.add_argument("--fast", choices=["fast", "bf16"], default="bf16" if cpu_has_bf16() else "fast",
+                        help="the preset of the fast runs (default: bf16 where the CPU has bf16 arithmetic)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench")
     args = parser.parse_args()
     torch.manual_seed(0)
