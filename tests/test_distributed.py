@@ -13,9 +13,11 @@ from tests.test_cli import run
 
 DDP = ["--trainer.strategy", "ddp", "--trainer.accelerator", "cpu", "--trainer.devices", "2"]
 # 80 training images after 20 for validation: 40 per process, 2 batches of 20 each; 45 test images
-# do not split evenly over 2 processes, so padding would show up as a 46th.
+# do not split evenly over 2 processes, so padding would show up as a 46th. In fp32, one process and
+# two compute the same logits; bf16 rounding varies with the batch's make-up.
+FP32 = ["--trainer.precision", "32-true"]
 OPTIONS = ["--data.val_split", "20", "--data.batch_size", "20", "--trainer.max_epochs", "2",
-           "--trainer.enable_progress_bar", "false", "--model_summary.max_depth", "0"]
+           "--trainer.enable_progress_bar", "false", "--model_summary.max_depth", "0", *FP32]
 
 
 def cnnclf(*arguments: str) -> subprocess.CompletedProcess:
@@ -45,7 +47,7 @@ def test_two_processes_train_test_and_predict_exactly_once_per_image(pickle_45, 
 
     # The same checkpoint tested by one process gives exactly the same figures.
     single = run("test", CONFIGS / "mnist_fixed.yaml", tmp_path / "single", "--data.path", str(pickle_45),
-                 "--ckpt_path", str(run_dir / "checkpoints" / "best.ckpt"))
+                 "--ckpt_path", str(run_dir / "checkpoints" / "best.ckpt"), *FP32)
     single_report = json.loads((Path(single.trainer.log_dir) / "reports" / "test_report.json").read_text())
     assert report["confusion_matrix"] == single_report["confusion_matrix"]
 
