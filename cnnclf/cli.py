@@ -108,7 +108,7 @@ class CnnclfCLI(LightningCLI):
             # Emulated bf16 made the report's ORL net 13x slower than fp32 on an AVX2 CPU: a recipe
             # that asks for bf16 to be fast must not become the slowest way to run.
             print(f"cnnclf: this CPU has no bf16 arithmetic (AVX-512 or AMX), where precision {trainer.precision} "
-                  "runs several times slower than fp32: training in 32-true instead", file=sys.stderr)
+                  "runs several times slower than fp32: running in 32-true instead", file=sys.stderr)
             trainer.precision = "32-true"
 
     def instantiate_trainer(self, **kwargs) -> Trainer:

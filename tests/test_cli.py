@@ -178,4 +178,4 @@ def test_bf16_on_a_cpu_without_bf16_arithmetic_trains_in_fp32(native, tmp_path, 
                  "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
                  "--test_after_fit", "false")
     assert fitted.trainer.precision == ("bf16-mixed" if native else "32-true")
-    assert ("training in 32-true instead" in capsys.readouterr().err) is not native
+    assert ("running in 32-true instead" in capsys.readouterr().err) is not native
