@@ -179,3 +179,19 @@ def test_bf16_on_a_cpu_without_bf16_arithmetic_trains_in_fp32(native, tmp_path, 
                  "--test_after_fit", "false")
     assert fitted.trainer.precision == ("bf16-mixed" if native else "32-true")
     assert ("running in 32-true instead" in capsys.readouterr().err) is not native
+
+
+@pytest.mark.slow
+def test_compile_through_the_cli_trains_the_compiled_network(tmp_path):
+    # The model summary and the TensorBoard graph run the network first; compiled before them,
+    # torch.compile would silently fall back to eager for the whole run.
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--model.compile", "true", "--trainer.max_epochs", "1",
+                 "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
+                 "--trainer.limit_test_batches", "1")
+    assert fitted.trainer.global_step == 3
+    assert torch._dynamo.utils.counters["frames"]["ok"] >= 1
+    assert "test/acc" in fitted.trainer.callback_metrics

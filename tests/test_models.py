@@ -167,6 +167,6 @@ def test_compile_keeps_checkpoint_names_and_logits():
     plain = ReportMNISTNet(10, [1, 28, 28]).eval()
     compiled = ReportMNISTNet(10, [1, 28, 28], compile=True).eval()
     compiled.load_state_dict(plain.state_dict())
-    compiled.configure_model()
+    compiled.compile_network()
     assert compiled.state_dict().keys() == plain.state_dict().keys()
     assert torch.allclose(plain(images), compiled(images), atol=1e-4)

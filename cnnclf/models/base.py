@@ -129,6 +129,13 @@ class ImageClassifier(L.LightningModule):
 
     def configure_model(self) -> None:
         self.net.to(memory_format=self.memory_format)
+
+    def compile_network(self) -> None:
+        """``torch.compile`` the network if asked, once; Lightning calls it as each loop starts.
+
+        Not earlier: the model summary runs the network with hooks and the TensorBoard graph
+        traces it, and a compiled function run that way falls back to eager for good.
+        """
         if self.hparams.compile and self.compiled_net is None:
             # A compiled function, not a wrapped module, so checkpoints keep the plain parameter names.
             self.compiled_net = torch.compile(self.net.forward)
@@ -136,7 +143,10 @@ class ImageClassifier(L.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         """Logits for raw-pixel images (B, C, H, W)."""
         images = ((images.float() - self.input_mean) / self.input_std).contiguous(memory_format=self.memory_format)
-        return (self.compiled_net or self.net)(images)
+        # TensorBoard draws the graph by tracing (again when a test follows a fit), which cannot
+        # go through a compiled function.
+        compiled = None if torch.jit.is_tracing() else self.compiled_net
+        return (compiled or self.net)(images)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> Tensor:
         images, targets = batch
@@ -184,6 +194,7 @@ class ImageClassifier(L.LightningModule):
         return logits
 
     def on_train_start(self) -> None:
+        self.compile_network()
         # The sanity check must not count towards the first epoch's validation figures.
         self.val_metrics.reset()
         for config in self.trainer.lr_scheduler_configs:
@@ -194,6 +205,15 @@ class ImageClassifier(L.LightningModule):
                     f"steps, this run has {self.trainer.estimated_stepping_batches}: resume with the --trainer."
                     "max_epochs it was started with, or train longer in a new run"
                 )
+
+    def on_validation_start(self) -> None:
+        self.compile_network()
+
+    def on_test_start(self) -> None:
+        self.compile_network()
+
+    def on_predict_start(self) -> None:
+        self.compile_network()
 
     def on_test_epoch_start(self) -> None:
         self.test_confusion.reset()
