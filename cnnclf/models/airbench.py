@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from cnnclf.errors import ConfigError
 from cnnclf.models.base import ImageClassifier
 
-WHITENING_IMAGES = 5000  # airbench's sample; the covariance of 12-pixel patches settles long before
+WHITENING_IMAGES = 5000  # the sample airbench computes its whitening from
 
 
 class AirbenchNet(ImageClassifier):
