@@ -19,7 +19,7 @@ from cnnclf.evaluation import (
     most_confused,
     most_confused_text,
     plot_confusion_matrix,
-    plot_top_losses,
+    plot_predictions,
     scores,
 )
 
@@ -181,8 +181,9 @@ class TestReport(L.Callback):
              "confusion_matrix": matrix.tolist(), "class_names": names, "most_confused": confused,
              "top_losses": top_losses}, indent=1))
         figures = {"confusion_matrix": plot_confusion_matrix(matrix, names),
-                   "top_losses": plot_top_losses(worst["images"], worst["targets"], worst["predicted"],
-                                                 worst["confidence"], names)}
+                   "top_losses": plot_predictions(worst["images"], worst["targets"], worst["predicted"],
+                                                  worst["confidence"], names,
+                                                  "highest-loss test images: true -> predicted (confidence)")}
         for name, figure in figures.items():
             figure.savefig(folder / f"{name}.png", dpi=120)
             if isinstance(trainer.logger, TensorBoardLogger):

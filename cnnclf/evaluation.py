@@ -67,30 +67,21 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], title: str
     return figure
 
 
-def plot_predictions(images: Tensor, true_names: list[str], predicted_names: list[str], confidence: Tensor,
-                     title: str) -> Figure:
+def plot_predictions(images: Tensor, targets: Tensor, predicted: Tensor, confidence: Tensor,
+                     class_names: list[str], title: str) -> Figure:
     """A grid of images (N, C, H, W), each titled ``true -> predicted`` and the confidence; mistakes in red."""
     columns = max(1, min(8, len(images)))
     rows = max(1, -(-len(images) // columns))
     figure = Figure(figsize=(1.6 * columns, 1.9 * rows + 0.4), layout="constrained")
     for axes in figure.subplots(rows, columns, squeeze=False).flat:
         axes.axis("off")
-    for axes, image, true, predicted, probability in zip(
-            figure.axes, images, true_names, predicted_names, confidence.tolist(), strict=False):
+    for axes, image, true, guess, probability in zip(figure.axes, images, targets.tolist(), predicted.tolist(),
+                                                    confidence.tolist(), strict=False):
         pixels = image.detach().float().cpu()
         # Each image scaled to its own range: raw pixels are 0..255 bytes or floats of any range.
         pixels = (pixels - pixels.min()) / (pixels.max() - pixels.min()).clamp_min(1e-12)
         axes.imshow(pixels[0] if len(pixels) == 1 else pixels.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1)
-        axes.set_title(f"{true} -> {predicted}\n{probability:.0%}", fontsize=8,
-                       color="black" if true == predicted else "red")
+        axes.set_title(f"{class_names[true]} -> {class_names[guess]}\n{probability:.0%}", fontsize=8,
+                       color="black" if true == guess else "red")
     figure.suptitle(title)
     return figure
-
-
-def plot_top_losses(images: Tensor, targets: Tensor, predicted: Tensor, confidence: Tensor,
-                    class_names: list[str]) -> Figure:
-    """The test images the model got most wrong, highest loss first (fastai's ``plot_top_losses``)."""
-    return plot_predictions(images, [class_names[index] for index in targets.tolist()],
-                            [class_names[index] for index in predicted.tolist()], confidence,
-                            "highest-loss test images: true -> predicted (confidence)")
-
