@@ -67,11 +67,14 @@ sweep: install ## run a sweep, resuming where it stopped: make sweep [SWEEP=conf
 tensorboard: install ## open TensorBoard on runs/
 	$(BIN)/tensorboard --logdir runs
 
-notebook: install ## open JupyterLab on notebooks/ (installs jupyterlab into .venv the first time)
+$(BIN)/.notebook: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[notebook]"
+	touch $@
+
+notebook: $(BIN)/.notebook ## open JupyterLab on notebooks/ (installs jupyterlab into .venv the first time)
 	$(BIN)/jupyter lab notebooks
 
-notebook-strip: install ## clear notebook outputs before committing (needs `make notebook` once)
+notebook-strip: $(BIN)/.notebook ## clear notebook outputs before committing
 	$(BIN)/jupyter nbconvert --clear-output --ClearMetadataPreprocessor.enabled=True \
 	  --ClearMetadataPreprocessor.preserve_nb_metadata_mask=kernelspec --ClearMetadataPreprocessor.preserve_nb_metadata_mask=language_info --inplace notebooks/*.ipynb
 

@@ -7,15 +7,21 @@ import time
 from pathlib import Path
 
 import lightning as L
-import matplotlib.pyplot as plt
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import Tensor
 
 from cnnclf.errors import NonFiniteLossError
-from cnnclf.evaluation import classification_reports, plot_confusion_matrix
+from cnnclf.evaluation import (
+    classification_reports,
+    most_confused,
+    most_confused_text,
+    plot_confusion_matrix,
+    plot_predictions,
+    scores,
+)
 
 
 def run_directory(trainer: L.Trainer) -> Path:
@@ -118,38 +124,76 @@ class FitTimer(L.Callback):
 
 
 class TestReport(L.Callback):
-    """After ``test``: prints and saves the per-class report and the confusion matrix.
+    """After ``test``: prints and saves the per-class report, the most-confused class pairs, the confusion
+    matrix and the highest-loss test images.
 
-    Writes ``reports/test_report.txt``, ``test_report.json`` and ``confusion_matrix.png`` into
-    the run directory and logs the figure to TensorBoard. Labels are the dataset's own
-    (ORL 1..40), taken from the model's ``class_names``.
+    Writes ``reports/test_report.txt``, ``test_report.json``, ``confusion_matrix.png`` and
+    ``top_losses.png`` into the run directory and logs both figures to TensorBoard. Labels are the
+    dataset's own (ORL 1..40), taken from the model's ``class_names``. The ``top_losses``
+    highest-loss images are kept as a running selection on the device while testing and gathered
+    from every process once, at the end.
     """
+
+    def __init__(self, top_losses: int = 16) -> None:
+        self.top_losses = top_losses
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        count, device = self.top_losses, pl_module.device
+        # Filled slots sort first; every process holds the same shapes, as gathering needs.
+        self.worst = {"loss": torch.full((count,), -torch.inf, device=device),
+                      "images": torch.zeros(count, *pl_module.hparams.image_shape, device=device),
+                      "targets": torch.zeros(count, dtype=torch.long, device=device),
+                      "predicted": torch.zeros(count, dtype=torch.long, device=device),
+                      "confidence": torch.zeros(count, device=device)}
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, targets = batch
+        loss, predicted, confidence = scores(outputs, targets)
+        batch_worst = self._highest_losses({"loss": loss, "images": images, "targets": targets,
+                                            "predicted": predicted, "confidence": confidence})
+        batch_worst["images"] = batch_worst["images"].float()
+        self.worst = self._highest_losses({key: torch.cat([value, batch_worst[key]])
+                                           for key, value in self.worst.items()})
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         matrix = pl_module.test_confusion.compute().cpu().numpy()  # summed over every process
+        worst = self.worst
+        if trainer.world_size > 1:
+            worst = self._highest_losses({key: pl_module.all_gather(value).flatten(0, 1)
+                                          for key, value in worst.items()})
         folder = run_directory(trainer) / "reports"
         if not trainer.is_global_zero:
             return
+        worst = {key: value[worst["loss"] > -torch.inf].cpu() for key, value in worst.items()}
         names = class_names(pl_module)
         text, report = classification_reports(matrix, names)
+        confused = most_confused(matrix, names)
         accuracy = matrix.trace() / matrix.sum()
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "test_report.txt").write_text(f"{text}\naccuracy: {accuracy:.4%}\n")
+        (folder / "test_report.txt").write_text(f"{text}\naccuracy: {accuracy:.4%}\n\n{most_confused_text(confused)}\n")
+        top_losses = [{"true": names[true], "predicted": names[predicted], "confidence": confidence, "loss": loss}
+                      for true, predicted, confidence, loss in zip(
+                          worst["targets"].tolist(), worst["predicted"].tolist(), worst["confidence"].tolist(),
+                          worst["loss"].tolist(), strict=True)]
         (folder / "test_report.json").write_text(json.dumps(
             {"accuracy": accuracy, "images": int(matrix.sum()), "report": report,
-             "confusion_matrix": matrix.tolist(), "class_names": names}, indent=1))
-        # Drawn once for both the PNG and TensorBoard: a 40-class figure takes a second to draw.
-        figure = plot_confusion_matrix(matrix, names)
-        figure.set_dpi(120)
-        figure.canvas.draw()
-        image = np.asarray(figure.canvas.buffer_rgba())[..., :3]
-        plt.close(figure)
-        plt.imsave(folder / "confusion_matrix.png", image)
-        if isinstance(trainer.logger, TensorBoardLogger):
-            trainer.logger.experiment.add_image("test/confusion_matrix", image, trainer.global_step,
-                                                dataformats="HWC")
-        print(f"\n{text}\nTest accuracy: {accuracy:.2%} on {int(matrix.sum())} images\n"
-              f"Report and confusion matrix saved in {folder}")
+             "confusion_matrix": matrix.tolist(), "class_names": names, "most_confused": confused,
+             "top_losses": top_losses}, indent=1))
+        figures = {"confusion_matrix": plot_confusion_matrix(matrix, names),
+                   "top_losses": plot_predictions(worst["images"], worst["targets"], worst["predicted"],
+                                                  worst["confidence"], names,
+                                                  "highest-loss test images: true -> predicted (confidence)")}
+        for name, figure in figures.items():
+            figure.savefig(folder / f"{name}.png", dpi=120)
+            if isinstance(trainer.logger, TensorBoardLogger):
+                trainer.logger.experiment.add_figure(f"test/{name}", figure, trainer.global_step)
+        print(f"\n{text}\nTest accuracy: {accuracy:.2%} on {int(matrix.sum())} images\n\n"
+              f"{most_confused_text(confused)}\n\nReport, confusion matrix and highest-loss images saved in {folder}")
+
+    def _highest_losses(self, samples: dict[str, Tensor]) -> dict[str, Tensor]:
+        keep = samples["loss"].topk(min(self.top_losses, len(samples["loss"]))).indices
+        return {key: value[keep] for key, value in samples.items()}
 
 
 class PredictionCSV(BasePredictionWriter):

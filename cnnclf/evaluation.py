@@ -1,13 +1,15 @@
-"""Per-class reports and confusion-matrix figures, in the dataset's own label space."""
+"""What a test run shows: per-class reports, the most-confused classes, and figures of them.
 
-import matplotlib
+Figures are plain ``matplotlib.figure.Figure`` objects, never pyplot's: the CLI saves them with
+``savefig`` without a display, and a notebook shows them with its own backend, which importing
+cnnclf leaves alone.
+"""
 
-matplotlib.use("Agg")  # figures are written to files; never needs a display
-
-import matplotlib.pyplot as plt
 import numpy as np
+import torch.nn.functional as F
 from matplotlib.figure import Figure
-from sklearn.metrics import classification_report
+from sklearn.metrics import ConfusionMatrixDisplay, classification_report
+from torch import Tensor
 
 
 def predictions_from_confusion(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -30,19 +32,56 @@ def classification_reports(matrix: np.ndarray, class_names: list[str]) -> tuple[
     return text, classification_report(truth, predicted, output_dict=True, **options)
 
 
+def most_confused(matrix: np.ndarray, class_names: list[str], limit: int = 10) -> list[dict]:
+    """The off-diagonal cells of the confusion matrix with the most images, largest first."""
+    mistakes = matrix.copy()
+    np.fill_diagonal(mistakes, 0)
+    rows, columns = np.unravel_index(np.argsort(-mistakes, axis=None, kind="stable")[:limit], mistakes.shape)
+    return [{"true": class_names[row], "predicted": class_names[column], "count": int(mistakes[row, column])}
+            for row, column in zip(rows, columns, strict=True) if mistakes[row, column] > 0]
+
+
+def most_confused_text(pairs: list[dict]) -> str:
+    lines = [f"  {pair['true']} -> {pair['predicted']}: {pair['count']}" for pair in pairs]
+    return "\n".join(["most confused (true -> predicted: images)", *(lines or ["  none: every image is right"])])
+
+
+def scores(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per image: the cross-entropy loss, the predicted class and that class's probability."""
+    logits = logits.float()
+    confidence, predicted = logits.softmax(dim=1).max(dim=1)
+    return F.cross_entropy(logits, targets, reduction="none"), predicted, confidence
+
+
 def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], title: str = "") -> Figure:
     size = min(4 + 0.3 * len(class_names), 16)
-    figure, axes = plt.subplots(figsize=(size, size), layout="constrained")
-    axes.imshow(matrix, cmap="Blues")
-    ticks = np.arange(len(class_names))
-    axes.set_xticks(ticks, class_names, rotation=90 if len(class_names) > 10 else 45)
-    axes.set_yticks(ticks, class_names)
+    figure = Figure(figsize=(size, size), layout="constrained")
+    axes = figure.add_subplot()
+    # Counts in the cells stay legible up to 20 classes; beyond, the colour alone tells.
+    ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(
+        ax=axes, cmap="Blues", colorbar=False, include_values=len(class_names) <= 20,
+        xticks_rotation=90 if len(class_names) > 10 else 45, text_kw={"fontsize": 8})
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     axes.set_title(title or f"confusion matrix ({matrix.sum()} images)")
-    if len(class_names) <= 20:
-        threshold = matrix.max() / 2
-        for (row, column), count in np.ndenumerate(matrix):
-            axes.text(column, row, int(count), ha="center", va="center", fontsize=8,
-                      color="white" if count > threshold else "black")
+    return figure
+
+
+def plot_predictions(images: Tensor, targets: Tensor, predicted: Tensor, confidence: Tensor,
+                     class_names: list[str], title: str) -> Figure:
+    """A grid of images (N, C, H, W), each titled ``true -> predicted`` and the confidence; mistakes in red."""
+    columns = max(1, min(8, len(images)))
+    rows = max(1, -(-len(images) // columns))
+    figure = Figure(figsize=(1.6 * columns, 1.9 * rows + 0.4), layout="constrained")
+    for axes in figure.subplots(rows, columns, squeeze=False).flat:
+        axes.axis("off")
+    for axes, image, true, guess, probability in zip(figure.axes, images, targets.tolist(), predicted.tolist(),
+                                                    confidence.tolist(), strict=False):
+        pixels = image.detach().float().cpu()
+        # Each image scaled to its own range: raw pixels are 0..255 bytes or floats of any range.
+        pixels = (pixels - pixels.min()) / (pixels.max() - pixels.min()).clamp_min(1e-12)
+        axes.imshow(pixels[0] if len(pixels) == 1 else pixels.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+        axes.set_title(f"{class_names[true]} -> {class_names[guess]}\n{probability:.0%}", fontsize=8,
+                       color="black" if true == guess else "red")
+    figure.suptitle(title)
     return figure

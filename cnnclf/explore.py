@@ -1,10 +1,14 @@
 """Open a finished run from its checkpoint or its TensorBoard curves, for notebooks and scripts.
 
+Paths in the notebooks are resolved against the repository root, found from the working
+directory: JupyterLab starts a kernel in ``notebooks/``, ``jupyter nbconvert`` wherever it runs.
+
 Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain values only, so
 a crafted file cannot run code. The classes a checkpoint and its run's config name are only
 ever taken from cnnclf's own models and data modules.
 """
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +20,32 @@ from cnnclf import data as data_modules
 from cnnclf import models
 from cnnclf.checkpoints import checked_class, read_checkpoint
 from cnnclf.data import PickledImageDataModule
-from cnnclf.errors import ConfigError
+from cnnclf.errors import CheckpointError, ConfigError
+from cnnclf.evaluation import scores
 from cnnclf.models import ImageClassifier
+
+
+def repository_root(start: str | Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (the working directory) with ``pyproject.toml`` and ``configs/``."""
+    start = Path(start or Path.cwd()).resolve()
+    root = _root_above(start)
+    if root is None:
+        raise ConfigError(f"{start}: not inside the cnnclf repository (no folder at or above it holds "
+                          "pyproject.toml and configs/); give the notebook the full path of what to open instead")
+    return root
+
+
+def _root_above(start: Path) -> Path | None:
+    return next((folder for folder in (start, *start.parents)
+                 if (folder / "pyproject.toml").is_file() and (folder / "configs").is_dir()), None)
+
+
+def newest_checkpoint(runs: str | Path, name: str = "best.ckpt") -> Path:
+    """The most recently written ``checkpoints/<name>`` anywhere under ``runs``."""
+    found = sorted(Path(runs).glob(f"**/checkpoints/{name}"), key=lambda path: path.stat().st_mtime)
+    if not found:
+        raise CheckpointError(f"{runs}: no checkpoints/{name} under it; run `make demo` first to train one")
+    return found[-1]
 
 
 def load_model(checkpoint: str | Path) -> ImageClassifier:
@@ -31,13 +59,21 @@ def load_model(checkpoint: str | Path) -> ImageClassifier:
 
 
 def load_datamodule(checkpoint: str | Path, **overrides) -> PickledImageDataModule:
-    """The data module of the run ``checkpoint`` belongs to, from the run's saved config.yaml."""
+    """The data module of the run ``checkpoint`` belongs to, from the run's saved config.yaml.
+
+    A relative data ``path`` is read from the root of the repository the run lies in, where the
+    run was started, so a notebook finds the data whatever its working directory.
+    """
     config_path = Path(checkpoint).resolve().parent.parent / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{config_path}: no run config beside the checkpoint's folder")
     data = yaml.safe_load(config_path.read_text())["data"]
     module = checked_class(data["class_path"], data_modules, PickledImageDataModule, str(config_path))
-    return module(**{**data.get("init_args", {}), **overrides})
+    arguments = {**data.get("init_args", {}), **overrides}
+    root = _root_above(config_path.parent)
+    if arguments.get("path") and root is not None:
+        arguments["path"] = str(root / arguments["path"])
+    return module(**arguments)
 
 
 @dataclass(frozen=True)
@@ -46,28 +82,37 @@ class Predictions:
     targets: Tensor  # (N,) class indices
     predicted: Tensor  # (N,) class indices
     confidence: Tensor  # (N,) probability of the predicted class
+    loss: Tensor  # (N,) cross-entropy of each image
 
 
 @torch.no_grad()
 def predict_split(model: ImageClassifier, images: Tensor, targets: Tensor, batch_size: int = 1000) -> Predictions:
-    """The model's predictions and their probabilities for a whole split."""
-    probabilities = torch.cat([model.evaluation_logits(images[start:start + batch_size]).softmax(dim=1)
-                               for start in range(0, len(images), batch_size)])
-    confidence, predicted = probabilities.max(dim=1)
-    return Predictions(images, targets, predicted, confidence)
+    """The model's predictions, their probabilities and losses for a whole split."""
+    logits = torch.cat([model.evaluation_logits(images[start:start + batch_size])
+                        for start in range(0, len(images), batch_size)])
+    loss, predicted, confidence = scores(logits, targets)
+    return Predictions(images, targets, predicted, confidence, loss)
 
 
 def read_curve(run_dir: str | Path, tag: str) -> tuple[list[int], list[float]]:
-    """The steps and values logged under the scalar ``tag`` (e.g. ``val/acc``) in a run's TensorBoard files."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    """The steps and values logged under the scalar ``tag`` (e.g. ``val/acc``) in a run's TensorBoard files.
+
+    Every event file of the run counts (a resumed run, or a test after fitting, adds one); a step
+    logged again, as a run resumed from an earlier checkpoint does, keeps its latest value.
+    """
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
     from tensorboard.util.tensor_util import make_ndarray
 
-    points = {}
-    for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):  # a resumed run adds a file
-        for event in EventFileLoader(str(path)).Load():
-            for value in event.summary.value:
-                if value.tag == tag:
-                    stored_as_tensor = value.WhichOneof("value") == "tensor"
-                    points[event.step] = float(make_ndarray(value.tensor)) if stored_as_tensor else value.simple_value
+    accumulator = EventAccumulator(str(run_dir), tensor_size_guidance={"scalars": 0}, purge_orphaned_data=False)
+    tensorboard_log = logging.getLogger("tensorboard")
+    level = tensorboard_log.level
+    tensorboard_log.setLevel(logging.ERROR)  # a test after a fit traces the graph again: a warning, not a problem
+    try:
+        accumulator.Reload()
+    finally:
+        tensorboard_log.setLevel(level)
+    if tag not in accumulator.Tags()["tensors"]:
+        return [], []
+    points = {event.step: make_ndarray(event.tensor_proto).item() for event in accumulator.Tensors(tag)}
     steps = sorted(points)
     return steps, [points[step] for step in steps]

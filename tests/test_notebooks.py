@@ -1,5 +1,7 @@
-"""Every notebook runs top to bottom, headless, on a checkpoint trained here."""
+"""Every notebook runs top to bottom in a Jupyter kernel started in notebooks/, as `make notebook` starts it,
+on a checkpoint trained here, and shows its figures."""
 
+import os
 from pathlib import Path
 
 import nbformat
@@ -8,9 +10,12 @@ from nbclient import NotebookClient
 
 from tests.test_cli import CONFIGS, run
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # A line each notebook prints only when its analysis ran to the end on real results.
 EXPECTED_OUTPUT = {"01_explore_checkpoint": "macro avg", "02_compare_sweep": "best run: optimizer="}
+# 01: sample predictions, confusion matrix, highest-loss images, filters; 02: results chart, curves, confusion matrix.
+EXPECTED_FIGURES = {"01_explore_checkpoint": 4, "02_compare_sweep": 3}
 
 
 @pytest.fixture(scope="module")
@@ -21,14 +26,20 @@ def digits_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
-def test_notebook_runs_without_error(path, digits_checkpoint, digits_sweep, monkeypatch):
+def test_notebook_runs_from_its_folder_and_shows_its_figures(path, digits_checkpoint, digits_sweep, monkeypatch):
     monkeypatch.setenv("CNNCLF_CHECKPOINT", str(digits_checkpoint))
     monkeypatch.setenv("CNNCLF_SWEEP", str(digits_sweep))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    # The kernel must pick its own (inline) backend, as in JupyterLab, and import this checkout's cnnclf.
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     notebook = nbformat.read(path, as_version=4)
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), \
         f"{path.name}: commit notebooks with outputs stripped"
     NotebookClient(notebook, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parents[1])}}).execute()
-    printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]
+    printed = "".join(output.get("text", "") for output in outputs)
     assert EXPECTED_OUTPUT[path.stem] in printed
+    figures = [output for output in outputs
+               if output.output_type == "display_data" and "image/png" in output.get("data", {})]
+    assert len(figures) == EXPECTED_FIGURES[path.stem]

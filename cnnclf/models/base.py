@@ -160,9 +160,10 @@ class ImageClassifier(L.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> None:
         self._evaluate(batch, "val", self.val_metrics)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> None:
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> Tensor:
         logits = self._evaluate(batch, "test", self.test_metrics)
         self.test_confusion.update(logits, batch[1])
+        return logits  # for the test report's highest-loss images
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> tuple[Tensor, Tensor]:
         probabilities = self.evaluation_logits(batch[0]).float().softmax(dim=1)

@@ -10,12 +10,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
-
+from cnnclf.errors import ConfigError
 from cnnclf.sweeps.spec import cli_value
 
 RUN_RECORD = "sweep_run.json"
@@ -56,7 +53,8 @@ def read_run(run_dir: Path) -> RunResult:
         epochs=fit.get("epochs"),
         fit_seconds=fit.get("fit_seconds"),
         wall_seconds=record.get("wall_seconds"),
-        checkpoint=str(next((path for path in checkpoints if path.is_file()), "")),
+        # Absolute, so the table's paths open from a notebook or any other working directory.
+        checkpoint=str(next((path.resolve() for path in checkpoints if path.is_file()), "")),
         error=record.get("error", ""),
     )
 
@@ -72,9 +70,7 @@ def write_tables(results: list[RunResult], folder: Path, title: str) -> list[Pat
         writer.writeheader()
         writer.writerows(rows)
     markdown_path.write_text(markdown_table(results, title))
-    figure = accuracy_chart(results, title)
-    figure.savefig(chart_path, dpi=120)
-    plt.close(figure)
+    accuracy_chart(results, title).savefig(chart_path, dpi=120)
     return [csv_path, markdown_path, chart_path]
 
 
@@ -94,11 +90,12 @@ def markdown_table(results: list[RunResult], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def accuracy_chart(results: list[RunResult], title: str):
+def accuracy_chart(results: list[RunResult], title: str) -> Figure:
     """Horizontal bars of test accuracy, one per run in sweep order; failed runs show as empty rows."""
     names = [result.name for result in results]
     accuracies = [100 * (result.test_accuracy or 0.0) for result in results]
-    figure, axes = plt.subplots(figsize=(8, 1.2 + 0.4 * len(results)), layout="constrained")
+    figure = Figure(figsize=(8, 1.2 + 0.4 * len(results)), layout="constrained")
+    axes = figure.add_subplot()
     bars = axes.barh(range(len(results)), accuracies, color="tab:blue")
     axes.bar_label(bars, labels=[_percent(result.test_accuracy) if result.status == "ok" else "failed"
                                  for result in results], padding=3, fontsize=8)
@@ -112,7 +109,10 @@ def accuracy_chart(results: list[RunResult], title: str):
 
 def load_results(folder: str | Path) -> list[dict[str, str]]:
     """The rows of a sweep's ``results.csv`` (for notebooks)."""
-    with (Path(folder) / "results.csv").open(newline="") as stream:
+    path = Path(folder) / "results.csv"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file; run the sweep first (`make sweep`), or give the folder it wrote")
+    with path.open(newline="") as stream:
         return list(csv.DictReader(stream))
 
 

@@ -1,0 +1,183 @@
+"""What a user looks at after a run: the test report's pictures, and the notebook helpers that open runs
+from wherever the notebook's kernel started."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch.utils.tensorboard import SummaryWriter
+
+from cnnclf.errors import CheckpointError, ConfigError
+from cnnclf.evaluation import most_confused, plot_confusion_matrix
+from cnnclf.explore import (
+    load_datamodule,
+    load_model,
+    newest_checkpoint,
+    predict_split,
+    read_curve,
+    repository_root,
+)
+from cnnclf.sweeps.results import RUN_RECORD, load_results, read_run, write_tables
+from tests.conftest import report_records, write_report_pickle
+from tests.test_cli import CONFIGS, run
+
+
+def test_importing_cnnclf_leaves_the_matplotlib_backend_alone():
+    # A fresh interpreter, as a Jupyter kernel is: this one has imported cnnclf already.
+    code = ("import matplotlib; matplotlib.use('svg'); "
+            "import cnnclf.callbacks, cnnclf.evaluation, cnnclf.explore, cnnclf.sweeps.results; "
+            "print(matplotlib.get_backend())")
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert printed.strip() == "svg"
+
+
+def test_most_confused_lists_the_largest_off_diagonal_cells_first():
+    matrix = np.array([[5, 2, 0], [3, 4, 1], [0, 0, 6]])
+    assert most_confused(matrix, ["a", "b", "c"]) == [
+        {"true": "b", "predicted": "a", "count": 3},
+        {"true": "a", "predicted": "b", "count": 2},
+        {"true": "b", "predicted": "c", "count": 1},
+    ]
+    assert most_confused(np.diag([3, 4]), ["a", "b"]) == []
+
+
+def test_confusion_matrix_of_40_classes_keeps_its_labels_apart(tmp_path):
+    names = [str(label) for label in range(1, 41)]
+    figure = plot_confusion_matrix(np.eye(40, dtype=int) * 3, names)
+    figure.savefig(tmp_path / "matrix.png", dpi=60)
+    labels = [label.get_text() for label in figure.axes[0].get_xticklabels()]
+    assert labels == names and not figure.axes[0].texts  # 1,600 cell counts would overlap: colour only
+
+
+@pytest.fixture(scope="module")
+def tested_run(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    fitted = run("fit", CONFIGS / "digits.yaml", runs, "--trainer.max_epochs", "1")
+    return Path(fitted.trainer.log_dir)
+
+
+def test_test_report_names_the_most_confused_pairs_and_the_highest_loss_images(tested_run):
+    report = json.loads((tested_run / "reports" / "test_report.json").read_text())
+    matrix, names = np.array(report["confusion_matrix"]), report["class_names"]
+    assert report["most_confused"] == most_confused(matrix, names)
+    text = (tested_run / "reports" / "test_report.txt").read_text()
+    pair = report["most_confused"][0]
+    assert f"{pair['true']} -> {pair['predicted']}: {pair['count']}" in text
+
+    # The running selection over the test batches is the top 16 of the whole test split.
+    checkpoint = tested_run / "checkpoints" / "best.ckpt"
+    result = predict_split(load_model(checkpoint), *load_datamodule(checkpoint).data.test)
+    worst = result.loss.topk(16).indices
+    losses = [entry["loss"] for entry in report["top_losses"]]
+    assert losses == pytest.approx(result.loss[worst].tolist(), rel=1e-4)
+    assert [(entry["true"], entry["predicted"]) for entry in report["top_losses"]] == [
+        (names[true], names[predicted]) for true, predicted in zip(result.targets[worst].tolist(),
+                                                                   result.predicted[worst].tolist(), strict=True)]
+    assert (tested_run / "reports" / "top_losses.png").stat().st_size > 10_000
+
+
+def test_test_report_figures_are_in_tensorboard(tested_run):
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(tested_run)).Reload()
+    assert {"test/confusion_matrix", "test/top_losses"} <= set(accumulator.Tags()["tensors"])
+
+
+def test_read_curve_reads_every_event_file_of_a_resumed_run(tmp_path):
+    first = SummaryWriter(tmp_path)
+    for step in range(5):
+        first.add_scalar("val/acc", step, step)
+    first.close()
+    resumed = SummaryWriter(tmp_path)  # from a checkpoint at step 3: steps 3 and 4 are logged again
+    for step in range(3, 7):
+        resumed.add_scalar("val/acc", 10 * step, step)
+    resumed.close()
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
+    assert read_curve(tmp_path, "val/acc") == ([0, 1, 2, 3, 4, 5, 6], [0, 1, 2, 30, 40, 50, 60])
+    assert read_curve(tmp_path, "train/loss") == ([], [])
+
+
+@pytest.fixture
+def repository(tmp_path) -> Path:
+    """A folder laid out like a cnnclf checkout, and a kernel's working directory in its notebooks/."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "notebooks").mkdir()
+    return tmp_path
+
+
+def test_repository_root_is_found_from_the_notebooks_folder(repository, monkeypatch):
+    monkeypatch.chdir(repository / "notebooks")
+    assert repository_root() == repository.resolve()
+    with pytest.raises(ConfigError, match="not inside the cnnclf repository"):
+        repository_root(repository.parent)
+
+
+def test_newest_checkpoint_is_the_latest_best_under_runs(repository):
+    runs = repository / "runs"
+    with pytest.raises(CheckpointError, match="run `make demo` first"):
+        newest_checkpoint(runs)
+    for age, version in enumerate(["version_10", "version_9"]):
+        path = runs / "digits" / version / "checkpoints" / "best.ckpt"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
+        os.utime(path, (1_000_000 + age, 1_000_000 + age))
+    assert newest_checkpoint(runs) == runs / "digits" / "version_9" / "checkpoints" / "best.ckpt"
+
+
+def test_a_runs_relative_data_path_is_read_from_the_repository_root(repository, monkeypatch):
+    pickle_path = write_report_pickle(repository / "data" / "MNIST", report_records(30, (28, 28), list(range(10))),
+                                      report_records(10, (28, 28), list(range(10)), seed=1))
+    run_dir = repository / "runs" / "mnist" / "version_0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(
+        {"data": {"class_path": "cnnclf.data.MNISTDataModule", "init_args": {"path": "data/MNIST"}}}))
+    monkeypatch.chdir(repository / "notebooks")
+    data = load_datamodule(run_dir / "checkpoints" / "best.ckpt")
+    assert Path(data.path) == pickle_path
+    with pickle_path.open("rb") as stream:
+        assert len(data.data.test[1]) == len(pickle.load(stream)["test"])
+
+
+def test_sweep_results_name_checkpoints_that_open_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = Path("sweep") / "optimizer=adam"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "best.ckpt").write_bytes(b"")
+    (run_dir / RUN_RECORD).write_text(json.dumps({"name": "optimizer=adam", "overrides": {}, "status": "ok"}))
+    write_tables([read_run(run_dir)], Path("sweep"), "sweep")
+    monkeypatch.chdir(tmp_path / "sweep")
+    (row,) = load_results(".")
+    assert Path(row["checkpoint"]).is_file()
+    with pytest.raises(ConfigError, match="run the sweep first"):
+        load_results(tmp_path / "elsewhere")
+
+
+@pytest.mark.slow
+def test_two_processes_select_the_same_highest_loss_images_as_one(tmp_path):
+    """The per-process selections, gathered at the end, are the top of the whole test split."""
+    digits = list(range(10))
+    data = write_report_pickle(tmp_path / "MNIST", report_records(100, (28, 28), digits),
+                               report_records(45, (28, 28), digits, seed=1))
+    common = ["--config", str(CONFIGS / "mnist_fixed.yaml"), "--data.path", str(data), "--data.val_split", "20",
+              "--data.batch_size", "20", "--trainer.max_epochs", "1", "--trainer.precision", "32-true",
+              "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu"]
+    fitted = subprocess.run([sys.executable, "-m", "cnnclf", "fit", *common, "--trainer.strategy", "ddp",
+                             "--trainer.devices", "2", "--trainer.logger.init_args.save_dir", str(tmp_path / "ddp")],
+                            capture_output=True, text=True, timeout=300)
+    assert fitted.returncode == 0, fitted.stderr[-3000:]
+    (run_dir,) = (tmp_path / "ddp" / "mnist-fixed").iterdir()
+    two = json.loads((run_dir / "reports" / "test_report.json").read_text())["top_losses"]
+    single = run("test", CONFIGS / "mnist_fixed.yaml", tmp_path / "single", *common[2:],
+                 "--ckpt_path", str(run_dir / "checkpoints" / "best.ckpt"))
+    one = json.loads((Path(single.trainer.log_dir) / "reports" / "test_report.json").read_text())["top_losses"]
+    assert len(two) == 16
+    assert [entry["loss"] for entry in two] == pytest.approx([entry["loss"] for entry in one], rel=1e-5)
+    assert torch.tensor([entry["loss"] for entry in two]).diff().le(0).all()
