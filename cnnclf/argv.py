@@ -1,4 +1,4 @@
-"""The command line as cnnclf reads it before LightningCLI does.
+"""The command line as cnnclf reads it before LightningCLI does, and its errors in one line.
 
 Config names become the shipped files' paths, a shell-expanded list of image files becomes one
 list, and a predict with image files and no config gets the data module that needs only the
@@ -6,10 +6,16 @@ checkpoint. Values that cnnclf can judge better than jsonargparse (a model name,
 file's encoding) are checked here, so their error names what to do.
 """
 
+import re
+import sys
 from pathlib import Path
 
+from jsonargparse import ArgumentError
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.cli import LightningArgumentParser
+
 from cnnclf import data, models
-from cnnclf.errors import ConfigError
+from cnnclf.errors import CnnclfError, ConfigError
 from cnnclf.shipped import shipped_config
 
 CONFIG_OPTIONS = ("--config", "-c")
@@ -73,3 +79,40 @@ def check_class_name(value: str, option: str) -> None:
     if "." not in value and not value.startswith(("{", "[")) and value not in names and value != "help":
         raise ConfigError(f"{option} {value}: no such class; {option} takes one of {', '.join(names)} "
                           "(or a full import path)")
+
+
+PARSER_KEY = re.compile(r'\s*Parser key "([^"]+)":')
+
+
+class ConciseErrorParser(LightningArgumentParser):
+    """Reports a bad value in one line: the option and the reason the parser of its class gave.
+
+    jsonargparse wraps the reason of a model or data argument (raised as an ``ArgumentError`` by
+    the class's own parser) in every type it tried; the innermost ``ArgumentError`` is the reason.
+    """
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error:
+            return super().error(message, ex)
+        sys.exit(f"cnnclf: error: {concise_parse_error(message, ex)}")
+
+
+def concise_parse_error(message: str, error: BaseException | None) -> str:
+    inner = []
+    while error is not None:
+        if isinstance(error, ArgumentError):
+            inner.append(str(error))
+        error = error.__cause__ or error.__context__
+    parts = [message, *inner[-1:]]
+    keys = [match.group(1) for match in map(PARSER_KEY.match, parts) if match]
+    reason = PARSER_KEY.sub("", parts[-1], count=1)
+    one_line = " ".join(line.strip() for line in reason.splitlines() if line.strip())
+    return f"{'.'.join(keys)}: {one_line}" if keys else one_line
+
+
+def user_error_in(error: BaseException | None) -> Exception | None:
+    """The user's error behind ``error`` (jsonargparse wraps errors raised while instantiating): a
+    ``CnnclfError``, or Lightning's ``MisconfigurationException`` for a trainer setting it refuses."""
+    while error is not None and not isinstance(error, (CnnclfError, MisconfigurationException)):
+        error = error.__cause__ or error.__context__
+    return error

@@ -7,25 +7,22 @@ predict write into the run that made the checkpoint. Every checkpoint is read ``
 and written atomically.
 """
 
-import re
 import signal
 import sys
 from pathlib import Path
 
 import torch
-from jsonargparse import ArgumentError
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cnnclf import models
-from cnnclf.argv import prepared_arguments
+from cnnclf.argv import ConciseErrorParser, prepared_arguments, user_error_in
 from cnnclf.callbacks import BestAndLastCheckpoint, FitTimer, LayerTable, NonFiniteLossGuard, PredictionCSV, TestReport
 from cnnclf.checkpoints import SafeCheckpointIO, checked_class, find_checkpoint, read_checkpoint, run_folder
 from cnnclf.data import PickledImageDataModule
-from cnnclf.errors import CnnclfError, ConfigError
+from cnnclf.errors import ConfigError
 from cnnclf.models import ImageClassifier
 from cnnclf.noise import silence_lightning_noise
 from cnnclf.shipped import print_shipped_configs
@@ -41,35 +38,6 @@ TRAINER_DEFAULTS = {
         "init_args": {"save_dir": "runs", "name": "default", "log_graph": True, "default_hp_metric": False},
     },
 }
-
-
-PARSER_KEY = re.compile(r'\s*Parser key "([^"]+)":')
-
-
-class ConciseErrorParser(LightningArgumentParser):
-    """Reports a bad value in one line: the option and the reason the parser of its class gave.
-
-    jsonargparse wraps the reason of a model or data argument (raised as an ``ArgumentError`` by
-    the class's own parser) in every type it tried; the innermost ``ArgumentError`` is the reason.
-    """
-
-    def error(self, message: str, ex: Exception | None = None):
-        if not self.exit_on_error:
-            return super().error(message, ex)
-        sys.exit(f"cnnclf: error: {concise_parse_error(message, ex)}")
-
-
-def concise_parse_error(message: str, error: BaseException | None) -> str:
-    inner = []
-    while error is not None:
-        if isinstance(error, ArgumentError):
-            inner.append(str(error))
-        error = error.__cause__ or error.__context__
-    parts = [message, *inner[-1:]]
-    keys = [match.group(1) for match in map(PARSER_KEY.match, parts) if match]
-    reason = PARSER_KEY.sub("", parts[-1], count=1)
-    one_line = " ".join(line.strip() for line in reason.splitlines() if line.strip())
-    return f"{'.'.join(keys)}: {one_line}" if keys else one_line
 
 
 class CnnclfCLI(LightningCLI):
@@ -203,14 +171,6 @@ def cli_main(args: list[str] | None = None) -> CnnclfCLI | None:
         if reason is None:
             raise
         sys.exit(f"cnnclf: error: {reason}")
-
-
-def user_error_in(error: BaseException | None) -> Exception | None:
-    """The user's error behind ``error`` (jsonargparse wraps errors raised while instantiating): a
-    ``CnnclfError``, or Lightning's ``MisconfigurationException`` for a trainer setting it refuses."""
-    while error is not None and not isinstance(error, (CnnclfError, MisconfigurationException)):
-        error = error.__cause__ or error.__context__
-    return error
 
 
 def main() -> None:
