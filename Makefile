@@ -28,7 +28,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed ## create .venv and install cnnclf with its dev tools
 
 demo: install ## train and test a CNN on scikit-learn's bundled digits (no download)
-	$(BIN)/cnnclf fit --config configs/digits.yaml --trainer.enable_progress_bar false
+	$(BIN)/cnnclf fit --config digits --trainer.enable_progress_bar false
 
 test: install ## the test suite (fast; what CI runs)
 	$(BIN)/python -m pytest -q

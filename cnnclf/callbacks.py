@@ -1,5 +1,5 @@
-"""Callbacks the CLI always adds: best+last checkpoints, a non-finite loss guard, the fit time, the test
-report, the predictions CSV."""
+"""Callbacks the CLI always adds: best+last checkpoints, a non-finite loss guard, the fit time, the layer
+table, the test report, the predictions CSV."""
 
 import csv
 import json
@@ -11,7 +11,9 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from torch import Tensor
+from lightning.pytorch.utilities.model_summary import ModelSummary
+from torch import Tensor, nn
+from torchmetrics import Metric, MetricCollection
 
 from cnnclf.errors import NonFiniteLossError
 from cnnclf.evaluation import (
@@ -123,6 +125,30 @@ class FitTimer(L.Callback):
         print(f"Trained {summary['epochs']} epochs ({summary['steps']} steps) in {seconds:.1f} s")
 
 
+class NetworkSummary(ModelSummary):
+    """Lightning's layer table of a model, with its network's layers only (not its metrics or loss)."""
+
+    @property
+    def named_modules(self) -> list[tuple[str, nn.Module]]:
+        return [(name, module) for name, module in super().named_modules
+                if not isinstance(module, (Metric, MetricCollection, nn.modules.loss._Loss))]
+
+
+class LayerTable(L.Callback):
+    """Prints the network's layers with their input and output shapes as ``fit`` starts, like the report's tables.
+
+    Args:
+        max_depth: how many levels of nested layers to list; 0 prints no table.
+    """
+
+    def __init__(self, max_depth: int = 3) -> None:
+        self.max_depth = max_depth
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.max_depth and trainer.is_global_zero:
+            print(NetworkSummary(pl_module, max_depth=self.max_depth))
+
+
 class TestReport(L.Callback):
     """After ``test``: prints and saves the per-class report, the most-confused class pairs, the confusion
     matrix and the highest-loss test images.
@@ -179,7 +205,7 @@ class TestReport(L.Callback):
         (folder / "test_report.json").write_text(json.dumps(
             {"accuracy": accuracy, "images": int(matrix.sum()), "report": report,
              "confusion_matrix": matrix.tolist(), "class_names": names, "most_confused": confused,
-             "top_losses": top_losses}, indent=1))
+             "top_losses": top_losses, "checkpoint": trainer.ckpt_path}, indent=1))
         figures = {"confusion_matrix": plot_confusion_matrix(matrix, names),
                    "top_losses": plot_predictions(worst["images"], worst["targets"], worst["predicted"],
                                                   worst["confidence"], names,

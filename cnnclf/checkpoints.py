@@ -58,3 +58,37 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
         return read_checkpoint(path, map_location=map_location)
+
+
+#: written by ``FitTimer`` when training ends normally; a run without it stopped early or is still running
+FINISHED_MARKER = "fit_time.json"
+
+
+def find_checkpoint(runs_root: Path, which: str) -> tuple[Path, str]:
+    """The checkpoint ``--ckpt_path best|last`` stands for under ``runs_root``, and why that one.
+
+    ``last``: the newest run's ``last.ckpt`` (to resume). ``best``: the newest finished run's
+    ``best.ckpt``, or its ``last.ckpt`` when it trained without validation. A run that stopped
+    early is never taken for ``best``.
+    """
+    lasts = sorted(runs_root.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
+    if not lasts:
+        raise CheckpointError(f"--ckpt_path {which}: no checkpoint under {runs_root}/*/checkpoints; train with "
+                              "'cnnclf fit' first, or pass a checkpoint file")
+    if which == "last":
+        return lasts[-1], "the newest run's last checkpoint"
+    finished = [last for last in lasts if (last.parents[1] / FINISHED_MARKER).is_file()]
+    if not finished:
+        raise CheckpointError(f"--ckpt_path best: no run under {runs_root} finished training (the newest, "
+                              f"{lasts[-1].parents[1]}, stopped early or is still running); resume it with "
+                              "--ckpt_path last, or pass a checkpoint file")
+    best = finished[-1].with_name("best.ckpt")
+    if best.is_file():
+        return best, "the best checkpoint of the newest finished run"
+    return finished[-1], "the newest finished run trained without validation: its last checkpoint"
+
+
+def run_folder(checkpoint: Path) -> Path | None:
+    """The run directory that wrote ``checkpoint`` (``<run>/checkpoints/x.ckpt``), if it is in one."""
+    folder = checkpoint.resolve().parent
+    return folder.parent if folder.name == "checkpoints" else None

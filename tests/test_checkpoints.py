@@ -4,12 +4,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from cnnclf.checkpoints import SafeCheckpointIO
+from cnnclf.checkpoints import FINISHED_MARKER, SafeCheckpointIO, find_checkpoint
 from cnnclf.errors import CheckpointError
 from cnnclf.explore import load_model
 from cnnclf.models import ReportMNISTNet
@@ -148,3 +149,29 @@ def test_sigkill_during_saves_never_leaves_a_broken_checkpoint(tmp_path):
     assert content["step"] >= 2 and torch.all(content["state_dict"]["w"] == content["step"])
     SafeCheckpointIO().save_checkpoint(content, target)  # the next save clears what the killed one left
     assert list(tmp_path.iterdir()) == [target]
+
+
+def fake_run(root: Path, name: str, files: list[str], age: int) -> Path:
+    """A run folder holding empty stand-ins of ``files``, last written ``age`` seconds ago."""
+    run = root / name
+    for file in files:
+        (run / file).parent.mkdir(parents=True, exist_ok=True)
+        (run / file).write_bytes(b"")
+        os.utime(run / file, (time.time() - age, time.time() - age))
+    return run
+
+
+def test_best_is_the_newest_finished_run_never_an_unfinished_one(tmp_path):
+    finished = fake_run(tmp_path, "version_0", ["checkpoints/best.ckpt", "checkpoints/last.ckpt", FINISHED_MARKER], 30)
+    stopped = fake_run(tmp_path, "version_1", ["checkpoints/last.ckpt"], 10)
+    assert find_checkpoint(tmp_path, "best")[0] == finished / "checkpoints/best.ckpt"
+    assert find_checkpoint(tmp_path, "last")[0] == stopped / "checkpoints/last.ckpt"  # resuming takes the newest
+    without_validation = fake_run(tmp_path, "version_2", ["checkpoints/last.ckpt", FINISHED_MARKER], 5)
+    path, why = find_checkpoint(tmp_path, "best")
+    assert path == without_validation / "checkpoints/last.ckpt" and "without validation" in why
+
+
+def test_best_without_a_finished_run_says_which_run_stopped(tmp_path):
+    fake_run(tmp_path, "version_0", ["checkpoints/best.ckpt", "checkpoints/last.ckpt"], 10)
+    with pytest.raises(CheckpointError, match="no run under .* finished training .*version_0, stopped early"):
+        find_checkpoint(tmp_path, "best")

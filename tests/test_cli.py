@@ -45,11 +45,17 @@ def test_fit_then_test_from_checkpoint_reproduces_accuracy(tmp_path):
         assert (run_dir / name).is_file(), name
     assert list(run_dir.glob("events.out.tfevents.*"))
 
+    fit_config = (run_dir / "config.yaml").read_text()
     tested = run("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", "best")
     assert tested.trainer.callback_metrics["test/acc"].item() == pytest.approx(accuracy_at_fit)
     report = json.loads((Path(tested.trainer.log_dir) / "reports/test_report.json").read_text())
     assert report["accuracy"] == pytest.approx(accuracy_at_fit)
     assert report["images"] == 450
+    # The test reported into the run that made the checkpoint, and says which checkpoint it tested.
+    assert Path(tested.trainer.log_dir).resolve() == run_dir.resolve()
+    assert Path(report["checkpoint"]).resolve() == (run_dir / "checkpoints/best.ckpt").resolve()
+    assert (run_dir / "config.yaml").read_text() == fit_config and (run_dir / "test_config.yaml").is_file()
+    assert [path.name for path in run_dir.parent.iterdir()] == [run_dir.name]
 
     checkpoint = torch.load(run_dir / "checkpoints/best.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["image_shape"] == [1, 8, 8]
@@ -104,6 +110,85 @@ def test_predict_on_image_files(tmp_path):
         rows = list(csv.DictReader(stream))
     assert [Path(row["source"]).name for row in rows] == ["a.png", "b.jpg", "c.pgm"]
     assert all(row["label"] in [str(d) for d in range(10)] for row in rows)
+
+
+def test_predict_needs_only_the_checkpoint_and_image_files(tmp_path, monkeypatch):
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false")
+    run_dir = Path(fitted.trainer.log_dir)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("b.png", "a.jpg", "c.pgm"):
+        Image.fromarray(rng.integers(0, 255, (20, 16), dtype=np.uint8)).save(images / name)
+    (images / "notes.txt").write_text("not an image")
+    monkeypatch.chdir(tmp_path)  # no config, no data path: everything comes from the checkpoint
+    best = str(run_dir / "checkpoints/best.ckpt")
+    for files in ([str(images)], [str(images / "c.pgm"), str(images / "a.jpg")]):  # a folder; a shell-expanded list
+        cli_main(["predict", "--ckpt_path", best, "--data.predict_files", *files, "--trainer.enable_progress_bar",
+                  "false"])
+        with (run_dir / "predictions.csv").open() as stream:
+            rows = list(csv.DictReader(stream))
+        expected = ["a.jpg", "b.png", "c.pgm"] if len(files) == 1 else ["c.pgm", "a.jpg"]
+        assert [Path(row["source"]).name for row in rows] == expected
+        assert all(row["label"] in [str(d) for d in range(10)] for row in rows)
+    assert [path.name for path in run_dir.parent.iterdir()] == [run_dir.name]
+
+
+def test_a_command_that_fails_before_working_creates_no_run(tmp_path):
+    for failing in (["test", "--ckpt_path", "best"], ["fit", "--trainer.max_epochs", "-5"],
+                    ["predict", "--ckpt_path", str(tmp_path / "missing.ckpt")]):
+        with pytest.raises(SystemExit):
+            run(failing[0], CONFIGS / "digits.yaml", tmp_path / "runs", *failing[1:])
+    assert not (tmp_path / "runs").exists()
+
+
+def write_non_utf8_config(folder: Path) -> str:
+    path = folder / "latin1.yaml"
+    path.write_bytes("# réglages\ntrainer:\n  max_epochs: 2\n".encode("latin-1"))
+    return str(path)
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["predict", "--ckpt_path", "{ckpt}"], "the following arguments are required: predict.data"),
+    (["fit", "--config", "{mnist}", "--data.path", "null"], "data: the following arguments are required: path"),
+    (["fit", "--config", "{digits}", "--model.widths", "[8,16]"], "model: Option 'widths' is not accepted"),
+    (["fit", "--config", "{digits}", "--model", "NoSuchNet"],
+     "--model NoSuchNet: no such class; --model takes one of AirbenchNet, ConvBNNet"),
+    (["fit", "--config", "{digits}", "--trainer.max_epochs", "-5"], "`max_epochs` must be a non-negative integer"),
+    (["fit", "--config", "{latin1}"], "latin1.yaml: not UTF-8 text (byte 0xe9 at offset 3); save the config as UTF-8"),
+    (["fit", "--config", "{digits}", "--data.batch_size", "abc"], "data.batch_size: Expected a <class 'int'>"),
+])
+def test_errors_keep_their_reason_in_one_line(arguments, message, tmp_path):
+    values = {"ckpt": str(tmp_path / "x.ckpt"), "mnist": str(CONFIGS / "mnist.yaml"),
+              "digits": str(CONFIGS / "digits.yaml"), "latin1": write_non_utf8_config(tmp_path)}
+    torch.save({"state_dict": {}}, tmp_path / "x.ckpt")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([argument.format(**values) for argument in arguments]
+                 + ["--trainer.default_root_dir", str(tmp_path / "runs")])
+    text = str(exit_info.value.code)
+    assert text.startswith("cnnclf: error: ") and message in text, text
+    assert "\n" not in text
+
+
+def test_model_help_marks_nothing_the_data_decides_as_required(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--model.help", "ReportMNISTNet"])
+    assert "required" not in capsys.readouterr().out
+
+
+NOISE = ("litlogger", "LeafSpec", "log_every_n_steps", "already configured with model summary",
+         "not supported by the model summary", "The dirpath has changed", "Couldn't infer the batch indices",
+         "train_metrics", "test_confusion", "Warning", "estimate number of stepping batches")
+
+
+def test_the_demo_prints_no_lightning_noise(tmp_path, capfd):
+    fitted = run("fit", "digits", tmp_path, "--trainer.max_epochs", "1", "--config", str(CONFIGS / "presets/bf16.yaml"))
+    run("test", "digits", tmp_path / "elsewhere", "--ckpt_path", fitted.trainer.checkpoint_callback.best_model_path)
+    run("predict", "digits", tmp_path, "--ckpt_path", "best")
+    printed = capfd.readouterr()
+    for noise in NOISE:
+        assert noise not in printed.out + printed.err, noise
+    assert "| net.0.0 " in printed.out  # the layer table, network layers only
 
 
 @pytest.mark.parametrize(("override", "message"), [

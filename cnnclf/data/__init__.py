@@ -9,6 +9,7 @@ from cnnclf.data.cifar import CIFARDataModule
 from cnnclf.data.digits import DigitsDataModule
 from cnnclf.data.mnist import MNISTDataModule
 from cnnclf.data.orl import ORLDataModule
+from cnnclf.data.predict_only import ImageFilesDataModule
 from cnnclf.data.records import ImageSplit, read_pickled_dataset
 from cnnclf.data.safe_pickle import load_pickle
 from cnnclf.errors import DatasetError
@@ -17,6 +18,7 @@ __all__ = [
     "CIFARDataModule",
     "DatasetError",
     "DigitsDataModule",
+    "ImageFilesDataModule",
     "ImageSplit",
     "MNISTDataModule",
     "ORLDataModule",

@@ -19,13 +19,23 @@ class ImageFiles:
 
 
 def expand_patterns(patterns: list[str]) -> list[Path]:
+    """Files, glob patterns and folders (every image file in them, sorted by name), in the order given."""
     paths: list[Path] = []
     for pattern in patterns:
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         if not matches:
             raise DatasetError(f"{pattern}: no image file matches this pattern")
-        paths.extend(Path(match) for match in matches)
+        for match in map(Path, matches):
+            paths.extend(images_in_folder(match) if match.is_dir() else [match])
     return paths
+
+
+def images_in_folder(folder: Path) -> list[Path]:
+    extensions = Image.registered_extensions()  # every suffix Pillow reads: .png, .jpg, .pgm, ...
+    images = sorted(path for path in folder.iterdir() if path.suffix.lower() in extensions and path.is_file())
+    if not images:
+        raise DatasetError(f"{folder}: a folder with no image files ({', '.join(sorted(extensions)[:6])}, ...)")
+    return images
 
 
 def read_image_files(patterns: list[str], image_shape: list[int]) -> ImageFiles:

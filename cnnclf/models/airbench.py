@@ -24,8 +24,9 @@ class AirbenchNet(ImageClassifier):
         See ``ImageClassifier``.
     """
 
-    def __init__(self, num_classes: int, image_shape: list[int], widths: list[int] = [64, 256, 256],  # noqa: B006
-                 whiten_bias_epochs: int = 3, **kwargs) -> None:
+    def __init__(self, num_classes: int | None = None, image_shape: list[int] | None = None,
+                 widths: list[int] = [64, 256, 256], whiten_bias_epochs: int = 3,  # noqa: B006
+                 **kwargs) -> None:
         if len(widths) != 3:
             raise ConfigError(f"AirbenchNet has three stages: widths needs 3 channel counts, found {widths}")
         self.widths = list(widths)

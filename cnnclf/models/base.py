@@ -56,14 +56,18 @@ class ImageClassifier(L.LightningModule):
             filling in (airbench's test-time augmentation); 0 for none.
     """
 
-    def __init__(self, num_classes: int, image_shape: list[int], class_names: list[str] | None = None,
-                 input_mean: list[float] | None = None, input_std: list[float] | None = None,
+    def __init__(self, num_classes: int | None = None, image_shape: list[int] | None = None,
+                 class_names: list[str] | None = None, input_mean: list[float] | None = None,
+                 input_std: list[float] | None = None,
                  optimizer: Optimizer = "sgd", lr: float = 1e-3, momentum: float = 0.9,
                  nesterov: bool = False, weight_decay: float = 0.0, lr_schedule: Schedule = "constant",
                  norm_lr_scale: float = 1.0, label_smoothing: float = 0.0, final_relu: bool = False,
                  dropout: float = 0.5, channels_last: bool = False, compile: bool = False,
                  tta_hflip: bool = False, tta_translate: int = 0) -> None:
         super().__init__()
+        if num_classes is None or image_shape is None:
+            raise ConfigError("num_classes and image_shape come from the data: build the model through the CLI, "
+                              f"or pass them (found num_classes={num_classes}, image_shape={image_shape})")
         if num_classes < 2:
             raise ConfigError(f"num_classes must be at least 2, found {num_classes}")
         if len(image_shape) != 3:

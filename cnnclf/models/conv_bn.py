@@ -13,8 +13,8 @@ from cnnclf.models.blocks import conv_bn
 class ConvBNNet(ImageClassifier):
     """Args: widths: output channels of each stage (each halves the image side); see ``ImageClassifier``."""
 
-    def __init__(self, num_classes: int, image_shape: list[int], widths: list[int] = [32, 64, 128],  # noqa: B006
-                 **kwargs) -> None:
+    def __init__(self, num_classes: int | None = None, image_shape: list[int] | None = None,
+                 widths: list[int] = [32, 64, 128], **kwargs) -> None:  # noqa: B006
         self.widths = list(widths)
         super().__init__(num_classes, image_shape, **kwargs)
 

@@ -13,7 +13,8 @@ from cnnclf.models.blocks import Residual, conv_bn
 class ResNet9(ImageClassifier):
     """Args: width: channels of the first stage; later stages use 2x, 4x and 8x. See ``ImageClassifier``."""
 
-    def __init__(self, num_classes: int, image_shape: list[int], width: int = 64, **kwargs) -> None:
+    def __init__(self, num_classes: int | None = None, image_shape: list[int] | None = None, width: int = 64,
+                 **kwargs) -> None:
         self.width = width
         super().__init__(num_classes, image_shape, **kwargs)
 

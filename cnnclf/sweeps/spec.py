@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from cnnclf.errors import ConfigError
+from cnnclf.shipped import shipped_config
 
 FIELDS = {"base", "set", "grid", "name"}
 
@@ -59,9 +60,12 @@ class Sweep:
 
 
 def load_sweep(path: str | Path) -> Sweep:
+    """The sweep in file ``path``, or the shipped one of that name (``digits_report_ablations``)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such sweep file")
+        path = shipped_config(f"sweeps/{path}") or path
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such sweep file, nor a sweep shipped with cnnclf (`cnnclf configs` lists them)")
     try:
         content = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:

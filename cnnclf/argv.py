@@ -1,0 +1,118 @@
+"""The command line as cnnclf reads it before LightningCLI does, and its errors in one line.
+
+Config names become the shipped files' paths, a shell-expanded list of image files becomes one
+list, and a predict with image files and no config gets the data module that needs only the
+checkpoint. Values that cnnclf can judge better than jsonargparse (a model name, a config
+file's encoding) are checked here, so their error names what to do.
+"""
+
+import re
+import sys
+from pathlib import Path
+
+from jsonargparse import ArgumentError
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.cli import LightningArgumentParser
+
+from cnnclf import data, models
+from cnnclf.errors import CnnclfError, ConfigError
+from cnnclf.shipped import shipped_config
+
+CONFIG_OPTIONS = ("--config", "-c")
+LIST_OPTION = "--data.predict_files"
+
+
+def prepared_arguments(args: list[str]) -> list[str]:
+    args = collect_list(args, LIST_OPTION)
+    for index, arg in enumerate(args):
+        option, equals, value = arg.partition("=")
+        if option in CONFIG_OPTIONS and equals:
+            args[index] = f"{option}={config_path(value)}"
+        elif index > 0 and args[index - 1] in CONFIG_OPTIONS:
+            args[index] = config_path(arg)
+        elif index > 0 and args[index - 1] in ("--model", "--data"):
+            check_class_name(arg, args[index - 1])
+    given = {arg.partition("=")[0] for arg in args}
+    if args[:1] == ["predict"] and LIST_OPTION in given and not given & {*CONFIG_OPTIONS, "--data"}:
+        args.append("--data=cnnclf.data.ImageFilesDataModule")
+        if "--model" not in given:  # LightningCLI replaces it with the class the checkpoint names
+            args.append("--model=cnnclf.models.ImageClassifier")
+    return args
+
+
+def collect_list(args: list[str], option: str) -> list[str]:
+    """``OPTION a b c`` (as a shell expands ``OPTION *.png``) as ``OPTION=["a", "b", "c"]``."""
+    if option not in args:
+        return list(args)
+    start = args.index(option) + 1
+    end = next((index for index in range(start, len(args)) if args[index].startswith("-")), len(args))
+    values = args[start:end]
+    if len(values) == 1 and values[0].lstrip().startswith("["):
+        return list(args)  # already a list: `OPTION '[a.png, b.png]'`
+    quoted = ", ".join('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values)
+    return args[:start - 1] + [f"{option}=[{quoted}]"] + args[end:]
+
+
+def config_path(value: str) -> str:
+    path = Path(value)
+    if not path.is_file():
+        shipped = shipped_config(value)
+        if shipped is None:
+            if ":" in value:  # a config written inline: `--config '{trainer: {max_epochs: 2}}'`
+                return value
+            raise ConfigError(f"--config {value}: no such file, nor a config shipped with cnnclf "
+                              "(`cnnclf configs` lists them)")
+        path = shipped
+    try:
+        path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#x} at offset {error.start}); "
+                          "save the config as UTF-8") from None
+    return str(path)
+
+
+def check_class_name(value: str, option: str) -> None:
+    """A bare class name must be one of cnnclf's: jsonargparse would only say it is no import path."""
+    package, base = (models, models.ImageClassifier) if option == "--model" else (data, data.PickledImageDataModule)
+    names = sorted(name for name in package.__all__
+                   if isinstance(getattr(package, name), type) and issubclass(getattr(package, name), base))
+    if "." not in value and not value.startswith(("{", "[")) and value not in names and value != "help":
+        raise ConfigError(f"{option} {value}: no such class; {option} takes one of {', '.join(names)} "
+                          "(or a full import path)")
+
+
+PARSER_KEY = re.compile(r'\s*Parser key "([^"]+)":')
+
+
+class ConciseErrorParser(LightningArgumentParser):
+    """Reports a bad value in one line: the option and the reason the parser of its class gave.
+
+    jsonargparse wraps the reason of a model or data argument (raised as an ``ArgumentError`` by
+    the class's own parser) in every type it tried; the innermost ``ArgumentError`` is the reason.
+    """
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error:
+            return super().error(message, ex)
+        sys.exit(f"cnnclf: error: {concise_parse_error(message, ex)}")
+
+
+def concise_parse_error(message: str, error: BaseException | None) -> str:
+    inner = []
+    while error is not None:
+        if isinstance(error, ArgumentError):
+            inner.append(str(error))
+        error = error.__cause__ or error.__context__
+    parts = [message, *inner[-1:]]
+    keys = [match.group(1) for match in map(PARSER_KEY.match, parts) if match]
+    reason = PARSER_KEY.sub("", parts[-1], count=1)
+    one_line = " ".join(line.strip() for line in reason.splitlines() if line.strip())
+    return f"{'.'.join(keys)}: {one_line}" if keys else one_line
+
+
+def user_error_in(error: BaseException | None) -> Exception | None:
+    """The user's error behind ``error`` (jsonargparse wraps errors raised while instantiating): a
+    ``CnnclfError``, or Lightning's ``MisconfigurationException`` for a trainer setting it refuses."""
+    while error is not None and not isinstance(error, (CnnclfError, MisconfigurationException)):
+        error = error.__cause__ or error.__context__
+    return error

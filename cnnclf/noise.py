@@ -1,0 +1,40 @@
+"""Lightning's messages that a cnnclf user cannot act on, silenced one by one by their text.
+
+Each one is named here, not all warnings: anything new from Lightning or torch still shows.
+"""
+
+import logging
+import warnings
+
+WARNINGS = (
+    # cli_main(args) is how tests and notebooks run the CLI, whatever their own process's argv.
+    r"LightningCLI's args parameter is intended to run from within Python",
+    # Lightning's own pytree helper calls an API torch deprecated; nothing a user can change.
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # The predictions writer numbers rows itself; it needs no batch indices from the loader.
+    r"Couldn't infer the batch indices",
+    # A checkpoint tested outside the run that wrote it carries that run's folder; nothing is lost.
+    r"The dirpath has changed from",
+    # Recipes train in bf16; the summary's size estimate (its only use of precision) assumes fp32.
+    r"Precision .* is not supported by the model summary",
+    # Train metrics are logged per epoch; a small dataset has fewer steps than the logging interval.
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+)
+
+INFO_MESSAGES = (
+    "💡 Tip: For seamless cloud logging",  # an advertisement
+    "Loading `train_dataloader` to estimate number of stepping batches",  # step-wise schedules count the steps
+)
+
+
+class DropMessages(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(INFO_MESSAGES)
+
+
+def silence_lightning_noise() -> None:
+    for message in WARNINGS:
+        warnings.filterwarnings("ignore", message=message, module=r"(lightning|torch)\b")
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info logs
+    if not any(isinstance(existing, DropMessages) for existing in logger.filters):
+        logger.addFilter(DropMessages())
