@@ -8,7 +8,10 @@ from tests.conftest import report_records, write_report_pickle
 
 
 def _write(tmp_path, train, test=None, protocol=4):
-    test = test if test is not None else [{"image": np.zeros((4, 4), np.uint8), "label": 0}]
+    """A pickle of ``train``; its test split is one record of the first training image's shape."""
+    if test is None:
+        image = train[0].get("image") if isinstance(train, list) and train else None
+        test = [{"image": np.zeros(getattr(image, "shape", (4, 4)), np.uint8), "label": 0}]
     return write_report_pickle(tmp_path / "data", train, test, protocol)
 
 
