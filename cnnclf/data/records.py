@@ -178,4 +178,5 @@ def _compact(images: np.ndarray) -> np.ndarray:
         return images
     if images.dtype.kind in "iu" and images.min() >= 0 and images.max() <= 255:
         return images.astype(np.uint8)
-    return images.astype(np.float32)
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, which the caller refuses
+        return images.astype(np.float32)
