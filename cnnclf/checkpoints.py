@@ -4,7 +4,9 @@ A checkpoint is a pickle, and pickles from a shared drive can run code. Every pa
 one (test, predict, resume, the notebooks) goes through ``read_checkpoint``: tensors and plain
 values only, no retry without the restriction, and the model class it names must be one of
 cnnclf's own. Saves go to a temporary file beside the target and are renamed over it, so a
-process killed mid-write leaves the previous checkpoint whole.
+process killed mid-write leaves the previous checkpoint whole; the temporary files such kills
+leave (hundreds of MB each) are removed beside every checkpoint read, and in every run of the
+experiment when a run saves, since a resumed run writes into a new ``version_N``.
 """
 
 from pathlib import Path
@@ -14,7 +16,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from cnnclf.errors import CheckpointError
-from cnnclf.files import write_atomically
+from cnnclf.files import remove_leftovers, write_atomically
 
 
 def read_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict:
@@ -25,6 +27,7 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    remove_leftovers(path.parent)
     try:
         content = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... by what is wrong
@@ -54,7 +57,17 @@ class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint reader and writer, loading through ``read_checkpoint`` and saving atomically."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        write_atomically(Path(path), lambda stream: torch.save(checkpoint, stream))
+        path = Path(path)
+        for folder in _checkpoint_folders_of_the_experiment(path.parent):
+            remove_leftovers(folder)
+        write_atomically(path, lambda stream: torch.save(checkpoint, stream))
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
         return read_checkpoint(path, map_location=map_location)
+
+
+def _checkpoint_folders_of_the_experiment(folder: Path) -> list[Path]:
+    """``folder`` and, in Lightning's layout ``<experiment>/version_N/checkpoints``, the same folder of every run."""
+    if folder.name == "checkpoints" and folder.parent.name.startswith("version_"):
+        return [*folder.parent.parent.glob(f"version_*/{folder.name}")]
+    return [folder]

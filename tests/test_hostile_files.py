@@ -10,11 +10,14 @@ import json
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from cnnclf.checkpoints import SafeCheckpointIO, read_checkpoint
 from cnnclf.data import DatasetError, read_pickled_dataset
 from tests.conftest import CONFIGS
 from tests.test_cli import run
@@ -205,3 +208,52 @@ def test_the_cli_refuses_a_file_that_crashed_it(crashing_results, tmp_path):
     assert child.stderr.strip().splitlines()[-1].startswith(
         f"cnnclf: error: {path}: not a safe dataset pickle: numpy.ndarray may only be named")
     assert "Traceback" not in child.stderr
+
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from cnnclf.files import write_atomically
+
+def write_slowly(stream):
+    stream.write(b"half a checkpoint")
+    stream.flush()
+    time.sleep(600)
+
+write_atomically(Path(sys.argv[1]), write_slowly)
+"""
+
+
+def _killed_mid_write(target: Path) -> Path:
+    """Start a writer of ``target``, SIGKILL it mid-write; the temporary file it leaves."""
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)],
+                              cwd=Path(__file__).resolve().parents[1])
+    leftover = target.with_name(f".{target.name}.{writer.pid}.tmp")
+    for _ in range(600):
+        if leftover.is_file() and leftover.stat().st_size:
+            break
+        time.sleep(0.05)
+    writer.kill()
+    writer.wait()
+    assert leftover.is_file()
+    return leftover
+
+
+def test_a_checkpoint_write_killed_in_an_earlier_run_leaves_no_file_behind(tmp_path):
+    """A resumed run saves into a new version_N, so the killed run's folder must be cleaned too."""
+    killed_run = tmp_path / "mnist" / "version_0" / "checkpoints"
+    leftover = _killed_mid_write(killed_run / "last.ckpt")
+
+    resumed_run = tmp_path / "mnist" / "version_1" / "checkpoints"
+    SafeCheckpointIO().save_checkpoint({"state_dict": {}}, resumed_run / "last.ckpt")
+
+    assert not leftover.exists()
+    assert [path.name for path in resumed_run.iterdir()] == ["last.ckpt"]
+
+
+def test_reading_a_checkpoint_removes_the_leftovers_beside_it(tmp_path):
+    checkpoint = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {}}, checkpoint)
+    leftover = _killed_mid_write(tmp_path / "last.ckpt")
+    read_checkpoint(checkpoint)
+    assert not leftover.exists()
