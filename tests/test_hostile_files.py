@@ -257,3 +257,69 @@ def test_reading_a_checkpoint_removes_the_leftovers_beside_it(tmp_path):
     leftover = _killed_mid_write(tmp_path / "last.ckpt")
     read_checkpoint(checkpoint)
     assert not leftover.exists()
+
+
+def _one_line_exit(*arguments: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        run(*arguments)
+    text = str(exit_info.value.code)
+    assert text.startswith("cnnclf: error: ") and "\n" not in text, text
+    return text
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    (["--model.momentum", "-1"], "momentum and weight_decay must be >= 0, found -1.0 and 0.0"),
+    (["--model.weight_decay", "-1"], "momentum and weight_decay must be >= 0, found 0.9 and -1.0"),
+    (["--model.label_smoothing", "5"], "label_smoothing must be in [0, 1], found 5.0"),
+    (["--model.tta_translate", "100"], "smaller than the 8x8 images, found 100"),
+])
+def test_model_arguments_that_cannot_work_are_one_line(tmp_path, override, message):
+    assert message in _one_line_exit("fit", CONFIGS / "digits.yaml", tmp_path, *override)
+
+
+def _checkpoint(path: Path, **hparams) -> Path:
+    from cnnclf.models import ReportMNISTNet
+
+    model = ReportMNISTNet(10, [1, 8, 8])
+    torch.save({"hyper_parameters": dict(model.hparams) | hparams, "state_dict": model.state_dict()}, path)
+    return path
+
+
+@pytest.mark.parametrize(("class_path", "message"), [
+    ("cnnclf.models_evil.ReportMNISTNet", "refusing class 'cnnclf.models_evil.ReportMNISTNet'"),
+    ("cnnclf.models.base.ReportMNISTNet", "refusing class 'cnnclf.models.base.ReportMNISTNet'"),
+    ("cnnclf.models.ImageClassifier", "is a base that leaves classifier, features to its subclasses"),
+    (7, "the class path must be a string naming one of cnnclf.models's classes, found int"),
+])
+def test_only_exact_paths_of_concrete_architectures_are_loaded(tmp_path, class_path, message):
+    from cnnclf.errors import CheckpointError
+    from cnnclf.explore import load_model
+
+    path = _checkpoint(tmp_path / "odd.ckpt", _class_path=class_path)
+    with pytest.raises(CheckpointError, match=message):
+        load_model(path)
+    assert message in _one_line_exit("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", str(path))
+
+
+def test_the_exact_module_path_of_an_architecture_is_loaded(tmp_path):
+    from cnnclf.explore import load_model
+    from cnnclf.models import ReportMNISTNet
+
+    path = _checkpoint(tmp_path / "ok.ckpt", _class_path="cnnclf.models.report_mnist.ReportMNISTNet")
+    assert isinstance(load_model(path), ReportMNISTNet)
+
+
+def test_a_legacy_format_checkpoint_is_named_as_such(tmp_path):
+    path = tmp_path / "legacy.ckpt"
+    torch.save(torch.load(_checkpoint(tmp_path / "zip.ckpt"), weights_only=True), path,
+               _use_new_zipfile_serialization=False)
+    text = _one_line_exit("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", str(path))
+    assert f"{path}: a checkpoint in torch's legacy format" in text
+
+
+def test_a_checkpoint_of_another_architecture_is_one_line(tmp_path):
+    """``--ckpt_path last`` is found after parsing, so the config's architecture meets the checkpoint's."""
+    run("fit", CONFIGS / "digits.yaml", tmp_path, "--model", "cnnclf.models.ConvBNNet", "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "2", "--test_after_fit", "false")
+    text = _one_line_exit("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", "last")
+    assert "the checkpoint holds the layers of ConvBNNet, which do not fit this ReportMNISTNet" in text
