@@ -7,10 +7,13 @@ the test run; the child reports each file's message and its own peak memory.
 """
 
 import json
+import os
 import pickle
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -323,3 +326,42 @@ def test_a_checkpoint_of_another_architecture_is_one_line(tmp_path):
         "--trainer.limit_train_batches", "2", "--test_after_fit", "false")
     text = _one_line_exit("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", "last")
     assert "the checkpoint holds the layers of ConvBNNet, which do not fit this ReportMNISTNet" in text
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """The start of a gray PNG of ``width`` x ``height``: all Pillow reads before decoding."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(
+        b"IEND", b"")
+
+
+@pytest.mark.parametrize(("width", "height"), [(20000, 20000), (12000, 12000)], ids=["error", "warning"])
+def test_a_decompression_bomb_image_is_one_line(tmp_path, width, height):
+    from cnnclf.data.image_files import read_image_files
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header(width, height))
+    with pytest.raises(DatasetError, match=f"{path}: refused, a possible decompression bomb: Image size "
+                                           rf"\({width * height} pixels\) exceeds limit"):
+        read_image_files([str(path)], [1, 8, 8])
+
+
+FIFO_READER = """
+import sys
+from cnnclf.data import DatasetError
+from cnnclf.data.image_files import read_image_files
+try:
+    read_image_files([sys.argv[1]], [1, 8, 8])
+except DatasetError as error:
+    print(error)
+"""
+
+
+def test_a_fifo_named_as_an_image_is_refused_without_opening_it(tmp_path):
+    fifo = tmp_path / "image.png"
+    os.mkfifo(fifo)
+    child = subprocess.run([sys.executable, "-c", FIFO_READER, str(fifo)], capture_output=True, text=True,
+                           timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert child.stdout.strip() == f"{fifo}: not a regular file (a FIFO, device or socket); expected an image file"
