@@ -1,5 +1,6 @@
 """Writing a file so that a process killed mid-write never leaves it half-written."""
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -10,11 +11,11 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write ``path`` through ``write(stream)``: readers see the old file or the whole new one.
 
     The bytes go to a temporary file beside ``path``, are flushed to disk, and the temporary file
-    is renamed over ``path`` (atomic on POSIX and Windows). A temporary file left by a writer
-    that was killed mid-write is removed by the next write.
+    is renamed over ``path`` (atomic on POSIX and Windows). Temporary files left in the folder by
+    writers that were killed mid-write are removed by the next write.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(path)
+    remove_leftovers(path.parent)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with temporary.open("wb") as stream:
@@ -26,11 +27,13 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def _remove_leftovers(path: Path) -> None:
-    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = leftover.name.removeprefix(f".{path.name}.").removesuffix(".tmp")
+def remove_leftovers(folder: Path) -> None:
+    """Remove the temporary files of ``write_atomically`` calls in ``folder`` whose process is gone."""
+    for leftover in folder.glob(".*.*.tmp"):
+        pid = leftover.name.removesuffix(".tmp").rpartition(".")[2]
         if pid.isdigit() and not _running(int(pid)):
-            leftover.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a folder this process may read but not change
+                leftover.unlink(missing_ok=True)
 
 
 def _running(pid: int) -> bool:

@@ -58,3 +58,44 @@ def test_the_folder_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("CNNCLF_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cache_folder() == tmp_path / "cnnclf"
+
+
+@pytest.mark.parametrize("edit", ["labels_99_and_short", "nan_images", "bool_images", "3d_images"])
+def test_an_edited_entry_is_checked_like_a_fresh_read_and_rebuilt(cache, tiny_data, edit):
+    expected = arrays(tiny_data["mnist"], cache=False)
+    arrays(tiny_data["mnist"])
+    (entry,) = cache.glob("MNIST-*.npz")
+    with np.load(entry) as stored:
+        content = dict(stored)
+    images, labels = content["train_images"], content["train_labels"]
+    content["train_labels"], content["train_images"] = {
+        "labels_99_and_short": (np.full(len(labels) - 1, 99), images),
+        "nan_images": (labels, np.full(images.shape, np.nan, np.float32)),
+        "bool_images": (labels, images > 0),
+        "3d_images": (labels, images[..., 0]),
+    }[edit]
+    with entry.open("wb") as stream:
+        np.savez(stream, **content)
+
+    for got, want in zip(arrays(tiny_data["mnist"]), expected, strict=True):
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+    with np.load(entry) as rebuilt:
+        assert np.array_equal(rebuilt["train_labels"], labels)
+
+
+def test_an_edit_inside_the_file_with_its_times_set_back_is_read_again(cache, tmp_path):
+    """The edges the fingerprint reads and the size and modification time are all unchanged;
+    the change time is not (``touch`` cannot set it)."""
+    path = write_report_pickle(tmp_path / "MNIST", report_records(4000, (28, 28), list(range(10))),
+                               report_records(10, (28, 28), list(range(10))))
+    before = arrays(path)
+    stat, data = path.stat(), bytearray(path.read_bytes())
+    middle = len(data) // 2
+    assert 2**20 < middle < len(data) - 2**20
+    data[middle] = (data[middle] + 1) % 256  # a pixel of an image in the middle
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    after = arrays(path)
+    assert not np.array_equal(before[0], after[0])
+    assert np.array_equal(after[0], arrays(path, cache=False)[0])

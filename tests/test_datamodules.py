@@ -51,7 +51,7 @@ def test_orl_rejects_bad_options(tiny_data):
 
 def test_channel_permutation_keeps_pixels(tmp_path):
     records = report_records(4, (5, 6, 3), [0, 1])
-    path = write_report_pickle(tmp_path / "d", records, records)
+    path = write_report_pickle(tmp_path / "d", records, [dict(record) for record in records])
     data = PickledImageDataModule(str(path), val_split=0)
     hwc = torch.from_numpy(np.stack([r["image"] for r in records]))
     assert torch.equal(data.data.test[0], hwc.permute(0, 3, 1, 2))
@@ -70,7 +70,7 @@ def test_wrong_file_for_the_dataset_is_named(tiny_data):
 
 def test_label_outside_the_dataset_range_is_refused(tmp_path):
     records = report_records(3, (28, 28), [0, 1, 12])
-    path = write_report_pickle(tmp_path / "d", records, records)
+    path = write_report_pickle(tmp_path / "d", records, [dict(record) for record in records])
     with pytest.raises(DatasetError, match="split 'train', record 2: label 12 is not one of the 10 labels"):
         MNISTDataModule(str(path)).setup()
 

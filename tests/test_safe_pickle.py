@@ -44,7 +44,7 @@ def test_payload_is_refused_and_never_runs(tmp_path, name, protocol):
     module, function = payload.func.__module__, payload.func.__name__
     path = tmp_path / "evil.pkl"
     record = {"image": np.zeros((2, 2), np.uint8), "label": payload}
-    path.write_bytes(pickle.dumps({"train": [record], "test": [record]}, protocol=protocol))
+    path.write_bytes(pickle.dumps({"train": [record], "test": [dict(record)]}, protocol=protocol))
 
     with pytest.raises(DatasetError) as error:
         load_pickle(path)

@@ -2,10 +2,12 @@
 
 The first load of a pickle stores its checked splits as plain arrays (``.npz``, read back
 without pickle, so a cache file cannot run code either). The entry's name carries a
-fingerprint of the source: its path, size, modification time and its first and last MiB, so an
-edited or replaced file misses the cache and is read and checked again; the stale entry is
-then removed. The folder is ``$CNNCLF_CACHE_DIR``, else ``$XDG_CACHE_HOME/cnnclf``, else
-``~/.cache/cnnclf``.
+fingerprint of the source: its path, device, inode, size, modification and change times and its
+first and last MiB, so an edited or replaced file misses the cache and is read and checked again
+(the change time follows every write and cannot be set back by ``touch``); the stale entry is
+then removed. An entry's arrays are checked as strictly as a fresh read's before use, and one
+that fails is read again from the source and rewritten. The folder is ``$CNNCLF_CACHE_DIR``,
+else ``$XDG_CACHE_HOME/cnnclf``, else ``~/.cache/cnnclf``.
 """
 
 import hashlib
@@ -15,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnclf.data.records import SPLITS, ImageSplit, read_pickled_dataset
+from cnnclf.data.records import SPLITS, ImageSplit, check_splits_match, read_pickled_dataset
+from cnnclf.errors import DatasetError
 from cnnclf.files import write_atomically
 
-FORMAT = "1"  # bump when ImageSplit's arrays change meaning
+FORMAT = "2"  # bump when ImageSplit's arrays change meaning
 EDGE_BYTES = 2**20
 
 
@@ -33,12 +36,9 @@ def read_dataset_cached(path: Path) -> dict[str, ImageSplit]:
     source = path.resolve()
     prefix = f"{source.name}-{hashlib.sha256(str(source).encode()).hexdigest()[:12]}-"
     entry = cache_folder() / f"{prefix}{_fingerprint(source)}.npz"
-    if entry.is_file():
-        try:
-            with np.load(entry, allow_pickle=False) as arrays:
-                return {split: ImageSplit(arrays[f"{split}_images"], arrays[f"{split}_labels"]) for split in SPLITS}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass  # a damaged entry: read the source again and rewrite it
+    cached = _read_entry(entry) if entry.is_file() else None
+    if cached is not None:
+        return cached
     splits = read_pickled_dataset(path)
     try:
         _write(entry, splits)
@@ -50,9 +50,29 @@ def read_dataset_cached(path: Path) -> dict[str, ImageSplit]:
     return splits
 
 
+def _read_entry(entry: Path) -> dict[str, ImageSplit] | None:
+    """The entry's splits, or None for a damaged or edited entry (which is then rebuilt)."""
+    try:
+        with np.load(entry, allow_pickle=False) as arrays:
+            splits = {split: ImageSplit(arrays[f"{split}_images"], arrays[f"{split}_labels"]) for split in SPLITS}
+        check_splits_match(entry, splits)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, DatasetError):
+        return None
+    return splits if all(_as_read(split) for split in splits.values()) else None
+
+
+def _as_read(split: ImageSplit) -> bool:
+    """Whether ``split`` holds arrays as ``read_pickled_dataset`` makes them."""
+    images, labels = split.images, split.labels
+    return (images.ndim == 4 and 0 not in images.shape and images.dtype in (np.uint8, np.float32)
+            and labels.dtype == np.int64 and labels.shape == (len(images),)
+            and (images.dtype == np.uint8 or bool(np.isfinite(images).all())))
+
+
 def _fingerprint(source: Path) -> str:
     stat = source.stat()
-    digest = hashlib.sha256(f"{FORMAT}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    digest = hashlib.sha256(f"{FORMAT}|{stat.st_dev}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|"
+                            f"{stat.st_ctime_ns}".encode())
     with source.open("rb") as stream:
         digest.update(stream.read(EDGE_BYTES))
         stream.seek(max(stat.st_size - EDGE_BYTES, 0))

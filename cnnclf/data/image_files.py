@@ -1,6 +1,7 @@
 """Read image files (PNG, JPEG, PGM, anything Pillow opens) into one batch for ``predict``."""
 
 import glob
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,12 +49,28 @@ def read_image_files(patterns: list[str], image_shape: list[int]) -> ImageFiles:
     arrays = []
     for path in paths:
         try:
+            _check_regular_file(path)
             with Image.open(path) as image:
+                # Pillow only warns between its limit and twice it, and decodes the whole image
+                if image.width * image.height > Image.MAX_IMAGE_PIXELS:
+                    raise Image.DecompressionBombError(f"Image size ({image.width * image.height} pixels) exceeds "
+                                                       f"limit of {Image.MAX_IMAGE_PIXELS} pixels")
                 resized = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
         except (FileNotFoundError, IsADirectoryError):
             raise DatasetError(f"{path}: no such image file") from None
+        except Image.DecompressionBombError as error:
+            raise DatasetError(f"{path}: refused, a possible decompression bomb: {error}") from None
         except (UnidentifiedImageError, OSError) as error:
             raise DatasetError(f"{path}: not a readable image: {error}") from None
         arrays.append(np.asarray(resized, dtype=np.uint8).reshape(height, width, channels))
     tensor = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return ImageFiles(paths, tensor)
+
+
+def _check_regular_file(path: Path) -> None:
+    """Refuse a FIFO, device or socket before opening it: reading one can block forever."""
+    mode = path.stat().st_mode  # FileNotFoundError when missing
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(path)
+    if not stat.S_ISREG(mode):
+        raise DatasetError(f"{path}: not a regular file (a FIFO, device or socket); expected an image file")

@@ -74,8 +74,14 @@ class ImageClassifier(L.LightningModule):
             raise ConfigError(f"image_shape must be [channels, height, width], found {image_shape}")
         if lr <= 0 or norm_lr_scale <= 0:
             raise ConfigError(f"lr and norm_lr_scale must be positive, found {lr} and {norm_lr_scale}")
-        if tta_translate < 0:
-            raise ConfigError(f"tta_translate must be a number of pixels >= 0, found {tta_translate}")
+        if momentum < 0 or weight_decay < 0:
+            raise ConfigError(f"momentum and weight_decay must be >= 0, found {momentum} and {weight_decay}")
+        if not 0 <= label_smoothing <= 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1], found {label_smoothing}")
+        if not 0 <= tta_translate < min(image_shape[1:]):
+            # the shifted views mirror the edges, which needs fewer pixels of shift than of image
+            raise ConfigError(f"tta_translate must be a number of pixels >= 0 and smaller than the "
+                              f"{image_shape[1]}x{image_shape[2]} images, found {tta_translate}")
         self.save_hyperparameters()
         channels = image_shape[0]
         mean = torch.tensor(input_mean if input_mean is not None else [0.0] * channels)
@@ -245,6 +251,14 @@ class ImageClassifier(L.LightningModule):
                     f"{saved.get('image_shape')} images, but this data has {self.hparams.num_classes} classes of "
                     f"{list(self.hparams.image_shape)} images (C, H, W); is it the right checkpoint for this data?"
                 )
+        # Before Lightning's load_state_dict, whose error lists every layer over 60 lines.
+        if _layer_shapes(checkpoint.get("state_dict", {})) != _layer_shapes(self.state_dict()):
+            trained = saved.get("_class_path")
+            trained = trained.rpartition(".")[2][:100] if isinstance(trained, str) else "another architecture"
+            raise CheckpointError(
+                f"the checkpoint holds the layers of {trained}, which do not fit this {type(self).__name__}; "
+                f"test or predict with --model {trained}, or with a checkpoint of {type(self).__name__}"
+            )
         states = checkpoint.get("rng_states")
         if states and self._trainer is not None and self._trainer.state.fn == "fit":
             own = states[self._trainer.global_rank % len(states)]  # resumed on other process counts too
@@ -303,3 +317,8 @@ def triangle(step: int, steps: int, start: float = 0.2, peak_at: float = 0.23, e
 
 def _plain(value):
     return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _layer_shapes(state_dict: dict) -> dict[str, tuple[int, ...]]:
+    """The network's parameter and buffer names and shapes: what differs between architectures."""
+    return {name: tuple(getattr(tensor, "shape", ())) for name, tensor in state_dict.items() if name.startswith("net.")}

@@ -1,0 +1,367 @@
+"""Small hostile dataset files: each ends in one line naming the file, never a crash, hang,
+memory bomb or traceback.
+
+The files that crashed or hung the interpreter, or allocated gigabytes, are read in one child
+process with a time limit, so a regression fails these tests instead of killing or hanging
+the test run; the child reports each file's message and its own peak memory.
+"""
+
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnnclf.checkpoints import SafeCheckpointIO, read_checkpoint
+from cnnclf.data import DatasetError, read_pickled_dataset
+from tests.conftest import CONFIGS
+from tests.test_cli import run
+
+MARKER = 0x5EED5EED  # a label whose pickled bytes are replaced by the hostile opcodes
+PEAK_MEMORY_MB = 1500  # the child imports torch (about 500 MB); every bomb below asks for 1.6 to 6 GB
+
+
+def _with_label(label_opcodes: bytes, image: np.ndarray | None = None) -> bytes:
+    """A protocol-2 dataset (no frames, so bytes can be swapped) whose first training label is
+    whatever ``label_opcodes`` push."""
+    image = np.zeros((4, 4), np.uint8) if image is None else image
+    content = {"train": [{"image": image, "label": MARKER}], "test": [{"image": np.zeros((4, 4), np.uint8),
+                                                                        "label": 0}]}
+    data = pickle.dumps(content, protocol=2)
+    marker = b"J" + MARKER.to_bytes(4, "little")
+    assert data.count(marker) == 1
+    return data.replace(marker, label_opcodes)
+
+
+def _with_image(image_opcodes: bytes) -> bytes:
+    marker = b"X\x0b\x00\x00\x00IMAGEMARKER"
+    data = pickle.dumps({"train": [{"image": "IMAGEMARKER", "label": 0}],
+                         "test": [{"image": np.zeros((4, 4), np.uint8), "label": 0}]}, protocol=2)
+    return data.replace(marker, image_opcodes)
+
+
+def _int(value: int) -> bytes:
+    return b"J" + value.to_bytes(4, "little", signed=True)
+
+
+def _shape(*sizes: int) -> bytes:
+    return b"(" + b"".join(map(_int, sizes)) + b"t"
+
+
+NDARRAY = b"cnumpy\nndarray\n"
+DEEP = 200_000
+
+
+def _deep_tuple_key() -> bytes:
+    """A record whose extra key is a tuple nested 200,000 deep: hashing it overflowed the C stack."""
+    data = pickle.dumps({"train": [{"image": np.zeros((4, 4), np.uint8), "label": 0, "KEYMARKER": 1}],
+                         "test": [{"image": np.zeros((4, 4), np.uint8), "label": 0}]}, protocol=2)
+    return data.replace(b"X\x09\x00\x00\x00KEYMARKER", b")" + b"\x85" * DEEP)
+
+
+def _tuple_graph_key() -> bytes:
+    """t = (t, t) 90 times through the memo, as a dict key: hashing it never ends."""
+    graph = b")q\x00" + b"".join(b"h%c\x86q%c" % (i, i + 1) for i in range(90))
+    data = pickle.dumps({"train": [{"image": np.zeros((4, 4), np.uint8), "label": 0, "KEYMARKER": 1}],
+                         "test": [{"image": np.zeros((4, 4), np.uint8), "label": 0}]}, protocol=2)
+    return data.replace(b"X\x09\x00\x00\x00KEYMARKER", graph)
+
+
+def _shared_image(records: int = 6000) -> bytes:
+    """One 1 MB image in every record, shared through the memo: 6 GB once each record is copied."""
+    image = np.zeros((1000, 1000), np.uint8)
+    return pickle.dumps({"train": [{"image": image, "label": 0} for _ in range(records)],
+                         "test": [{"image": image, "label": 0}]}, protocol=4)
+
+
+# name: (file content, what the one-line error must say)
+CRASHING_FILES = {
+    # ndarray((), "O", b"AAAAAAAA"): an object array whose pointer is 8 bytes of the file
+    "object_array_label": (_with_label(NDARRAY + b"(" + b")" + b"X\x01\x00\x00\x00O" + b"C\x08AAAAAAAAtR"),
+                           "numpy.ndarray may only be named as the subtype"),
+    "deep_tuple_key": (_deep_tuple_key(), "nested deeper than 32"),
+    "deep_list_label": (_with_label(b"(" * DEEP + b"l" * DEEP), "nested deeper than 32"),
+    "tuple_graph_key": (_tuple_graph_key(), "appears twice (fetched again from the memo"),
+    # L = [L, L] 30 times through the memo, as a label: the error message's repr grew without end
+    "list_graph_label": (_with_label(b"(" * 30 + b"]q\x00" + b"".join(b"h%clq%c" % (i, i + 1) for i in range(30))),
+                         "appears twice (fetched again from the memo"),
+    # ndarray((40000, 40000), "u1", one byte, 0, strides (0, 0)): 1.6 GB per record once copied
+    "zero_stride_image": (_with_image(NDARRAY + b"(" + _shape(40000, 40000) + b"X\x02\x00\x00\x00u1C\x01\x00"
+                                      + b"K\x00" + _shape(0, 0) + b"tR"), "numpy.ndarray may only be named"),
+    "uninitialized_45000x45000": (_with_image(b"cnumpy._core.multiarray\n_reconstruct\n" + NDARRAY
+                                              + _shape(45000, 45000) + b"C\x01b\x87R"),
+                                  "_reconstruct only starts an empty numpy.ndarray"),
+    "shared_image": (_shared_image(), "more than 2 times the file's size"),
+    # LONG_BINPUT 2**28 in a 12-byte file: the unpickler grew its memo to 4 GB
+    "far_memo_index": (b"\x80\x02K\x00r\x00\x00\x00\x10.", "memo index 268435456 at byte 4 skips past"),
+}
+
+CHILD = """
+import json, resource, sys
+from cnnclf.data import DatasetError, read_pickled_dataset
+for path in sys.argv[1:]:
+    try:
+        read_pickled_dataset(path)
+        message = "loaded"
+    except DatasetError as error:
+        message = str(error)
+    print(json.dumps({"path": path, "message": message}), flush=True)
+print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def crashing_results(tmp_path_factory) -> dict:
+    """Each crashing file's message, read by one child process with a time limit, and its peak memory."""
+    folder = tmp_path_factory.mktemp("hostile")
+    paths = []
+    for name, (content, _) in CRASHING_FILES.items():
+        (folder / name).write_bytes(content)
+        paths.append(str(folder / name))
+    try:
+        child = subprocess.run([sys.executable, "-c", CHILD, *paths], capture_output=True, text=True, timeout=120,
+                               cwd=Path(__file__).resolve().parents[1])
+        lines, ending = child.stdout.splitlines(), f"exit status {child.returncode}: {child.stderr[-500:]}"
+    except subprocess.TimeoutExpired as timeout:
+        lines, ending = (timeout.stdout or b"").decode().splitlines(), "hung: killed after 120 s"
+    results = [json.loads(line) for line in lines if line.startswith("{")]
+    return {"messages": {Path(r["path"]).name: r["message"] for r in results if "path" in r},
+            "peak_mb": next((r["peak_mb"] for r in results if "peak_mb" in r), None), "ending": ending,
+            "folder": folder}
+
+
+@pytest.mark.parametrize("name", list(CRASHING_FILES))
+def test_crashing_hanging_and_bomb_files_end_in_one_line(crashing_results, name):
+    message = crashing_results["messages"].get(name)
+    assert message is not None, f"no answer for {name}: the child process {crashing_results['ending']}"
+    assert str(crashing_results["folder"] / name) in message
+    assert CRASHING_FILES[name][1] in message
+    assert "\n" not in message
+
+
+def test_the_bombs_never_take_the_memory_they_ask_for(crashing_results):
+    assert crashing_results["peak_mb"] is not None, crashing_results["ending"]
+    assert crashing_results["peak_mb"] < PEAK_MEMORY_MB
+
+
+def _records(*labels, shape=(4, 4), dtype=np.uint8, fill=0) -> list[dict]:
+    return [{"image": np.full(shape, fill, dtype), "label": label} for label in labels]
+
+
+def _write(tmp_path, train, test) -> Path:
+    path = tmp_path / "hostile.pkl"
+    path.write_bytes(pickle.dumps({"train": train, "test": test}, protocol=4))
+    return path
+
+
+@pytest.mark.parametrize(("train", "test", "message"), [
+    (_records(2**70), _records(0), r"record 0: 'label' int of 71 bits is outside the 64-bit integer range"),
+    (_records(np.uint64(2**64 - 1)), _records(0), r"'label' uint64 18446744073709551615 is outside the 64-bit"),
+    ([{"image": np.zeros((4, 4), np.uint8), 10**5000: 0}], _records(0),
+     r"record 0: expected a dict with keys 'image' and 'label', found \['image', int of 16610 bits\]"),
+    (_records(0), _records(0, shape=(2, 2), dtype=np.float64, fill=1e300),
+     r"split 'test', record 0: image holds NaN or infinite values \(as float32"),
+    (_records(0, shape=(8, 8)), _records(0, shape=(16, 16)),
+     r"split 'train' holds images of shape \[8, 8, 1\] \(H, W, C\) but split 'test' holds \[16, 16, 1\]"),
+    (_records(0, shape=(8, 8)), _records(0, shape=(8, 8, 3)), r"holds images of shape \[8, 8, 1\] .* \[8, 8, 3\]"),
+], ids=["label_2**70", "label_uint64_max", "key_10**5000", "1e300_pixel", "8x8_train_16x16_test",
+        "gray_train_rgb_test"])
+def test_bad_values_are_one_line_naming_file_split_and_record(tmp_path, train, test, message):
+    path = _write(tmp_path, train, test)
+    with pytest.raises(DatasetError, match=message) as error:
+        read_pickled_dataset(path)
+    assert str(path) in str(error.value)
+
+
+def test_a_numpy_scalar_with_an_object_field_is_refused(tmp_path):
+    label = np.zeros((), dtype=[("a", "O")])[()]
+    path = _write(tmp_path, _records(label), _records(0))
+    with pytest.raises(DatasetError, match="not a safe dataset pickle: dtype: dtype 'V8' is not allowed"):
+        read_pickled_dataset(path)
+
+
+@pytest.mark.parametrize(("train", "test", "message"), [
+    (_records(2**70), _records(0), "outside the 64-bit integer range"),
+    (_records(0, shape=(8, 8)), _records(0, shape=(16, 16)), "but split 'test' holds [16, 16, 1]"),
+], ids=["label_2**70", "8x8_train_16x16_test"])
+def test_the_cli_prints_one_line(tmp_path, train, test, message):
+    path = _write(tmp_path, train, test)
+    with pytest.raises(SystemExit) as exit_info:
+        run("fit", CONFIGS / "mnist.yaml", tmp_path, "--data.path", str(path), "--data.cache", "false")
+    text = str(exit_info.value.code)
+    assert text.startswith("cnnclf: error: ") and str(path) in text and message in text
+    assert "\n" not in text
+
+
+def test_the_cli_refuses_a_file_that_crashed_it(crashing_results, tmp_path):
+    path = crashing_results["folder"] / "object_array_label"
+    child = subprocess.run([sys.executable, "-m", "cnnclf", "fit", "--config", str(CONFIGS / "mnist.yaml"),
+                            "--data.path", str(path), "--trainer.default_root_dir", str(tmp_path),
+                            "--trainer.logger.init_args.save_dir", str(tmp_path)],
+                           capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert child.returncode == 1, child.stderr[-2000:]
+    assert child.stderr.strip().splitlines()[-1].startswith(
+        f"cnnclf: error: {path}: not a safe dataset pickle: numpy.ndarray may only be named")
+    assert "Traceback" not in child.stderr
+
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from cnnclf.files import write_atomically
+
+def write_slowly(stream):
+    stream.write(b"half a checkpoint")
+    stream.flush()
+    time.sleep(600)
+
+write_atomically(Path(sys.argv[1]), write_slowly)
+"""
+
+
+def _killed_mid_write(target: Path) -> Path:
+    """Start a writer of ``target``, SIGKILL it mid-write; the temporary file it leaves."""
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)],
+                              cwd=Path(__file__).resolve().parents[1])
+    leftover = target.with_name(f".{target.name}.{writer.pid}.tmp")
+    for _ in range(600):
+        if leftover.is_file() and leftover.stat().st_size:
+            break
+        time.sleep(0.05)
+    writer.kill()
+    writer.wait()
+    assert leftover.is_file()
+    return leftover
+
+
+def test_a_checkpoint_write_killed_in_an_earlier_run_leaves_no_file_behind(tmp_path):
+    """A resumed run saves into a new version_N, so the killed run's folder must be cleaned too."""
+    killed_run = tmp_path / "mnist" / "version_0" / "checkpoints"
+    leftover = _killed_mid_write(killed_run / "last.ckpt")
+
+    resumed_run = tmp_path / "mnist" / "version_1" / "checkpoints"
+    SafeCheckpointIO().save_checkpoint({"state_dict": {}}, resumed_run / "last.ckpt")
+
+    assert not leftover.exists()
+    assert [path.name for path in resumed_run.iterdir()] == ["last.ckpt"]
+
+
+def test_reading_a_checkpoint_removes_the_leftovers_beside_it(tmp_path):
+    checkpoint = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {}}, checkpoint)
+    leftover = _killed_mid_write(tmp_path / "last.ckpt")
+    read_checkpoint(checkpoint)
+    assert not leftover.exists()
+
+
+def _one_line_exit(*arguments: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        run(*arguments)
+    text = str(exit_info.value.code)
+    assert text.startswith("cnnclf: error: ") and "\n" not in text, text
+    return text
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    (["--model.momentum", "-1"], "momentum and weight_decay must be >= 0, found -1.0 and 0.0"),
+    (["--model.weight_decay", "-1"], "momentum and weight_decay must be >= 0, found 0.9 and -1.0"),
+    (["--model.label_smoothing", "5"], "label_smoothing must be in [0, 1], found 5.0"),
+    (["--model.tta_translate", "100"], "smaller than the 8x8 images, found 100"),
+])
+def test_model_arguments_that_cannot_work_are_one_line(tmp_path, override, message):
+    assert message in _one_line_exit("fit", CONFIGS / "digits.yaml", tmp_path, *override)
+
+
+def _checkpoint(path: Path, **hparams) -> Path:
+    from cnnclf.models import ReportMNISTNet
+
+    model = ReportMNISTNet(10, [1, 8, 8])
+    torch.save({"hyper_parameters": dict(model.hparams) | hparams, "state_dict": model.state_dict()}, path)
+    return path
+
+
+@pytest.mark.parametrize(("class_path", "message"), [
+    ("cnnclf.models_evil.ReportMNISTNet", "refusing class 'cnnclf.models_evil.ReportMNISTNet'"),
+    ("cnnclf.models.base.ReportMNISTNet", "refusing class 'cnnclf.models.base.ReportMNISTNet'"),
+    ("cnnclf.models.ImageClassifier", "is a base that leaves classifier, features to its subclasses"),
+    (7, "the class path must be a string naming one of cnnclf.models's classes, found int"),
+])
+def test_only_exact_paths_of_concrete_architectures_are_loaded(tmp_path, class_path, message):
+    from cnnclf.errors import CheckpointError
+    from cnnclf.explore import load_model
+
+    path = _checkpoint(tmp_path / "odd.ckpt", _class_path=class_path)
+    with pytest.raises(CheckpointError, match=message):
+        load_model(path)
+    assert message in _one_line_exit("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", str(path))
+
+
+def test_the_exact_module_path_of_an_architecture_is_loaded(tmp_path):
+    from cnnclf.explore import load_model
+    from cnnclf.models import ReportMNISTNet
+
+    path = _checkpoint(tmp_path / "ok.ckpt", _class_path="cnnclf.models.report_mnist.ReportMNISTNet")
+    assert isinstance(load_model(path), ReportMNISTNet)
+
+
+def test_a_legacy_format_checkpoint_is_named_as_such(tmp_path):
+    path = tmp_path / "legacy.ckpt"
+    torch.save(torch.load(_checkpoint(tmp_path / "zip.ckpt"), weights_only=True), path,
+               _use_new_zipfile_serialization=False)
+    text = _one_line_exit("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", str(path))
+    assert f"{path}: a checkpoint in torch's legacy format" in text
+
+
+def test_a_checkpoint_of_another_architecture_is_one_line(tmp_path):
+    """``--ckpt_path last`` is found after parsing, so the config's architecture meets the checkpoint's."""
+    run("fit", CONFIGS / "digits.yaml", tmp_path, "--model", "cnnclf.models.ConvBNNet", "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "2", "--test_after_fit", "false")
+    text = _one_line_exit("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", "last")
+    assert "the checkpoint holds the layers of ConvBNNet, which do not fit this ReportMNISTNet" in text
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """The start of a gray PNG of ``width`` x ``height``: all Pillow reads before decoding."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(
+        b"IEND", b"")
+
+
+@pytest.mark.parametrize(("width", "height"), [(20000, 20000), (12000, 12000)], ids=["error", "warning"])
+def test_a_decompression_bomb_image_is_one_line(tmp_path, width, height):
+    from cnnclf.data.image_files import read_image_files
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header(width, height))
+    with pytest.raises(DatasetError, match=f"{path}: refused, a possible decompression bomb: Image size "
+                                           rf"\({width * height} pixels\) exceeds limit"):
+        read_image_files([str(path)], [1, 8, 8])
+
+
+FIFO_READER = """
+import sys
+from cnnclf.data import DatasetError
+from cnnclf.data.image_files import read_image_files
+try:
+    read_image_files([sys.argv[1]], [1, 8, 8])
+except DatasetError as error:
+    print(error)
+"""
+
+
+def test_a_fifo_named_as_an_image_is_refused_without_opening_it(tmp_path):
+    fifo = tmp_path / "image.png"
+    os.mkfifo(fifo)
+    child = subprocess.run([sys.executable, "-c", FIFO_READER, str(fifo)], capture_output=True, text=True,
+                           timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert child.stdout.strip() == f"{fifo}: not a regular file (a FIFO, device or socket); expected an image file"
