@@ -320,12 +320,31 @@ def test_a_legacy_format_checkpoint_is_named_as_such(tmp_path):
     assert f"{path}: a checkpoint in torch's legacy format" in text
 
 
-def test_a_checkpoint_of_another_architecture_is_one_line(tmp_path):
-    """``--ckpt_path last`` is found after parsing, so the config's architecture meets the checkpoint's."""
+def test_a_checkpoint_of_another_architecture_is_tested_as_what_it_is(tmp_path):
+    """The CLI takes the architecture from the checkpoint, whatever the config names."""
     run("fit", CONFIGS / "digits.yaml", tmp_path, "--model", "cnnclf.models.ConvBNNet", "--trainer.max_epochs", "1",
         "--trainer.limit_train_batches", "2", "--test_after_fit", "false")
-    text = _one_line_exit("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", "last")
-    assert "the checkpoint holds the layers of ConvBNNet, which do not fit this ReportMNISTNet" in text
+    tested = run("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", "last")
+    assert type(tested.model).__name__ == "ConvBNNet"
+
+
+def test_a_checkpoint_of_another_architecture_is_one_line_from_python(tmp_path):
+    """Loaded into another architecture by hand, before Lightning's 60-line state_dict error."""
+    import lightning as L
+
+    from cnnclf.data import DigitsDataModule
+    from cnnclf.errors import CheckpointError
+    from cnnclf.models import ConvBNNet, ReportMNISTNet
+
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--model", "cnnclf.models.ConvBNNet",
+                 "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--test_after_fit", "false")
+    assert isinstance(fitted.model, ConvBNNet)
+    data = DigitsDataModule()
+    model = ReportMNISTNet(num_classes=data.num_classes, image_shape=data.image_shape)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(CheckpointError, match="the checkpoint holds the layers of ConvBNNet, which do not fit "
+                                              "this ReportMNISTNet"):
+        trainer.test(model, datamodule=data, ckpt_path=fitted.trainer.checkpoint_callback.last_model_path)
 
 
 def _png_header(width: int, height: int) -> bytes:
