@@ -106,7 +106,7 @@ class FitTimer(L.Callback):
         self.start = time.perf_counter()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        seconds = time.perf_counter() - self.start
+        self.seconds = seconds = time.perf_counter() - self.start
         path = run_directory(trainer) / "fit_time.json"
         if not trainer.is_global_zero:
             return
