@@ -154,7 +154,6 @@ class ImageClassifier(L.LightningModule):
         loss = self.criterion(logits, targets)
         self.train_metrics.update(logits, targets)
         self.log("train/loss", loss, prog_bar=True)
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> None:
@@ -190,13 +189,29 @@ class ImageClassifier(L.LightningModule):
         logits = self.evaluation_logits(images)
         self.log(f"{stage}/loss", self.criterion(logits, targets), prog_bar=True, batch_size=len(targets))
         metrics.update(logits, targets)
-        self.log_dict(metrics, prog_bar=True)
         return logits
+
+    def _log_epoch(self, metrics: MetricCollection, prog_bar: bool) -> None:
+        """Logs the epoch's figures and starts the next epoch's afresh.
+
+        Once per epoch: handing Lightning the metric objects every step costs more than a small
+        network's step. Computed from every step's update, so the figures are the same.
+        """
+        self.log_dict(metrics.compute(), prog_bar=prog_bar)
+        metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        # Before the checkpoint callbacks, so an epoch-end checkpoint resumes with fresh figures.
+        self._log_epoch(self.train_metrics, prog_bar=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch(self.val_metrics, prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch(self.test_metrics, prog_bar=True)
 
     def on_train_start(self) -> None:
         self.compile_network()
-        # The sanity check must not count towards the first epoch's validation figures.
-        self.val_metrics.reset()
         for config in self.trainer.lr_scheduler_configs:
             planned = getattr(config.scheduler, "total_steps", getattr(config.scheduler, "T_max", None))
             if planned is not None and planned != self.trainer.estimated_stepping_batches:
