@@ -116,7 +116,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch threads (1 keeps the figures steadier on a machine busy with other work)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     data = digits()
     steps = args.epochs * -(-len(data.data.train[1]) // data.batch_size)
     seconds: dict[str, list[float]] = {"plain": [], "bare": [], "cnnclf": []}
@@ -127,7 +130,7 @@ def main() -> None:
                 seconds["bare"].append(bare_lightning(digits(), args.epochs, Path(runs)))
                 seconds["cnnclf"].append(cnnclf_fit(args.epochs, Path(runs)))
     print(f"machine: {machine_description()}, torch threads: {torch.get_num_threads()}")
-    print(f"command: python bench/overhead.py --epochs {args.epochs} --repeats {args.repeats} "
+    print(f"command: python bench/overhead.py --epochs {args.epochs} --repeats {args.repeats} --threads {args.threads} "
           f"({steps} training steps per run)\n")
     print("| way | s per run, median (range) | ms per step | speed vs plain, median (range) |")
     print("| --- | --- | --- | --- |")

@@ -6,6 +6,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from cnnclf.errors import ConfigError
+from cnnclf.explore import read_curve
 from cnnclf.models import AirbenchNet, ConvBNNet, ReportCIFARNet, ReportMNISTNet, ReportORLNet, ResNet9
 from cnnclf.models.base import triangle
 from tests.conftest import CONFIGS
@@ -209,3 +210,35 @@ def test_epoch_figures_equal_a_direct_computation_on_the_same_predictions(tmp_pa
     for stage, (predictions, targets) in outcomes.items():
         assert figures[f"{stage}/acc"] == pytest.approx((predictions == targets).double().mean().item()), stage
         assert figures[f"{stage}/f1"] == pytest.approx(f1_score(targets, predictions, average="macro")), stage
+
+
+class StepLosses(L.Callback):
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.losses = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses[trainer.global_step - 1] = outputs["loss"].item()
+
+
+@pytest.mark.parametrize("every", [1, 5])
+def test_the_loss_curve_has_every_logging_steps_own_loss(every, tmp_path):
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3", "--test_after_fit", "false",
+                 "--trainer.log_every_n_steps", str(every), "--trainer.callbacks+=tests.test_models.StepLosses")
+    losses = next(callback for callback in fitted.trainer.callbacks if isinstance(callback, StepLosses)).losses
+    steps, values = read_curve(fitted.trainer.log_dir, "train/loss")
+    assert steps == [step for step in losses if (step + 1) % every == 0]
+    assert values == pytest.approx([losses[step] for step in steps])
+
+
+def test_a_checkpoint_with_torchmetrics_separate_epoch_counts_still_loads():
+    from torchmetrics import MetricCollection
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+    model = ReportMNISTNet(10, [1, 8, 8])
+    separate = MetricCollection({"acc": MulticlassAccuracy(10, average="micro"),
+                                 "f1": MulticlassF1Score(10, average="macro")}, prefix="train/")
+    separate.persistent(True)
+    state = {key: value for key, value in model.state_dict().items() if not key.startswith("train_metrics.")}
+    state |= {f"train_metrics.{key}": value for key, value in separate.state_dict().items()}
+    assert any(key.startswith("train_metrics.acc.") for key in state)
+    model.load_state_dict(state)  # strict, as Lightning loads checkpoints
