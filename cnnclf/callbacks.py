@@ -84,7 +84,7 @@ class NonFiniteLossGuard(L.Callback):
         step = trainer.global_step  # already counts this batch's optimizer step
         unseen = self.first_bad_step < 0
         self.first_bad_step = torch.where(unseen & ~torch.isfinite(loss.detach()), step, self.first_bad_step)
-        last_batch = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        last_batch = batch_idx + 1 == trainer.num_training_batches
         if pl_module.device.type == "cpu" or last_batch or step % trainer.log_every_n_steps == 0:
             bad_step = int(self.first_bad_step)
             if bad_step >= 0:
