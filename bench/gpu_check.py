@@ -89,11 +89,11 @@ def plain_loop(cli, steps: int, seconds: float) -> float:
     fitted, data, trainer = cli.model, cli.datamodule, cli.trainer
     hparams = {key: value for key, value in fitted.hparams.items() if not key.startswith("_")}
     # The schedule is left out: it needs a trainer to count its steps, and costs nothing per step.
-    model = type(fitted)(**{**hparams, "lr_schedule": "constant"}).to(fitted.device)
+    device = trainer.strategy.root_device  # the fitted model itself is back on the CPU after the run
+    model = type(fitted)(**{**hparams, "lr_schedule": "constant"}).to(device)
     model.configure_model()
     model.compile_network()
     optimizer = model.configure_optimizers()
-    device = fitted.device
     images, targets = (tensor.to(device) for tensor in data.data.train)
     val_images, val_targets = (tensor.to(device) for tensor in data.data.val)
     batch, eval_batch = data.batch_size, data.eval_batch_size
