@@ -92,7 +92,7 @@ class NonFiniteLossGuard(L.Callback):
         step = trainer.global_step  # already counts this batch's optimizer step
         unseen = self.first_bad_step < 0
         self.first_bad_step = torch.where(unseen & ~torch.isfinite(loss.detach()), step, self.first_bad_step)
-        last_batch = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        last_batch = batch_idx + 1 == trainer.num_training_batches
         if pl_module.device.type == "cpu" or last_batch or step % trainer.log_every_n_steps == 0:
             bad_step = int(self.first_bad_step)
             if bad_step >= 0:
@@ -104,7 +104,8 @@ class NonFiniteLossGuard(L.Callback):
 
 
 class FitTimer(L.Callback):
-    """Prints how long ``fit`` took and writes it to ``fit_time.json`` in the run directory.
+    """Prints how long ``fit`` took, writes it to ``fit_time.json`` in the run directory and keeps it
+    in ``seconds`` (for benchmarks).
 
     The clock covers the training and validation loops, not start-up or data loading, so runs
     on different data sizes and machines compare on the work itself.
@@ -114,7 +115,7 @@ class FitTimer(L.Callback):
         self.start = time.perf_counter()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        seconds = time.perf_counter() - self.start
+        self.seconds = seconds = time.perf_counter() - self.start
         path = run_directory(trainer) / "fit_time.json"
         if not trainer.is_global_zero:
             return

@@ -7,6 +7,7 @@ predict write into the run that made the checkpoint. Every checkpoint is read ``
 and written atomically.
 """
 
+import pydoc
 import signal
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -107,6 +109,10 @@ class CnnclfCLI(LightningCLI):
             print(f"cnnclf: this CPU has no bf16 arithmetic (AVX-512 or AMX), where precision {trainer.precision} "
                   "runs several times slower than fp32: running in 32-true instead", file=sys.stderr)
             trainer.precision = "32-true"
+        if trainer.enable_progress_bar is False and trainer.callbacks:
+            # A preset's progress bar (there for its refresh rate) gives way to a run that asks for none.
+            trainer.callbacks = [callback for callback in trainer.callbacks
+                                 if not issubclass(pydoc.locate(callback.class_path), ProgressBar)]
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)

@@ -252,7 +252,7 @@ def test_every_preset_stacks_on_a_config(preset, capsys):
     for key, value in expected.get("model", {}).get("init_args", {}).items():
         assert printed["model"]["init_args"][key] == value
     for key, value in expected.get("trainer", {}).items():
-        if key != "callbacks":
+        if not key.startswith("callbacks"):  # callbacks+ appends; test_presets.py checks them
             assert printed["trainer"][key] == value
 
 

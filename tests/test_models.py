@@ -1,11 +1,16 @@
 """The report's architectures layer for layer, and the shared classifier behaviour."""
 
+import lightning as L
 import pytest
 import torch
+from sklearn.metrics import f1_score
 
 from cnnclf.errors import ConfigError
+from cnnclf.explore import read_curve
 from cnnclf.models import AirbenchNet, ConvBNNet, ReportCIFARNet, ReportMNISTNet, ReportORLNet, ResNet9
 from cnnclf.models.base import triangle
+from tests.conftest import CONFIGS
+from tests.test_cli import run
 
 
 def parameter_count(model: torch.nn.Module) -> int:
@@ -170,3 +175,70 @@ def test_compile_keeps_checkpoint_names_and_logits():
     compiled.compile_network()
     assert compiled.state_dict().keys() == plain.state_dict().keys()
     assert torch.allclose(plain(images), compiled(images), atol=1e-4)
+
+
+class TrainingPredictions(L.Callback):
+    """The last training epoch's predictions, read from the network's output in each step."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        pl_module.net.register_forward_hook(self.keep_output)
+
+    def keep_output(self, module, inputs, output) -> None:
+        if module.training:
+            self.output = output.detach()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.predictions, self.targets = [], []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.predictions.append(self.output.argmax(1))
+        self.targets.append(batch[1])
+
+
+def test_epoch_figures_equal_a_direct_computation_on_the_same_predictions(tmp_path):
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", "--test_after_fit", "false",
+                 "--trainer.callbacks+=tests.test_models.TrainingPredictions")
+    recorded = next(callback for callback in fitted.trainer.callbacks if isinstance(callback, TrainingPredictions))
+    figures = {key: value.item() for key, value in fitted.trainer.callback_metrics.items()}
+    model, data = fitted.model.eval(), fitted.datamodule.data
+    with torch.no_grad():
+        evaluated = {"val": data.val, "test": data.test}
+        outcomes = {"train": (torch.cat(recorded.predictions), torch.cat(recorded.targets))}
+        outcomes |= {stage: (model.evaluation_logits(images).argmax(1), targets)
+                     for stage, (images, targets) in evaluated.items()}
+    figures |= fitted.trainer.test(model, datamodule=fitted.datamodule)[0]
+    for stage, (predictions, targets) in outcomes.items():
+        assert figures[f"{stage}/acc"] == pytest.approx((predictions == targets).double().mean().item()), stage
+        assert figures[f"{stage}/f1"] == pytest.approx(f1_score(targets, predictions, average="macro")), stage
+
+
+class StepLosses(L.Callback):
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.losses = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses[trainer.global_step - 1] = outputs["loss"].item()
+
+
+@pytest.mark.parametrize("every", [1, 5])
+def test_the_loss_curve_has_every_logging_steps_own_loss(every, tmp_path):
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3", "--test_after_fit", "false",
+                 "--trainer.log_every_n_steps", str(every), "--trainer.callbacks+=tests.test_models.StepLosses")
+    losses = next(callback for callback in fitted.trainer.callbacks if isinstance(callback, StepLosses)).losses
+    steps, values = read_curve(fitted.trainer.log_dir, "train/loss")
+    assert steps == [step for step in losses if (step + 1) % every == 0]
+    assert values == pytest.approx([losses[step] for step in steps])
+
+
+def test_a_checkpoint_with_torchmetrics_separate_epoch_counts_still_loads():
+    from torchmetrics import MetricCollection
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+    model = ReportMNISTNet(10, [1, 8, 8])
+    separate = MetricCollection({"acc": MulticlassAccuracy(10, average="micro"),
+                                 "f1": MulticlassF1Score(10, average="macro")}, prefix="train/")
+    separate.persistent(True)
+    state = {key: value for key, value in model.state_dict().items() if not key.startswith("train_metrics.")}
+    state |= {f"train_metrics.{key}": value for key, value in separate.state_dict().items()}
+    assert any(key.startswith("train_metrics.acc.") for key in state)
+    model.load_state_dict(state)  # strict, as Lightning loads checkpoints

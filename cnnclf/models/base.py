@@ -15,10 +15,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from cnnclf.errors import CheckpointError, ConfigError
+from cnnclf.models.figures import AccuracyAndF1
 
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["constant", "onecycle", "cosine", "triangle"]
@@ -102,15 +102,11 @@ class ImageClassifier(L.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.compiled_net = None
 
-        metrics = MetricCollection({
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "f1": MulticlassF1Score(num_classes, average="macro"),
-        })
-        self.train_metrics = metrics.clone(prefix="train/")
+        self.train_metrics = AccuracyAndF1(num_classes, prefix="train/")
         # Saved with the weights, so a run resumed mid-epoch reports the same epoch figures.
         self.train_metrics.persistent(True)
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        self.val_metrics = AccuracyAndF1(num_classes, prefix="val/")
+        self.test_metrics = AccuracyAndF1(num_classes, prefix="test/")
         # Kept whole so the test report can be rebuilt exactly, summed over every process.
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
 
@@ -163,9 +159,21 @@ class ImageClassifier(L.LightningModule):
         logits = self(images)
         loss = self.criterion(logits, targets)
         self.train_metrics.update(logits, targets)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        if self._loss_is_read_after(batch_index):
+            self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def _loss_is_read_after(self, batch_index: int) -> bool:
+        """Whether the logger or the progress bar reads ``train/loss`` after this step.
+
+        Logged only then: each ``self.log`` costs Lightning a good part of a small network's step.
+        """
+        trainer = self.trainer
+        bar = trainer.progress_bar_callback
+        redrawn = bar is not None and bar.is_enabled and (
+            (batch_index + 1) % getattr(bar, "refresh_rate", 1) == 0 or batch_index + 1 == trainer.num_training_batches)
+        logged = trainer.log_every_n_steps > 0 and (self.global_step + 1) % trainer.log_every_n_steps == 0
+        return redrawn or logged or bool(trainer.fast_dev_run)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> None:
         self._evaluate(batch, "val", self.val_metrics)
@@ -196,18 +204,34 @@ class ImageClassifier(L.LightningModule):
             logits = (logits + self(images.flip(3))) / 2
         return logits
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, metrics: MetricCollection) -> Tensor:
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, metrics: AccuracyAndF1) -> Tensor:
         images, targets = batch
         logits = self.evaluation_logits(images)
         self.log(f"{stage}/loss", self.criterion(logits, targets), prog_bar=True, batch_size=len(targets))
         metrics.update(logits, targets)
-        self.log_dict(metrics, prog_bar=True)
         return logits
+
+    def _log_epoch(self, metrics: AccuracyAndF1, prog_bar: bool) -> None:
+        """Logs the epoch's figures and starts the next epoch's afresh.
+
+        Once per epoch: handing Lightning the metric objects every step costs more than a small
+        network's step. Computed from every step's update, so the figures are the same.
+        """
+        self.log_dict(metrics.compute(), prog_bar=prog_bar)
+        metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        # Before the checkpoint callbacks, so an epoch-end checkpoint resumes with fresh figures.
+        self._log_epoch(self.train_metrics, prog_bar=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch(self.val_metrics, prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch(self.test_metrics, prog_bar=True)
 
     def on_train_start(self) -> None:
         self.compile_network()
-        # The sanity check must not count towards the first epoch's validation figures.
-        self.val_metrics.reset()
         for config in self.trainer.lr_scheduler_configs:
             planned = getattr(config.scheduler, "total_steps", getattr(config.scheduler, "T_max", None))
             if planned is not None and planned != self.trainer.estimated_stepping_batches:

@@ -1,0 +1,224 @@
+"""The GPU check: every shipped recipe's fit time, test accuracy and speed against a plain loop.
+
+For each recipe whose data is present (configs/*_fast.yaml, *_best.yaml, *_fixed.yaml stacked with
+configs/presets/gpu.yaml, torch.compile off and on) and the report's own configs (mnist, orl,
+cifar.yaml in fp32, cut at ``--max-time`` seconds), one ``cnnclf fit`` with its test, then a plain
+PyTorch loop over the same device-resident data: the same network, optimizer, precision and batch
+augmentation, whole epochs with a validation pass where the recipe has one, for as many steps as the
+fit took (at most as long). Speed is the plain loop's seconds per epoch over cnnclf's; both count
+whole epochs from the first step, warm-up (and compiling) included. Then ``cifar_best`` for
+``--seeds`` seeds (before the compiled rows, which cost the most). Rows print as they finish; runs
+past ``--budget`` seconds are skipped and listed.
+
+On the device, in one call of about 8 minutes: first, here in the project root (a checkout whose
+``.git`` is a folder; prepare.sh adds ``.device-carry/`` to ``.git/info/exclude``), run
+``bash ../shared/gpu/prepare.sh`` (CIFAR and ORL, about 57 MiB), then
+
+    run(command="bash .device-carry/setup.sh && export PYTHONPATH=/tmp/site:$PWD && "
+                "python3 bench/gpu_check.py --data data/seed --budget 360",
+        carry=[".device-carry"], timeout_s=570)
+
+No run starts after ``--budget`` seconds; the one under way may take a minute more (a compiled row).
+
+``--dry-run`` runs the same code on the CPU on tiny generated data in the report's format (one
+short epoch per run, compile off), as tests/test_bench.py does.
+"""
+
+import argparse
+import contextlib
+import io
+import logging
+import pickle
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnclf.callbacks import FitTimer
+from cnnclf.cli import cli_main
+from cnnclf.data.augment import random_hflip, random_translate
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+DATA_FILES = {"mnist": "MNIST", "orl": "ORL", "cifar": "CIFAR"}
+REPORT_CONFIGS = ["mnist", "orl", "cifar"]  # fp32, the report's settings, cut by --max-time
+DRY_RUN_ARGS = ["--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1"]
+
+
+@dataclass
+class Outcome:
+    fit_seconds: float
+    epochs: float  # steps / steps per epoch: a run cut by max_time ends mid-epoch
+    test_accuracy: float
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.fit_seconds / self.epochs
+
+
+def recipes(data: Path) -> list[str]:
+    names = sorted(path.stem for pattern in ("*_fast.yaml", "*_best.yaml", "*_fixed.yaml")
+                   for path in CONFIGS.glob(pattern))
+    return [name for name in names if data_file(data, name).is_file()]
+
+
+def data_file(data: Path, config: str) -> Path:
+    return data / DATA_FILES[config.split("_")[0]]
+
+
+def fit(config: str, data: Path, runs: Path, compile: bool, dry_run: bool, extra: list[str]) -> tuple[Outcome, object]:
+    args = ["fit", "--config", str(CONFIGS / f"{config}.yaml"), "--data.path", str(data_file(data, config)),
+            "--model.compile", str(compile).lower(), "--trainer.enable_progress_bar", "false",
+            "--test_after_fit", "true", "--trainer.default_root_dir", str(runs),
+            "--trainer.logger.init_args.save_dir", str(runs), *extra]
+    if config not in REPORT_CONFIGS and not dry_run:
+        args[3:3] = ["--config", str(CONFIGS / "presets/gpu.yaml")]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        cli = cli_main(args + (DRY_RUN_ARGS if dry_run else []))
+    timer = next(callback for callback in cli.trainer.callbacks if isinstance(callback, FitTimer))
+    outcome = Outcome(timer.seconds, cli.trainer.global_step / cli.trainer.num_training_batches,
+                      cli.trainer.callback_metrics["test/acc"].item())
+    return outcome, cli
+
+
+def plain_loop(cli, steps: int, seconds: float) -> float:
+    """Seconds per epoch of a hand-written loop doing the fit's work: ``steps`` steps or ``seconds``."""
+    fitted, data, trainer = cli.model, cli.datamodule, cli.trainer
+    hparams = {key: value for key, value in fitted.hparams.items() if not key.startswith("_")}
+    # The schedule is left out: it needs a trainer to count its steps, and costs nothing per step.
+    device = trainer.strategy.root_device  # the fitted model itself is back on the CPU after the run
+    model = type(fitted)(**{**hparams, "lr_schedule": "constant"}).to(device)
+    model.configure_model()
+    model.compile_network()
+    optimizer = model.configure_optimizers()
+    images, targets = (tensor.to(device) for tensor in data.data.train)
+    val_images, val_targets = (tensor.to(device) for tensor in data.data.val)
+    batch, eval_batch = data.batch_size, data.eval_batch_size
+    steps_per_epoch = trainer.num_training_batches
+    bf16 = str(trainer.precision).startswith("bf16")
+    done = 0
+    synchronize(device)
+    start = time.perf_counter()
+    while done < steps and time.perf_counter() - start < seconds:
+        model.train()
+        order = torch.randperm(len(targets), device=device)
+        for first in range(0, min(len(targets), steps_per_epoch * batch), batch):
+            index = order[first : first + batch]
+            x = images[index]
+            if data.translate:
+                x = random_translate(x, data.translate)
+            if data.hflip:
+                x = random_hflip(x)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = model.criterion(model(x), targets[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            done += 1
+        model.eval()
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            correct = sum((model.evaluation_logits(val_images[i : i + eval_batch]).argmax(1)
+                           == val_targets[i : i + eval_batch]).sum() for i in range(0, len(val_targets), eval_batch))
+        float(correct)  # a hand-written loop reads its epoch's figures: a wait for the device
+    synchronize(device)
+    return (time.perf_counter() - start) / (done / steps_per_epoch)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def write_tiny_data(folder: Path) -> Path:
+    """Report-format pickles small enough for a CPU: MNIST (int64 28x28), ORL (112x92x3, labels 1..40), CIFAR."""
+    rng = np.random.default_rng(0)
+    shapes = {"MNIST": ((28, 28), list(range(10)), np.int64), "ORL": ((112, 92, 3), list(range(1, 41)), np.uint8),
+              "CIFAR": ((32, 32, 3), list(range(10)), np.uint8)}
+    for name, (shape, labels, dtype) in shapes.items():
+        def records(count: int, labels=labels, shape=shape, dtype=dtype) -> list[dict]:
+            return [{"image": rng.integers(0, 256, shape).astype(dtype), "label": labels[index % len(labels)]}
+                    for index in range(count)]
+        with (folder / name).open("wb") as stream:
+            pickle.dump({"train": records(120), "test": records(40)}, stream, protocol=4)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "seed")
+    parser.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off", "on"])
+    parser.add_argument("--max-time", type=int, default=15, help="seconds of training for the report's configs")
+    parser.add_argument("--seeds", type=int, default=3, help="cifar_best runs, seeds 0, 1, ...")
+    parser.add_argument("--budget", type=float, default=420, help="seconds; later rows are skipped")
+    parser.add_argument("--only", nargs="+", help="these configs only (names such as cifar_best, orl)")
+    parser.add_argument("--dry-run", action="store_true", help="CPU, tiny generated data, one short epoch per run")
+    args = parser.parse_args(argv)
+    for name in ("lightning.pytorch", "lightning.fabric"):  # the table only, not each run's summary and seed
+        logging.getLogger(name).setLevel(logging.WARNING)
+    started = time.perf_counter()
+    temporary = Path(tempfile.mkdtemp(prefix="gpu_check_"))
+    data = write_tiny_data(temporary) if args.dry_run else args.data
+    compiles = ["off"] if args.dry_run else args.compile
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() and not args.dry_run else "CPU (dry run)"
+    print(f"device: {device}; torch {torch.__version__}; data: {data}\n")
+    print("| run | compile | epochs | fit s | test acc | cnnclf s/epoch | plain s/epoch | speed vs plain |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    report_rows = [(name, "off", ["--trainer.max_time", f"00:00:00:{args.max_time:02d}"]) for name in REPORT_CONFIGS
+                   if data_file(data, name).is_file()]
+    # Compiled runs last: each compiles twice (cnnclf, plain loop), and the budget may not reach them.
+    first = [(name, "off", []) for name in recipes(data) if "off" in compiles] + report_rows
+    compiled = [(name, "on", []) for name in recipes(data) if "on" in compiles]
+    if args.only:
+        first, compiled = ([row for row in rows if row[0] in args.only] for rows in (first, compiled))
+    skipped: list[str] = []
+
+    def within_budget(what: str) -> bool:
+        if time.perf_counter() - started > args.budget:
+            skipped.append(what)
+            return False
+        return True
+
+    def table_row(name: str, compile: str, extra: list[str]) -> None:
+        runs = temporary / "runs"
+        outcome, cli = fit(name, data, runs, compile == "on", args.dry_run, extra)
+        plain = plain_loop(cli, cli.trainer.global_step, outcome.fit_seconds)
+        shutil.rmtree(runs, ignore_errors=True)
+        print(f"| {name} | {compile} | {outcome.epochs:.1f} | {outcome.fit_seconds:.2f} | "
+              f"{outcome.test_accuracy:.2%} | {outcome.seconds_per_epoch:.3f} | {plain:.3f} | "
+              f"{plain / outcome.seconds_per_epoch:.2f}x |", flush=True)
+
+    for name, compile, extra in first:
+        if within_budget(f"{name} (compile {compile})"):
+            table_row(name, compile, extra)
+    seeded = []
+    if data_file(data, "cifar_best").is_file():
+        for seed in range(args.seeds):
+            if within_budget(f"cifar_best seed {seed}"):
+                seeded.append(fit("cifar_best", data, temporary / "runs", False, args.dry_run,
+                                  ["--seed_everything", str(seed)])[0])
+                shutil.rmtree(temporary / "runs", ignore_errors=True)
+    for name, compile, extra in compiled:
+        if within_budget(f"{name} (compile {compile})"):
+            table_row(name, compile, extra)
+    if seeded:
+        accuracies = [outcome.test_accuracy for outcome in seeded]
+        print("\n| cifar_best, gpu preset, compile off | seeds | mean test acc | accuracies | mean fit s |")
+        print("| --- | --- | --- | --- | --- |")
+        print(f"| cifar_best | {len(seeded)} | {statistics.mean(accuracies):.2%} | "
+              f"{', '.join(f'{accuracy:.2%}' for accuracy in accuracies)} | "
+              f"{statistics.mean(outcome.fit_seconds for outcome in seeded):.2f} |")
+    shutil.rmtree(temporary, ignore_errors=True)
+    print(f"\n{time.perf_counter() - started:.0f} s in all" + (f"; skipped for time: {', '.join(skipped)}"
+                                                              if skipped else ""))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

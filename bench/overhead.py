@@ -1,0 +1,145 @@
+"""What cnnclf adds to a training run, on a network whose own compute is negligible.
+
+The demo's ``ReportMNISTNet`` on the bundled 8x8 digits (batch 64, Adam with a per-step cosine
+schedule, a validation pass each epoch), trained three ways over the same in-memory tensors:
+
+  plain:  a hand-written PyTorch loop (index slices, the validation accuracy read once per epoch);
+  bare:   ``L.Trainer.fit`` with no metrics, logging, checkpoints, model summary or progress bar;
+  cnnclf: ``cnnclf fit --config configs/digits.yaml`` through ``cli_main``, with everything a user
+          gets: TensorBoard curves and graph, accuracy and F1, best and last checkpoints every
+          epoch, the non-finite loss guard, resumable state. Only the progress bar is off, as in
+          ``make demo``.
+
+Each run is timed over whole epochs, from the first training step to the end of the last epoch,
+so epoch ends, validation, checkpoint writes and logging count (start-up and Lightning's sanity
+check do not). The three alternate ``--repeats`` times; the table gives each way's median and range
+and its speed relative to the plain loop within the same round (plain seconds / its seconds).
+
+    python bench/overhead.py [--epochs 20] [--repeats 5]
+"""
+
+import argparse
+import contextlib
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from machine import machine_description
+
+from cnnclf.callbacks import FitTimer
+from cnnclf.cli import cli_main
+from cnnclf.data import DigitsDataModule
+from cnnclf.models import ReportMNISTNet
+
+ROOT = Path(__file__).resolve().parents[1]
+LR = 0.002  # configs/digits.yaml's Adam learning rate
+
+
+def digits() -> DigitsDataModule:
+    data = DigitsDataModule(batch_size=64)
+    data.setup("fit")
+    return data
+
+
+def network(data: DigitsDataModule) -> ReportMNISTNet:
+    return ReportMNISTNet(data.num_classes, data.image_shape, input_mean=data.input_mean, input_std=data.input_std)
+
+
+def plain_loop(data: DigitsDataModule, epochs: int) -> float:
+    model = network(data)
+    (images, targets), (val_images, val_targets) = data.data.train, data.data.val
+    batch, steps_per_epoch = data.batch_size, -(-len(targets) // data.batch_size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(targets))
+        for first in range(0, len(targets), batch):
+            index = order[first : first + batch]
+            loss = F.cross_entropy(model(images[index]), targets[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        model.eval()
+        with torch.no_grad():
+            correct = sum((model(val_images[i : i + batch]).argmax(1) == val_targets[i : i + batch]).sum()
+                          for i in range(0, len(val_targets), batch))
+        float(correct)  # what a hand-written loop prints each epoch
+    return time.perf_counter() - start
+
+
+class BareModule(L.LightningModule):
+    def __init__(self, model: torch.nn.Module, steps: int) -> None:
+        super().__init__()
+        self.model, self.steps = model, steps
+
+    def training_step(self, batch, batch_index):
+        images, targets = batch
+        return F.cross_entropy(self.model(images), targets)
+
+    def validation_step(self, batch, batch_index):
+        images, targets = batch
+        return (self.model(images).argmax(1) == targets).sum()
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.parameters(), lr=LR)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def bare_lightning(data: DigitsDataModule, epochs: int, runs: Path) -> float:
+    steps = epochs * -(-len(data.data.train[1]) // data.batch_size)
+    clock = FitTimer()
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[clock],
+                        default_root_dir=runs)
+    trainer.fit(BareModule(network(data), steps), datamodule=data)
+    return clock.seconds
+
+
+def cnnclf_fit(epochs: int, runs: Path) -> float:
+    cli = cli_main(["fit", "--config", str(ROOT / "configs/digits.yaml"), "--trainer.max_epochs", str(epochs),
+                    "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+                    "--test_after_fit", "false", "--trainer.default_root_dir", str(runs),
+                    "--trainer.logger.init_args.save_dir", str(runs)])
+    return next(callback for callback in cli.trainer.callbacks if isinstance(callback, FitTimer)).seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch threads (1 keeps the figures steadier on a machine busy with other work)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data = digits()
+    steps = args.epochs * -(-len(data.data.train[1]) // data.batch_size)
+    seconds: dict[str, list[float]] = {"plain": [], "bare": [], "cnnclf": []}
+    with tempfile.TemporaryDirectory() as runs:
+        for _ in range(args.repeats):
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                seconds["plain"].append(plain_loop(data, args.epochs))
+                seconds["bare"].append(bare_lightning(digits(), args.epochs, Path(runs)))
+                seconds["cnnclf"].append(cnnclf_fit(args.epochs, Path(runs)))
+    print(f"machine: {machine_description()}, torch threads: {torch.get_num_threads()}")
+    print(f"command: python bench/overhead.py --epochs {args.epochs} --repeats {args.repeats} --threads {args.threads} "
+          f"({steps} training steps per run)\n")
+    print("| way | s per run, median (range) | ms per step | speed vs plain, median (range) |")
+    print("| --- | --- | --- | --- |")
+    for way, times in seconds.items():
+        ratios = [plain / own for plain, own in zip(seconds["plain"], times, strict=True)]
+        print(f"| {way} | {statistics.median(times):.2f} ({min(times):.2f}-{max(times):.2f}) | "
+              f"{1000 * statistics.median(times) / steps:.2f} | "
+              f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""The GPU check script runs its whole path on the CPU in its dry mode."""
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load_bench_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_dry_run_prints_a_row_per_run_and_the_seed_summary(capsys):
+    gpu_check = load_bench_script("gpu_check")
+    gpu_check.main(["--dry-run", "--only", "cifar_best", "orl_best", "cifar", "--seeds", "2"])
+    printed = capsys.readouterr().out
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in printed.splitlines()
+            if line.startswith("| ") and " | off | " in line}
+    for name in ("cifar_best", "orl_best", "cifar"):
+        epochs, fit_seconds, accuracy = rows[name][2:5]
+        assert float(epochs) == 1.0 and float(fit_seconds) > 0 and accuracy.endswith("%"), rows[name]
+        assert float(rows[name][-1].rstrip("x |")) > 0
+    assert "| cifar_best | 2 |" in printed
+    assert "skipped" not in printed
