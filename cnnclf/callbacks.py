@@ -1,5 +1,5 @@
-"""Callbacks the CLI always adds: best+last checkpoints, a non-finite loss guard, the fit time, the layer
-table, the test report, the predictions CSV."""
+"""Callbacks the CLI always adds (beside ``cnnclf.checkpoints.RunCheckpoints``): a non-finite loss guard, the
+fit time, the layer table, the test report, the predictions CSV."""
 
 import csv
 import json
@@ -8,9 +8,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
@@ -34,44 +33,6 @@ def run_directory(trainer: L.Trainer) -> Path:
 def class_names(model: L.LightningModule) -> list[str]:
     names = model.hparams.get("class_names")
     return list(names) if names else [str(index) for index in range(model.hparams.num_classes)]
-
-
-class BestAndLastCheckpoint(ModelCheckpoint):
-    """Keeps ``best.ckpt`` (by ``val/acc``) and ``last.ckpt`` in the run's ``checkpoints/``.
-
-    Without a validation split there is nothing to rank by: only ``last.ckpt`` is written (once
-    per save, not twice; the report's ORL net makes 500 MB checkpoints), and it stands for the best.
-    """
-
-    def __init__(self, monitor: str = "val/acc", mode: str = "max", filename: str = "best",
-                 save_last: bool = True, **kwargs) -> None:
-        super().__init__(monitor=monitor, mode=mode, filename=filename, save_last=save_last,
-                         auto_insert_metric_name=False, **kwargs)
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        if stage == "fit" and not getattr(trainer.datamodule, "has_validation", True):
-            self.monitor, self.save_top_k = None, 0
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        # Lightning writes last.ckpt only beside a ranked save, and without validation there is
-        # none until training ends: write it every (every_n_epochs) epoch, so a crash keeps them.
-        due = self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
-        if self.save_top_k == 0 and self.save_last and due and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        """Stopped from outside (SIGTERM from a scheduler, Ctrl-C): keep the work done so far in ``last.ckpt``.
-
-        The checkpoint is taken between two steps, with the batch position in the epoch, so
-        ``--ckpt_path last`` carries on exactly where training stopped. Other errors (a bug, a
-        diverged loss) save nothing: the previous ``last.ckpt`` is the one to trust.
-        """
-        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.state.fn == "fit":
-            self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
-            trainer.save_checkpoint(self.last_model_path)
-            print(f"Stopped at step {trainer.global_step}; saved {self.last_model_path}")
 
 
 class NonFiniteLossGuard(L.Callback):

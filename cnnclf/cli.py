@@ -2,27 +2,23 @@
 
 The data module's ``num_classes``, ``image_shape``, label names and channel statistics are
 linked into the model at instantiation, so they are never configured twice. ``--ckpt_path``
-also takes ``best`` or ``last`` (``cnnclf.checkpoints.find_checkpoint``); test, validate and
-predict write into the run that made the checkpoint. Every checkpoint is read ``weights_only``
-and written atomically.
+also takes ``best`` or ``last``; test, validate and predict write into the run that made the
+checkpoint (``cnnclf.checkpoints`` holds how checkpoints are found, read, written and resumed).
 """
 
 import pydoc
 import signal
 import sys
-from pathlib import Path
 
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cnnclf import models
 from cnnclf.argv import ConciseErrorParser, prepared_arguments, user_error_in
-from cnnclf.callbacks import BestAndLastCheckpoint, FitTimer, LayerTable, NonFiniteLossGuard, PredictionCSV, TestReport
-from cnnclf.checkpoints import SafeCheckpointIO, checked_class, find_checkpoint, read_checkpoint, run_folder
+from cnnclf.callbacks import FitTimer, LayerTable, NonFiniteLossGuard, PredictionCSV, TestReport
+from cnnclf.checkpoints import RunCheckpoints, checked_class, read_checkpoint, resolve_checkpoint
 from cnnclf.data import PickledImageDataModule
 from cnnclf.errors import ConfigError
 from cnnclf.models import ImageClassifier
@@ -44,7 +40,7 @@ TRAINER_DEFAULTS = {
 
 class CnnclfCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoints, "checkpoint")
         parser.add_lightning_class_args(NonFiniteLossGuard, "nonfinite_guard")
         parser.add_lightning_class_args(FitTimer, "fit_timer")
         parser.add_lightning_class_args(TestReport, "test_report")
@@ -69,37 +65,13 @@ class CnnclfCLI(LightningCLI):
                 raise ConfigError(f"model.{target} is decided by the data (its data.{source}), found "
                                   f"{init_args.get(target)} in the config; remove it, or use data that has it")
         if config.get("ckpt_path") is not None:
-            config.ckpt_path = self.checkpoint_file(config)
+            if resolve_checkpoint(config, subcommand):
+                self.save_config_kwargs["config_filename"] = f"{subcommand}_config.yaml"  # the run's config stays
             class_path = read_checkpoint(config.ckpt_path, mmap=True).get("hyper_parameters", {}).get("_class_path")
             if class_path is not None:
                 checked_class(class_path, models, ImageClassifier, config.ckpt_path)
             if config.data.class_path.endswith(".ImageFilesDataModule") and config.data.init_args.checkpoint is None:
                 config.data.init_args.checkpoint = config.ckpt_path
-            run = run_folder(Path(config.ckpt_path))
-            if subcommand != "fit" and run is not None:
-                self.evaluate_into(config, run)
-
-    def checkpoint_file(self, config) -> str:
-        wanted = config.ckpt_path
-        if wanted not in ("best", "last"):
-            if not Path(wanted).is_file():
-                raise ConfigError(f"--ckpt_path {wanted}: no such checkpoint file")
-            return wanted
-        logger = config.trainer.logger
-        options = getattr(logger, "init_args", None)
-        root = (Path(options.save_dir) / (options.name or "") if getattr(options, "save_dir", None) is not None
-                else Path(config.trainer.default_root_dir or ".") / "lightning_logs")
-        path, why = find_checkpoint(root, wanted)
-        print(f"cnnclf: --ckpt_path {wanted} is {path} ({why})", file=sys.stderr)
-        return str(path)
-
-    def evaluate_into(self, config, run: Path) -> None:
-        """Reports, predictions and TensorBoard scalars go into ``run``, beside the checkpoint; its config stays."""
-        options = getattr(config.trainer.logger, "init_args", None)
-        if getattr(options, "save_dir", None) is not None:
-            options.save_dir, options.name, options.version = str(run.parent), "", run.name
-        config.trainer.default_root_dir = str(run)
-        self.save_config_kwargs["config_filename"] = f"{self.config.subcommand}_config.yaml"
 
     def before_instantiate_classes(self) -> None:
         trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
@@ -114,12 +86,6 @@ class CnnclfCLI(LightningCLI):
             trainer.callbacks = [callback for callback in trainer.callbacks
                                  if not issubclass(pydoc.locate(callback.class_path), ProgressBar)]
 
-    def instantiate_trainer(self, **kwargs) -> Trainer:
-        trainer = super().instantiate_trainer(**kwargs)
-        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default; a user's own plugin stays
-            trainer.strategy.checkpoint_io = SafeCheckpointIO()
-        return trainer
-
     def before_fit(self) -> None:
         if not getattr(self.datamodule, "has_validation", True):
             self.trainer.limit_val_batches = 0  # val_split 0: no validation loop to set up (nor warn about)
@@ -127,7 +93,7 @@ class CnnclfCLI(LightningCLI):
     def after_fit(self) -> None:
         checkpoint = self.trainer.checkpoint_callback
         if self.config[self.subcommand].test_after_fit and not self.trainer.interrupted:
-            # Without validation only the last checkpoint exists; a fast_dev_run saves none at all.
+            # Without validation best_model_path is last.ckpt; a fast_dev_run saves none at all.
             ckpt_path = (checkpoint.best_model_path or checkpoint.last_model_path or None) if checkpoint else None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
 

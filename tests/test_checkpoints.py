@@ -175,3 +175,11 @@ def test_best_without_a_finished_run_says_which_run_stopped(tmp_path):
     fake_run(tmp_path, "version_0", ["checkpoints/best.ckpt", "checkpoints/last.ckpt"], 10)
     with pytest.raises(CheckpointError, match="no run under .* finished training .*version_0, stopped early"):
         find_checkpoint(tmp_path, "best")
+
+
+def test_without_validation_the_end_of_training_is_saved_between_every_n_epochs(tmp_path):
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3", "--data.val_split", "0",
+                 "--checkpoint.every_n_epochs", "2", "--test_after_fit", "false")
+    folder = Path(fitted.trainer.log_dir) / "checkpoints"
+    assert [path.name for path in folder.iterdir()] == ["last.ckpt"]
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == fitted.trainer.global_step

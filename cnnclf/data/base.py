@@ -83,8 +83,6 @@ class PickledImageDataModule(L.LightningDataModule):
         self.hflip = hflip
         self.cache = cache
         self._prepared: PreparedData | None = None
-        self._train_batches: TensorBatches | None = None
-        self._train_position: dict | None = None
 
     # -- what the model is built from (linked into the model by the CLI) --------------------
 
@@ -194,21 +192,7 @@ class PickledImageDataModule(L.LightningDataModule):
         return len(self.data.val[1]) > 0
 
     def train_dataloader(self) -> TensorBatches:
-        self._train_batches = self._batches("train", *self.data.train, self.batch_size, training=True)
-        if self._train_position is not None:
-            self._train_batches.load_state_dict(self._train_position)
-            self._train_position = None
-        return self._train_batches
-
-    # The position in the training epoch goes into checkpoints through the data module, whose
-    # state Lightning restores before anything builds the training batches (a step-wise learning
-    # rate schedule builds them early to count the steps, before Lightning restores the loader's
-    # own state, which it then no longer does).
-    def state_dict(self) -> dict:
-        return {"train_position": self._train_batches.state_dict()} if self._train_batches is not None else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._train_position = state.get("train_position")
+        return self._batches("train", *self.data.train, self.batch_size, training=True)
 
     def val_dataloader(self) -> TensorBatches | list:
         return self._batches("validation", *self.data.val, self.eval_batch_size) if self.has_validation else []

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from cnnclf.errors import CheckpointError, ConfigError
+from cnnclf.checkpoints import check_fits
+from cnnclf.errors import ConfigError
 from cnnclf.models.figures import AccuracyAndF1
 
 Optimizer = Literal["sgd", "adam", "adamw"]
@@ -232,14 +233,6 @@ class ImageClassifier(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.compile_network()
-        for config in self.trainer.lr_scheduler_configs:
-            planned = getattr(config.scheduler, "total_steps", getattr(config.scheduler, "T_max", None))
-            if planned is not None and planned != self.trainer.estimated_stepping_batches:
-                raise ConfigError(
-                    f"the checkpoint's {self.hparams.lr_schedule} learning-rate schedule was planned for {planned} "
-                    f"steps, this run has {self.trainer.estimated_stepping_batches}: resume with the --trainer."
-                    "max_epochs it was started with, or train longer in a new run"
-                )
 
     def on_validation_start(self) -> None:
         self.compile_network()
@@ -253,42 +246,8 @@ class ImageClassifier(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.test_confusion.reset()
 
-    # -- checkpoints ------------------------------------------------------------------------
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Augmentation and dropout draw from torch's generators: a resumed run must continue their
-        # streams, each process its own (every process builds the checkpoint; rank 0 writes it).
-        own = {"torch": torch.get_rng_state(),
-               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}
-        states = [own]
-        if self.trainer.world_size > 1:
-            states = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(states, own)
-        checkpoint["rng_states"] = states
-
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint.get("hyper_parameters", {})
-        for key in ("num_classes", "image_shape"):
-            if key in saved and _plain(saved[key]) != _plain(self.hparams[key]):
-                raise CheckpointError(
-                    f"the checkpoint's model was trained for {saved.get('num_classes')} classes of "
-                    f"{saved.get('image_shape')} images, but this data has {self.hparams.num_classes} classes of "
-                    f"{list(self.hparams.image_shape)} images (C, H, W); is it the right checkpoint for this data?"
-                )
-        # Before Lightning's load_state_dict, whose error lists every layer over 60 lines.
-        if _layer_shapes(checkpoint.get("state_dict", {})) != _layer_shapes(self.state_dict()):
-            trained = saved.get("_class_path")
-            trained = trained.rpartition(".")[2][:100] if isinstance(trained, str) else "another architecture"
-            raise CheckpointError(
-                f"the checkpoint holds the layers of {trained}, which do not fit this {type(self).__name__}; "
-                f"test or predict with --model {trained}, or with a checkpoint of {type(self).__name__}"
-            )
-        states = checkpoint.get("rng_states")
-        if states and self._trainer is not None and self._trainer.state.fn == "fit":
-            own = states[self._trainer.global_rank % len(states)]  # resumed on other process counts too
-            torch.set_rng_state(own["torch"])
-            if own["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(own["cuda"])
+        check_fits(checkpoint, self)
 
     # -- optimization -----------------------------------------------------------------------
 
@@ -314,7 +273,6 @@ class ImageClassifier(L.LightningModule):
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         else:
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(triangle, steps=steps))
-            scheduler.total_steps = steps  # checked on resume, like the other schedules' plans
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _parameter_groups(self) -> list[dict]:
@@ -337,12 +295,3 @@ def triangle(step: int, steps: int, start: float = 0.2, peak_at: float = 0.23, e
     if step < peak_step:
         return start + (1 - start) * step / peak_step
     return 1 + (end - 1) * (step - peak_step) / (steps - peak_step)
-
-
-def _plain(value):
-    return list(value) if isinstance(value, (list, tuple)) else value
-
-
-def _layer_shapes(state_dict: dict) -> dict[str, tuple[int, ...]]:
-    """The network's parameter and buffer names and shapes: what differs between architectures."""
-    return {name: tuple(getattr(tensor, "shape", ())) for name, tensor in state_dict.items() if name.startswith("net.")}

@@ -3,10 +3,11 @@
 A checkpoint is a pickle, and pickles from a shared drive can run code. Every path that opens
 one (test, predict, resume, the notebooks) goes through ``read_checkpoint``: tensors and plain
 values only, no retry without the restriction, and the model class it names must be one of
-cnnclf's own. Saves go to a temporary file beside the target and are renamed over it, so a
-process killed mid-write leaves the previous checkpoint whole; the temporary files such kills
-leave (hundreds of MB each) are removed beside every checkpoint read, and in every run of the
-experiment when a run saves, since a resumed run writes into a new ``version_N``.
+cnnclf's own and fit the model it is loaded into (``check_fits``). Saves go to a temporary file
+beside the target and are renamed over it, so a process killed mid-write leaves the previous
+checkpoint whole; the temporary files such kills leave (hundreds of MB each) are removed beside
+every checkpoint read, and in every run of the experiment when a run saves, since a resumed run
+writes into a new ``version_N``.
 """
 
 import zipfile
@@ -67,6 +68,27 @@ def checked_class(class_path: object, package, base: type, where: str) -> type:
     return found
 
 
+def check_fits(checkpoint: dict, model) -> None:
+    """Refuse, in one line, a checkpoint trained for other data or of another architecture than ``model``.
+
+    Run before Lightning's ``load_state_dict``, whose error lists every layer over 60 lines.
+    """
+    saved, wanted = checkpoint.get("hyper_parameters", {}), model.hparams
+    if any(key in saved and _plain(saved[key]) != _plain(wanted[key]) for key in ("num_classes", "image_shape")):
+        raise CheckpointError(
+            f"the checkpoint's model was trained for {saved.get('num_classes')} classes of "
+            f"{saved.get('image_shape')} images, but this data has {wanted.num_classes} classes of "
+            f"{list(wanted.image_shape)} images (C, H, W); is it the right checkpoint for this data?"
+        )
+    if _layer_shapes(checkpoint.get("state_dict", {})) != _layer_shapes(model.state_dict()):
+        trained = saved.get("_class_path")
+        trained = trained.rpartition(".")[2][:100] if isinstance(trained, str) else "another architecture"
+        raise CheckpointError(
+            f"the checkpoint holds the layers of {trained}, which do not fit this {type(model).__name__}; "
+            f"test or predict with --model {trained}, or with a checkpoint of {type(model).__name__}"
+        )
+
+
 LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"  # torch's pre-zip format: pickled 0x1950a86a20f9469cfc6c
 
 
@@ -94,42 +116,17 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path, map_location=map_location)
 
 
-#: written by ``FitTimer`` when training ends normally; a run without it stopped early or is still running
-FINISHED_MARKER = "fit_time.json"
-
-
-def find_checkpoint(runs_root: Path, which: str) -> tuple[Path, str]:
-    """The checkpoint ``--ckpt_path best|last`` stands for under ``runs_root``, and why that one.
-
-    ``last``: the newest run's ``last.ckpt`` (to resume). ``best``: the newest finished run's
-    ``best.ckpt``, or its ``last.ckpt`` when it trained without validation. A run that stopped
-    early is never taken for ``best``.
-    """
-    lasts = sorted(runs_root.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
-    if not lasts:
-        raise CheckpointError(f"--ckpt_path {which}: no checkpoint under {runs_root}/*/checkpoints; train with "
-                              "'cnnclf fit' first, or pass a checkpoint file")
-    if which == "last":
-        return lasts[-1], "the newest run's last checkpoint"
-    finished = [last for last in lasts if (last.parents[1] / FINISHED_MARKER).is_file()]
-    if not finished:
-        raise CheckpointError(f"--ckpt_path best: no run under {runs_root} finished training (the newest, "
-                              f"{lasts[-1].parents[1]}, stopped early or is still running); resume it with "
-                              "--ckpt_path last, or pass a checkpoint file")
-    best = finished[-1].with_name("best.ckpt")
-    if best.is_file():
-        return best, "the best checkpoint of the newest finished run"
-    return finished[-1], "the newest finished run trained without validation: its last checkpoint"
-
-
-def run_folder(checkpoint: Path) -> Path | None:
-    """The run directory that wrote ``checkpoint`` (``<run>/checkpoints/x.ckpt``), if it is in one."""
-    folder = checkpoint.resolve().parent
-    return folder.parent if folder.name == "checkpoints" else None
-
-
 def _checkpoint_folders_of_the_experiment(folder: Path) -> list[Path]:
     """``folder`` and, in Lightning's layout ``<experiment>/version_N/checkpoints``, the same folder of every run."""
     if folder.name == "checkpoints" and folder.parent.name.startswith("version_"):
         return [*folder.parent.parent.glob(f"version_*/{folder.name}")]
     return [folder]
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _layer_shapes(state_dict: dict) -> dict[str, tuple[int, ...]]:
+    """The network's parameter and buffer names and shapes: what differs between architectures."""
+    return {name: tuple(getattr(tensor, "shape", ())) for name, tensor in state_dict.items() if name.startswith("net.")}

@@ -1,0 +1,95 @@
+"""The checkpoint callback: which checkpoints a run keeps, and what resuming from one needs beyond Lightning."""
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from cnnclf.checkpoints.safe_io import SafeCheckpointIO
+from cnnclf.errors import ConfigError
+
+
+class RunCheckpoints(ModelCheckpoint):
+    """Keeps ``best.ckpt`` (by ``val/acc``) and ``last.ckpt`` in the run's ``checkpoints/``; resumes from them exactly.
+
+    Without a validation split there is nothing to rank by: the one checkpoint kept is the newest,
+    ``last.ckpt``, written every ``every_n_epochs`` epochs and when training ends (once per save, not
+    twice; the report's ORL net makes 500 MB checkpoints), and it stands for the best. A fit stopped from outside
+    (SIGTERM from a scheduler, Ctrl-C) saves ``last.ckpt`` between two steps.
+
+    Beside Lightning's own state (weights, optimizer, schedule, loop counters) every checkpoint holds
+    each process's random generators, which augmentation and dropout draw from, how far into its
+    epoch the training batches had gone, and the number of steps the learning-rate schedule was
+    planned for. A fit resumed from it restores the first two and refuses to stretch the schedule.
+    """
+
+    def __init__(self, monitor: str = "val/acc", mode: str = "max", filename: str = "best",
+                 save_last: bool = True, **kwargs) -> None:
+        super().__init__(monitor=monitor, mode=mode, filename=filename, save_last=save_last,
+                         auto_insert_metric_name=False, **kwargs)
+        self.resumed: dict = {}
+        self.saved_step: int | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default; a user's own plugin stays
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        if stage == "fit" and not getattr(trainer.datamodule, "has_validation", True):
+            # Lightning's unranked top-1 checkpoint is the newest one, saved every every_n_epochs epochs.
+            self.monitor, self.filename, self.save_last = None, self.CHECKPOINT_NAME_LAST, False
+        super().setup(trainer, pl_module, stage)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        own = {"torch": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}
+        states = [own]
+        if trainer.world_size > 1:  # every process builds the checkpoint; rank 0 writes it
+            states = [None] * trainer.world_size
+            torch.distributed.all_gather_object(states, own)
+        checkpoint["rng_states"] = states
+        self.saved_step = trainer.global_step
+        checkpoint["planned_steps"] = trainer.estimated_stepping_batches
+        if hasattr(trainer.train_dataloader, "state_dict"):
+            checkpoint["train_position"] = trainer.train_dataloader.state_dict()
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn == "fit":
+            self.resumed = {key: checkpoint[key] for key in ("rng_states", "planned_steps", "train_position")
+                            if key in checkpoint}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Picks up where the checkpoint left off, as the first resumed step is about to be drawn."""
+        super().on_train_start(trainer, pl_module)
+        resumed, self.resumed = self.resumed, {}
+        planned, steps = resumed.get("planned_steps"), trainer.estimated_stepping_batches
+        if trainer.lr_scheduler_configs and planned not in (None, steps):
+            raise ConfigError(
+                f"the checkpoint's {pl_module.hparams.lr_schedule} learning-rate schedule was planned for {planned} "
+                f"steps, this run has {steps}: resume with the --trainer.max_epochs it was started with, or train "
+                "longer in a new run"
+            )
+        # Lightning restores a loader's position only into a loader built after its loops are
+        # restored; a step-wise schedule builds the training batches earlier, to count the steps.
+        if "train_position" in resumed:
+            trainer.train_dataloader.load_state_dict(resumed["train_position"])
+        if "rng_states" in resumed:
+            own = resumed["rng_states"][trainer.global_rank % len(resumed["rng_states"])]  # any process count
+            torch.set_rng_state(own["torch"])
+            if own["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(own["cuda"])
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.monitor is None and self.saved_step != trainer.global_step and not trainer.fast_dev_run:
+            self.best_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+            trainer.save_checkpoint(self.best_model_path)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """Stopped from outside: keeps the work done so far in ``last.ckpt``, with the batch position in the epoch,
+        so ``--ckpt_path last`` carries on exactly where training stopped. Other errors (a bug, a diverged
+        loss) save nothing: the previous ``last.ckpt`` is the one to trust."""
+        super().on_exception(trainer, pl_module, exception)
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.state.fn == "fit":
+            self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+            trainer.save_checkpoint(self.last_model_path)
+            print(f"Stopped at step {trainer.global_step}; saved {self.last_model_path}")

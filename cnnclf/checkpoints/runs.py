@@ -1,0 +1,58 @@
+"""Which file ``--ckpt_path best|last`` means, and the run folder a checkpoint's evaluation reports into."""
+
+import sys
+from pathlib import Path
+
+from cnnclf.errors import CheckpointError, ConfigError
+
+#: written by ``FitTimer`` when training ends normally; a run without it stopped early or is still running
+FINISHED_MARKER = "fit_time.json"
+
+
+def resolve_checkpoint(config, subcommand: str) -> bool:
+    """Replace ``config.ckpt_path`` (a file, or ``best``/``last`` among the runs of the config's logger) by its
+    file; for test, validate and predict, point the logger at the run that wrote it, so that reports,
+    predictions and TensorBoard scalars land beside it. Whether it did."""
+    wanted = config.ckpt_path
+    if wanted in ("best", "last"):
+        options = getattr(config.trainer.logger, "init_args", None)
+        root = (Path(options.save_dir) / (options.name or "") if getattr(options, "save_dir", None) is not None
+                else Path(config.trainer.default_root_dir or ".") / "lightning_logs")
+        path, why = find_checkpoint(root, wanted)
+        print(f"cnnclf: --ckpt_path {wanted} is {path} ({why})", file=sys.stderr)
+        config.ckpt_path = str(path)
+    elif not Path(wanted).is_file():
+        raise ConfigError(f"--ckpt_path {wanted}: no such checkpoint file")
+    folder = Path(config.ckpt_path).resolve().parent  # <run>/checkpoints/x.ckpt
+    if subcommand == "fit" or folder.name != "checkpoints":
+        return False
+    options = getattr(config.trainer.logger, "init_args", None)
+    if getattr(options, "save_dir", None) is not None:
+        options.save_dir, options.name, options.version = str(folder.parent.parent), "", folder.parent.name
+    config.trainer.default_root_dir = str(folder.parent)
+    return True
+
+
+def find_checkpoint(runs_root: Path, which: str) -> tuple[Path, str]:
+    """The checkpoint ``--ckpt_path best|last`` stands for under ``runs_root``, and why that one.
+
+    ``last``: the newest run's ``last.ckpt`` (to resume). ``best``: the newest finished run's
+    ``best.ckpt``, or its ``last.ckpt`` when it trained without validation. A run that stopped
+    early is never taken for ``best``.
+    """
+    lasts = sorted(runs_root.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
+    if not lasts:
+        raise CheckpointError(f"--ckpt_path {which}: no checkpoint under {runs_root}/*/checkpoints; train with "
+                              "'cnnclf fit' first, or pass a checkpoint file")
+    if which == "last":
+        return lasts[-1], "the newest run's last checkpoint"
+    finished = [last for last in lasts if (last.parents[1] / FINISHED_MARKER).is_file()]
+    if not finished:
+        raise CheckpointError(f"--ckpt_path best: no run under {runs_root} finished training (the newest, "
+                              f"{lasts[-1].parents[1]}, stopped early or is still running); resume it with "
+                              "--ckpt_path last, or pass a checkpoint file")
+    best = finished[-1].with_name("best.ckpt")
+    if best.is_file():
+        return best, "the best checkpoint of the newest finished run"
+    return finished[-1], "the newest finished run trained without validation: its last checkpoint"
+
