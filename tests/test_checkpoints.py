@@ -183,3 +183,13 @@ def test_without_validation_the_end_of_training_is_saved_between_every_n_epochs(
     folder = Path(fitted.trainer.log_dir) / "checkpoints"
     assert [path.name for path in folder.iterdir()] == ["last.ckpt"]
     assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == fitted.trainer.global_step
+
+
+def test_with_validation_last_follows_training_when_the_best_stops_improving(tmp_path):
+    """A learning rate too small to move val/acc: best.ckpt stays at the first epoch, last.ckpt must not."""
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3", "--model.lr", "1e-9",
+                 "--test_after_fit", "false")
+    folder = Path(fitted.trainer.log_dir) / "checkpoints"
+    assert torch.load(folder / "best.ckpt", weights_only=True)["epoch"] == 0
+    last = torch.load(folder / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (2, fitted.trainer.global_step)

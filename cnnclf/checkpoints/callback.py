@@ -78,6 +78,16 @@ class RunCheckpoints(ModelCheckpoint):
             if own["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(own["cuda"])
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        # Lightning writes last.ckpt only beside a new best: once val/acc stops improving, a killed
+        # run would lose every epoch since. Here it follows training every every_n_epochs epochs.
+        due = self.every_n_epochs >= 1 and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        if (self.save_last and self.monitor is not None and due and self.saved_step != trainer.global_step
+                and trainer.state.fn == "fit" and not trainer.sanity_checking and not trainer.fast_dev_run):
+            self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+            trainer.save_checkpoint(self.last_model_path)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         if self.monitor is None and self.saved_step != trainer.global_step and not trainer.fast_dev_run:
