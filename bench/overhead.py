@@ -13,7 +13,9 @@ schedule, a validation pass each epoch), trained three ways over the same in-mem
 Each run is timed over whole epochs, from the first training step to the end of the last epoch,
 so epoch ends, validation, checkpoint writes and logging count (start-up and Lightning's sanity
 check do not). The three alternate ``--repeats`` times; the table gives each way's median and range
-and its speed relative to the plain loop within the same round (plain seconds / its seconds).
+and its speed relative to the plain loop within the same round (plain seconds / its seconds), in
+wall time and in the process's CPU time over the same span. On a machine shared with other work
+the CPU time is the steadier figure; it leaves out waiting for the disk (the checkpoints' fsync).
 
     python bench/overhead.py [--epochs 20] [--repeats 5]
 """
@@ -50,13 +52,13 @@ def network(data: DigitsDataModule) -> ReportMNISTNet:
     return ReportMNISTNet(data.num_classes, data.image_shape, input_mean=data.input_mean, input_std=data.input_std)
 
 
-def plain_loop(data: DigitsDataModule, epochs: int) -> float:
+def plain_loop(data: DigitsDataModule, epochs: int) -> tuple[float, float]:
     model = network(data)
     (images, targets), (val_images, val_targets) = data.data.train, data.data.val
     batch, steps_per_epoch = data.batch_size, -(-len(targets) // data.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(epochs):
         model.train()
         order = torch.randperm(len(targets))
@@ -72,7 +74,7 @@ def plain_loop(data: DigitsDataModule, epochs: int) -> float:
             correct = sum((model(val_images[i : i + batch]).argmax(1) == val_targets[i : i + batch]).sum()
                           for i in range(0, len(val_targets), batch))
         float(correct)  # what a hand-written loop prints each epoch
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 class BareModule(L.LightningModule):
@@ -94,22 +96,23 @@ class BareModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-def bare_lightning(data: DigitsDataModule, epochs: int, runs: Path) -> float:
+def bare_lightning(data: DigitsDataModule, epochs: int, runs: Path) -> tuple[float, float]:
     steps = epochs * -(-len(data.data.train[1]) // data.batch_size)
     clock = FitTimer()
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[clock],
                         default_root_dir=runs)
     trainer.fit(BareModule(network(data), steps), datamodule=data)
-    return clock.seconds
+    return clock.seconds, clock.cpu_seconds
 
 
-def cnnclf_fit(epochs: int, runs: Path) -> float:
+def cnnclf_fit(epochs: int, runs: Path) -> tuple[float, float]:
     cli = cli_main(["fit", "--config", str(ROOT / "configs/digits.yaml"), "--trainer.max_epochs", str(epochs),
                     "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
                     "--test_after_fit", "false", "--trainer.default_root_dir", str(runs),
                     "--trainer.logger.init_args.save_dir", str(runs)])
-    return next(callback for callback in cli.trainer.callbacks if isinstance(callback, FitTimer)).seconds
+    clock = next(callback for callback in cli.trainer.callbacks if isinstance(callback, FitTimer))
+    return clock.seconds, clock.cpu_seconds
 
 
 def main() -> None:
@@ -122,7 +125,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = digits()
     steps = args.epochs * -(-len(data.data.train[1]) // data.batch_size)
-    seconds: dict[str, list[float]] = {"plain": [], "bare": [], "cnnclf": []}
+    seconds: dict[str, list[tuple[float, float]]] = {"plain": [], "bare": [], "cnnclf": []}
     with tempfile.TemporaryDirectory() as runs:
         for _ in range(args.repeats):
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -132,13 +135,19 @@ def main() -> None:
     print(f"machine: {machine_description()}, torch threads: {torch.get_num_threads()}")
     print(f"command: python bench/overhead.py --epochs {args.epochs} --repeats {args.repeats} --threads {args.threads} "
           f"({steps} training steps per run)\n")
-    print("| way | s per run, median (range) | ms per step | speed vs plain, median (range) |")
-    print("| --- | --- | --- | --- |")
-    for way, times in seconds.items():
-        ratios = [plain / own for plain, own in zip(seconds["plain"], times, strict=True)]
-        print(f"| {way} | {statistics.median(times):.2f} ({min(times):.2f}-{max(times):.2f}) | "
-              f"{1000 * statistics.median(times) / steps:.2f} | "
-              f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |")
+    print("| way | s per run, median (range) | ms per step | speed vs plain, median (range) "
+          "| CPU s per run | CPU speed vs plain |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for way, runs_of_way in seconds.items():
+        cells = []
+        for clock in (0, 1):
+            times = [run[clock] for run in runs_of_way]
+            ratios = [plain[clock] / own[clock] for plain, own in zip(seconds["plain"], runs_of_way, strict=True)]
+            cells += [f"{statistics.median(times):.2f} ({min(times):.2f}-{max(times):.2f})",
+                      f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"]
+        wall, wall_ratio, cpu, cpu_ratio = cells
+        wall_per_step = 1000 * statistics.median(run[0] for run in runs_of_way) / steps
+        print(f"| {way} | {wall} | {wall_per_step:.2f} | {wall_ratio} | {cpu} | {cpu_ratio} |")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ fit time, the layer table, the test report, the predictions CSV."""
 
 import csv
 import json
+import math
 import time
 from pathlib import Path
 
@@ -38,10 +39,10 @@ def class_names(model: L.LightningModule) -> list[str]:
 class NonFiniteLossGuard(L.Callback):
     """Stops training with a clear error at the first NaN or infinite training loss.
 
-    On the CPU every step is checked (free there). On an accelerator, reading the loss would
-    wait for the device every step, so a device-side flag collects the first bad step and is
-    read every ``log_every_n_steps`` and at each epoch's last batch, before validation and
-    checkpoints can keep anything from a diverged model.
+    On the CPU every step's loss is read as a Python number (free there). On an accelerator,
+    reading the loss would wait for the device every step, so a device-side flag collects the
+    first bad step and is read every ``log_every_n_steps`` and at each epoch's last batch, before
+    validation and checkpoints can keep anything from a diverged model.
     """
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -49,34 +50,42 @@ class NonFiniteLossGuard(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        loss = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach()
         step = trainer.global_step  # already counts this batch's optimizer step
+        if loss.device.type == "cpu":
+            if not math.isfinite(loss.item()):
+                self._stop(trainer, step)
+            return
         unseen = self.first_bad_step < 0
-        self.first_bad_step = torch.where(unseen & ~torch.isfinite(loss.detach()), step, self.first_bad_step)
-        last_batch = batch_idx + 1 == trainer.num_training_batches
-        if pl_module.device.type == "cpu" or last_batch or step % trainer.log_every_n_steps == 0:
+        self.first_bad_step = torch.where(unseen & ~torch.isfinite(loss), step, self.first_bad_step)
+        if batch_idx + 1 == trainer.num_training_batches or step % trainer.log_every_n_steps == 0:
             bad_step = int(self.first_bad_step)
             if bad_step >= 0:
-                raise NonFiniteLossError(
-                    f"the training loss became non-finite (NaN or inf) at step {bad_step} (epoch "
-                    f"{trainer.current_epoch}); training stopped and no checkpoint was written from it. "
-                    "Lower --model.lr, or check the input data"
-                )
+                self._stop(trainer, bad_step)
+
+    def _stop(self, trainer: L.Trainer, bad_step: int) -> None:
+        raise NonFiniteLossError(
+            f"the training loss became non-finite (NaN or inf) at step {bad_step} (epoch "
+            f"{trainer.current_epoch}); training stopped and no checkpoint was written from it. "
+            "Lower --model.lr, or check the input data"
+        )
 
 
 class FitTimer(L.Callback):
     """Prints how long ``fit`` took, writes it to ``fit_time.json`` in the run directory and keeps it
-    in ``seconds`` (for benchmarks).
+    in ``seconds``, with the process's CPU time over the same span in ``cpu_seconds`` (for
+    benchmarks: on a machine shared with other work, the CPU time varies far less than the wall time).
 
     The clock covers the training and validation loops, not start-up or data loading, so runs
     on different data sizes and machines compare on the work itself.
     """
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.start = time.perf_counter()
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.seconds = seconds = time.perf_counter() - self.start
+        self.cpu_seconds = time.process_time() - self.cpu_start
         path = run_directory(trainer) / "fit_time.json"
         if not trainer.is_global_zero:
             return

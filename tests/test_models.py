@@ -202,14 +202,19 @@ def test_epoch_figures_equal_a_direct_computation_on_the_same_predictions(tmp_pa
     figures = {key: value.item() for key, value in fitted.trainer.callback_metrics.items()}
     model, data = fitted.model.eval(), fitted.datamodule.data
     with torch.no_grad():
-        evaluated = {"val": data.val, "test": data.test}
-        outcomes = {"train": (torch.cat(recorded.predictions), torch.cat(recorded.targets))}
-        outcomes |= {stage: (model.evaluation_logits(images).argmax(1), targets)
-                     for stage, (images, targets) in evaluated.items()}
+        evaluated = {stage: (model.evaluation_logits(images), targets)
+                     for stage, (images, targets) in {"val": data.val, "test": data.test}.items()}
+    # Both splits end in a smaller batch, so an unweighted mean of the batches' losses would differ.
+    assert all(len(targets) % fitted.datamodule.batch_size for _, targets in evaluated.values())
     figures |= fitted.trainer.test(model, datamodule=fitted.datamodule)[0]
+    outcomes = {"train": (torch.cat(recorded.predictions), torch.cat(recorded.targets))}
+    outcomes |= {stage: (logits.argmax(1), targets) for stage, (logits, targets) in evaluated.items()}
     for stage, (predictions, targets) in outcomes.items():
         assert figures[f"{stage}/acc"] == pytest.approx((predictions == targets).double().mean().item()), stage
         assert figures[f"{stage}/f1"] == pytest.approx(f1_score(targets, predictions, average="macro")), stage
+    for stage, (logits, targets) in evaluated.items():
+        mean_over_images = torch.nn.functional.cross_entropy(logits.double(), targets).item()
+        assert figures[f"{stage}/loss"] == pytest.approx(mean_over_images, rel=1e-5), stage
 
 
 class StepLosses(L.Callback):

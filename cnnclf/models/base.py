@@ -106,8 +106,8 @@ class ImageClassifier(L.LightningModule):
         self.train_metrics = AccuracyAndF1(num_classes, prefix="train/")
         # Saved with the weights, so a run resumed mid-epoch reports the same epoch figures.
         self.train_metrics.persistent(True)
-        self.val_metrics = AccuracyAndF1(num_classes, prefix="val/")
-        self.test_metrics = AccuracyAndF1(num_classes, prefix="test/")
+        self.val_metrics = AccuracyAndF1(num_classes, prefix="val/", with_loss=True)
+        self.test_metrics = AccuracyAndF1(num_classes, prefix="test/", with_loss=True)
         # Kept whole so the test report can be rebuilt exactly, summed over every process.
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
 
@@ -177,10 +177,10 @@ class ImageClassifier(L.LightningModule):
         return redrawn or logged or bool(trainer.fast_dev_run)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> None:
-        self._evaluate(batch, "val", self.val_metrics)
+        self._evaluate(batch, self.val_metrics)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> Tensor:
-        logits = self._evaluate(batch, "test", self.test_metrics)
+        logits = self._evaluate(batch, self.test_metrics)
         self.test_confusion.update(logits, batch[1])
         return logits  # for the test report's highest-loss images
 
@@ -205,18 +205,17 @@ class ImageClassifier(L.LightningModule):
             logits = (logits + self(images.flip(3))) / 2
         return logits
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, metrics: AccuracyAndF1) -> Tensor:
+    def _evaluate(self, batch: tuple[Tensor, Tensor], metrics: AccuracyAndF1) -> Tensor:
         images, targets = batch
         logits = self.evaluation_logits(images)
-        self.log(f"{stage}/loss", self.criterion(logits, targets), prog_bar=True, batch_size=len(targets))
-        metrics.update(logits, targets)
+        metrics.update(logits, targets, loss=self.criterion(logits, targets))
         return logits
 
     def _log_epoch(self, metrics: AccuracyAndF1, prog_bar: bool) -> None:
         """Logs the epoch's figures and starts the next epoch's afresh.
 
-        Once per epoch: handing Lightning the metric objects every step costs more than a small
-        network's step. Computed from every step's update, so the figures are the same.
+        Once per epoch: handing Lightning the metric objects or the loss every step costs more than
+        a small network's step. Computed from every step's update, so the figures are the same.
         """
         self.log_dict(metrics.compute(), prog_bar=prog_bar)
         metrics.reset()

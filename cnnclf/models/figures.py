@@ -1,7 +1,9 @@
-"""An epoch's accuracy and macro F1 from one confusion matrix.
+"""An epoch's accuracy and macro F1 from one confusion matrix, and its mean loss.
 
 torchmetrics' accuracy and F1 each count (and check) every batch on their own; one confusion
-matrix holds both figures, for a fraction of the cost per step on a small network.
+matrix holds both figures, for a fraction of the cost per step on a small network. The loss is
+summed beside it on the device and handed to Lightning once per epoch: a ``self.log`` per step
+costs Lightning more than a small network's evaluation step.
 """
 
 import torch
@@ -10,18 +12,32 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 
 class AccuracyAndF1(MulticlassConfusionMatrix):
-    """Counts each step's predictions; ``compute`` gives ``{prefix}acc`` and ``{prefix}f1``.
+    """Counts each step's predictions; ``compute`` gives ``{prefix}acc`` and ``{prefix}f1``, and with
+    ``with_loss`` ``{prefix}loss``: the mean loss over the epoch's images (each step's mean loss
+    weighted by its batch size, as Lightning averages a loss logged every step).
 
     The labels are checked when the data is loaded, so the per-step argument checks are off.
     """
 
-    def __init__(self, num_classes: int, prefix: str) -> None:
+    def __init__(self, num_classes: int, prefix: str, with_loss: bool = False) -> None:
         super().__init__(num_classes, validate_args=False)
         self.prefix = prefix
+        self.with_loss = with_loss
+        if with_loss:
+            self.add_state("loss_sum", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, logits: Tensor, targets: Tensor, loss: Tensor | None = None) -> None:
+        super().update(logits, targets)
+        if self.with_loss:
+            self.loss_sum += loss.float() * len(targets)
 
     def compute(self) -> dict[str, Tensor]:
-        accuracy, f1 = accuracy_and_macro_f1(super().compute())
-        return {f"{self.prefix}acc": accuracy, f"{self.prefix}f1": f1}
+        confusion = super().compute()
+        accuracy, f1 = accuracy_and_macro_f1(confusion)
+        figures = {f"{self.prefix}acc": accuracy, f"{self.prefix}f1": f1}
+        if self.with_loss:
+            figures[f"{self.prefix}loss"] = self.loss_sum / confusion.sum()  # the matrix counts the images
+        return figures
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         # Checkpoints from before kept torchmetrics' separate counts (acc.tp, f1.fn, ...) of the
