@@ -108,6 +108,11 @@ class PickledImageDataModule(L.LightningDataModule):
     def input_std(self) -> list[float] | None:
         return self.channel_stats[1] if self.normalize else None
 
+    def training_images(self, count: int) -> Tensor:
+        """The first ``count`` training images (N, C, H, W) in raw pixels, loading the file if needed:
+        the sample a model computes a layer from (AirbenchNet's whitening filters)."""
+        return self.data.train[0][:count]
+
     # -- loading ----------------------------------------------------------------------------
 
     @property

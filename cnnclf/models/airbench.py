@@ -6,6 +6,7 @@ eigenvectors of the training patches' covariance, scaled to unit variance, and t
 (so the GELU after it keeps both signs). They are computed from the training images when a fit
 starts, not learned. Three stages of convolution, max-pool, batch norm and GELU follow; each
 convolution starts as the identity on its first channels, and batch norm learns only a shift.
+airbench trains it with Lookahead weight averaging (``cnnclf.models.lookahead``).
 """
 
 import torch
@@ -53,16 +54,16 @@ class AirbenchNet(ImageClassifier):
     def whitening(self) -> nn.Conv2d:
         return self.net[0][0]
 
-    def configure_model(self) -> None:
-        super().configure_model()
+    def setup(self, stage: str) -> None:
         # Fitting from scratch needs the filters; a resumed fit, a test or a prediction then
-        # loads them from the checkpoint over these.
-        if self._trainer is not None and self.trainer.state.fn == "fit":
-            data = getattr(self.trainer.datamodule, "data", None)
-            if data is None:
-                raise ConfigError("AirbenchNet computes its first layer from the training images: "
-                                  "fit it with one of cnnclf's data modules")
-            self.set_whitening(data.train[0][:WHITENING_IMAGES])
+        # loads them from the checkpoint over these (Lightning restores it after this hook).
+        if stage != "fit":
+            return
+        training_images = getattr(self.trainer.datamodule, "training_images", None)
+        if training_images is None:
+            raise ConfigError("AirbenchNet computes its first layer from the training images: "
+                              "fit it with one of cnnclf's data modules")
+        self.set_whitening(training_images(WHITENING_IMAGES))
 
     @torch.no_grad()
     def set_whitening(self, images: Tensor, eps: float = 5e-4) -> None:
