@@ -25,20 +25,18 @@ class AirbenchNet(ImageClassifier):
         See ``ImageClassifier``.
     """
 
-    def __init__(self, num_classes: int | None = None, image_shape: list[int] | None = None,
-                 widths: list[int] = [64, 256, 256], whiten_bias_epochs: int = 3,  # noqa: B006
+    def __init__(self, *args, widths: list[int] = [64, 256, 256], whiten_bias_epochs: int = 3,  # noqa: B006
                  **kwargs) -> None:
         if len(widths) != 3:
             raise ConfigError(f"AirbenchNet has three stages: widths needs 3 channel counts, found {widths}")
-        self.widths = list(widths)
-        super().__init__(num_classes, image_shape, **kwargs)
+        super().__init__(*args, **kwargs)
 
     def features(self, in_channels: int) -> nn.Sequential:
         patch_values = in_channels * 2 * 2
         whitening = nn.Conv2d(in_channels, 2 * patch_values, kernel_size=2)  # (B, 24, 31, 31) on CIFAR
         whitening.weight.requires_grad_(False)
         nn.init.zeros_(whitening.bias)
-        w1, w2, w3 = self.widths
+        w1, w2, w3 = self.hparams.widths
         return nn.Sequential(
             whitening, nn.GELU(),
             conv_group(2 * patch_values, w1),  # (B, w1, 15, 15)
