@@ -21,7 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cnnclf import models
 from cnnclf.argv import ConciseErrorParser, prepared_arguments, user_error_in
-from cnnclf.callbacks import BestAndLastCheckpoint, FitTimer, LayerTable, NonFiniteLossGuard, PredictionCSV, TestReport
+from cnnclf.callbacks import BestAndLastCheckpoint, FitTimer, LayerTable, NonFiniteLossGuard, PredictionCSV, TestSummary
 from cnnclf.checkpoints import SafeCheckpointIO, checked_class, find_checkpoint, read_checkpoint, run_folder
 from cnnclf.data import PickledImageDataModule
 from cnnclf.errors import ConfigError
@@ -29,7 +29,7 @@ from cnnclf.models import ImageClassifier
 from cnnclf.noise import silence_lightning_noise
 from cnnclf.shipped import print_shipped_configs
 
-DATA_TO_MODEL = {"num_classes": "num_classes", "image_shape": "image_shape", "label_names": "class_names",
+DATA_TO_MODEL = {"num_classes": "num_classes", "image_shape": "image_shape", "class_names": "class_names",
                  "input_mean": "input_mean", "input_std": "input_std"}
 
 TRAINER_DEFAULTS = {
@@ -47,13 +47,13 @@ class CnnclfCLI(LightningCLI):
         parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
         parser.add_lightning_class_args(NonFiniteLossGuard, "nonfinite_guard")
         parser.add_lightning_class_args(FitTimer, "fit_timer")
-        parser.add_lightning_class_args(TestReport, "test_report")
+        parser.add_lightning_class_args(TestSummary, "test_summary")
         parser.add_lightning_class_args(PredictionCSV, "prediction_csv")
         parser.add_lightning_class_args(LayerTable, "model_summary")
         for source, target in DATA_TO_MODEL.items():
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=False,
-                            help="after fit, test the best checkpoint and write its report into the same run")
+                            help="after fit, test the best checkpoint and write its test summary into the same run")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)

@@ -116,7 +116,7 @@ class ImageClassifier(L.LightningModule):
         self.train_metrics.persistent(True)
         self.val_metrics = AccuracyAndF1(num_classes, prefix="val/")
         self.test_metrics = AccuracyAndF1(num_classes, prefix="test/")
-        # Kept whole so the test report can be rebuilt exactly, summed over every process.
+        # Kept whole so the test summary can be rebuilt exactly, summed over every process.
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
 
     # -- what an architecture declares ------------------------------------------------------
