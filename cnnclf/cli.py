@@ -29,6 +29,7 @@ from cnnclf.models import ImageClassifier
 from cnnclf.noise import silence_lightning_noise
 from cnnclf.shipped import print_shipped_configs
 
+# Read from the data module as the model is built: the first read loads and checks the whole file.
 DATA_TO_MODEL = {"num_classes": "num_classes", "image_shape": "image_shape", "class_names": "class_names",
                  "input_mean": "input_mean", "input_std": "input_std"}
 

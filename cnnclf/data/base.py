@@ -37,6 +37,12 @@ class PreparedData:
 class PickledImageDataModule(L.LightningDataModule):
     """Train, validate and test on a pickle in the report's format.
 
+    The file is read and checked once, by the first use of ``data``. Under the CLI that is the
+    argument linking: reading ``num_classes``, ``image_shape``, ``class_names`` or the channel
+    statistics to build the model loads the whole file, before the Trainer exists and before
+    ``setup()``, which then finds it loaded. A bad file therefore stops a command before it
+    creates a run.
+
     Args:
         path: the pickle file, ``{'train': [{'image', 'label'}, ...], 'test': [...]}``.
         batch_size: training mini-batch size.
