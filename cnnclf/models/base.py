@@ -342,8 +342,9 @@ class ImageClassifier(L.LightningModule):
         ]
 
 
-# Every architecture took these in older checkpoints; only those with such layers take them now.
-RETIRED_OPTIONS = {"dropout": None, "final_relu": False}  # name: the one value still accepted (None: any)
+# Options of the architectures with such layers; checkpoints written while they were ImageClassifier's
+# store them for every architecture, which accepts them where they make no difference.
+RETIRED_OPTIONS = {"dropout": None, "final_relu": False}  # name: the one value accepted (None: any)
 
 
 def _check_retired(architecture: str, retired: dict) -> None:
