@@ -8,8 +8,8 @@
   (c) ``cnnclf fit`` through LightningCLI with the dataset's report config (same model, batch
       size and optimizer), logging and progress bar on as a user has them.
 
-(b) and (c) run in fp32 and with the fast options of ``--fast``: ``fast`` is channels-last in
-fp32 (configs/presets/fast.yaml), ``bf16`` adds bf16 autocast (configs/presets/bf16.yaml), the
+(b) and (c) run in fp32 and with the preset of ``--preset``: ``channels_last`` in fp32
+(configs/presets/channels_last.yaml), or ``bf16``, which adds bf16 autocast (configs/presets/bf16.yaml), the
 default on a CPU with bf16 arithmetic (AVX-512, AMX). The runs
 alternate a, b, c, a, b, c, ... ``--repeats`` times; each times ``--batches`` training steps
 after ``--warmup`` steps, and the table reports medians. Seconds per epoch are the median
@@ -130,14 +130,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, default=12, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per run")
-    parser.add_argument("--fast", choices=["fast", "bf16"], default="bf16" if cpu_has_bf16() else "fast",
+    parser.add_argument("--preset", choices=["channels_last", "bf16"],
+                        default="bf16" if cpu_has_bf16() else "channels_last",
                         help="the preset of the fast runs (default: bf16 where the CPU has bf16 arithmetic)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench")
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"machine: {machine_description()}, torch threads: {torch.get_num_threads()}")
     print(f"command: python bench/throughput.py --datasets {' '.join(args.datasets)} --repeats {args.repeats} "
-          f"--batches {args.batches} --warmup {args.warmup} --fast {args.fast}\n")
+          f"--batches {args.batches} --warmup {args.warmup} --preset {args.preset}\n")
     print("| network | batch | way | s/epoch | images/s | c/b | c/a |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in args.datasets:
@@ -155,8 +156,8 @@ def main() -> None:
             "a report loop, fp32": partial(report_loop, setup, data, records, total),
             "b plain PyTorch, fp32": partial(plain_loop, setup, data, total, None),
             "c cnnclf fit, fp32": partial(cnnclf_fit, setup, path, total, None, args.runs),
-            f"b plain PyTorch, {args.fast}": partial(plain_loop, setup, data, total, args.fast),
-            f"c cnnclf fit, {args.fast}": partial(cnnclf_fit, setup, path, total, args.fast, args.runs),
+            f"b plain PyTorch, {args.preset}": partial(plain_loop, setup, data, total, args.preset),
+            f"c cnnclf fit, {args.preset}": partial(cnnclf_fit, setup, path, total, args.preset, args.runs),
         }
         step_times: dict[str, list[float]] = {way: [] for way in ways}
         for _ in range(args.repeats):
@@ -166,7 +167,8 @@ def main() -> None:
         median = {way: statistics.median(times) for way, times in step_times.items()}
         for way, step in median.items():
             paired = {"c cnnclf fit, fp32": ("b plain PyTorch, fp32", "a report loop, fp32"),
-                      f"c cnnclf fit, {args.fast}": (f"b plain PyTorch, {args.fast}", "a report loop, fp32")}.get(way)
+                      f"c cnnclf fit, {args.preset}": (f"b plain PyTorch, {args.preset}",
+                                                        "a report loop, fp32")}.get(way)
             ratios = (f"{median[paired[0]] / step:.2f} | {median[paired[1]] / step:.2f}" if paired else " | ")
             print(f"| {setup['net'].__name__} | {setup['batch']} | {way} | {step * batches_per_epoch:.2f} | "
                   f"{setup['batch'] / step:,.0f} | {ratios} |", flush=True)

@@ -57,7 +57,7 @@ def main() -> None:
             sys.exit(f"{config}: cnnclf fit failed with exit status {process.returncode}")
         run = args.runs / settings["trainer"]["logger"]["init_args"]["name"] / version
         fit = json.loads((run / "fit_time.json").read_text())
-        report = json.loads((run / "reports" / "test_report.json").read_text())
+        report = json.loads((run / "test" / "summary.json").read_text())
         peak_gb = usage.ru_maxrss * 1024 / 1e9  # Linux reports kilobytes
         print(f"| {config} | {network} | {fit['epochs']} | {fit['fit_seconds']:.0f} | {wall:.0f} | {peak_gb:.2f} | "
               f"{report['accuracy']:.2%} |", flush=True)

@@ -1,5 +1,5 @@
 """Callbacks the CLI always adds (beside ``cnnclf.checkpoints.RunCheckpoints``): a non-finite loss guard, the
-fit time, the layer table, the test report, the predictions CSV."""
+fit time, the layer table, the test summary, the predictions CSV."""
 
 import csv
 import json
@@ -17,9 +17,9 @@ from torchmetrics import Metric, MetricCollection
 
 from cnnclf.errors import NonFiniteLossError
 from cnnclf.evaluation import (
-    classification_reports,
     most_confused,
     most_confused_text,
+    per_class_scores,
     plot_confusion_matrix,
     plot_predictions,
     scores,
@@ -120,12 +120,12 @@ class LayerTable(L.Callback):
             print(NetworkSummary(pl_module, max_depth=self.max_depth))
 
 
-class TestReport(L.Callback):
-    """After ``test``: prints and saves the per-class report, the most-confused class pairs, the confusion
+class TestSummary(L.Callback):
+    """After ``test``: prints and saves the per-class scores, the most-confused class pairs, the confusion
     matrix and the highest-loss test images.
 
-    Writes ``reports/test_report.txt``, ``test_report.json``, ``confusion_matrix.png`` and
-    ``top_losses.png`` into the run directory and logs both figures to TensorBoard. Labels are the
+    Writes ``test/summary.txt``, ``test/summary.json``, ``test/confusion_matrix.png`` and
+    ``test/top_losses.png`` into the run directory and logs both figures to TensorBoard. Labels are the
     dataset's own (ORL 1..40), taken from the model's ``class_names``. The ``top_losses``
     highest-loss images are kept as a running selection on the device while testing and gathered
     from every process once, at the end.
@@ -159,22 +159,22 @@ class TestReport(L.Callback):
         if trainer.world_size > 1:
             worst = self._highest_losses({key: pl_module.all_gather(value).flatten(0, 1)
                                           for key, value in worst.items()})
-        folder = run_directory(trainer) / "reports"
+        folder = run_directory(trainer) / "test"
         if not trainer.is_global_zero:
             return
         worst = {key: value[worst["loss"] > -torch.inf].cpu() for key, value in worst.items()}
         names = class_names(pl_module)
-        text, report = classification_reports(matrix, names)
+        text, per_class = per_class_scores(matrix, names)
         confused = most_confused(matrix, names)
         accuracy = matrix.trace() / matrix.sum()
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "test_report.txt").write_text(f"{text}\naccuracy: {accuracy:.4%}\n\n{most_confused_text(confused)}\n")
+        (folder / "summary.txt").write_text(f"{text}\naccuracy: {accuracy:.4%}\n\n{most_confused_text(confused)}\n")
         top_losses = [{"true": names[true], "predicted": names[predicted], "confidence": confidence, "loss": loss}
                       for true, predicted, confidence, loss in zip(
                           worst["targets"].tolist(), worst["predicted"].tolist(), worst["confidence"].tolist(),
                           worst["loss"].tolist(), strict=True)]
-        (folder / "test_report.json").write_text(json.dumps(
-            {"accuracy": accuracy, "images": int(matrix.sum()), "report": report,
+        (folder / "summary.json").write_text(json.dumps(
+            {"accuracy": accuracy, "images": int(matrix.sum()), "per_class": per_class,
              "confusion_matrix": matrix.tolist(), "class_names": names, "most_confused": confused,
              "top_losses": top_losses, "checkpoint": trainer.ckpt_path}, indent=1))
         figures = {"confusion_matrix": plot_confusion_matrix(matrix, names),
@@ -186,7 +186,7 @@ class TestReport(L.Callback):
             if isinstance(trainer.logger, TensorBoardLogger):
                 trainer.logger.experiment.add_figure(f"test/{name}", figure, trainer.global_step)
         print(f"\n{text}\nTest accuracy: {accuracy:.2%} on {int(matrix.sum())} images\n\n"
-              f"{most_confused_text(confused)}\n\nReport, confusion matrix and highest-loss images saved in {folder}")
+              f"{most_confused_text(confused)}\n\nSummary, confusion matrix and highest-loss images saved in {folder}")
 
     def _highest_losses(self, samples: dict[str, Tensor]) -> dict[str, Tensor]:
         keep = samples["loss"].topk(min(self.top_losses, len(samples["loss"]))).indices

@@ -17,7 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cnnclf import models
 from cnnclf.argv import ConciseErrorParser, prepared_arguments, user_error_in
-from cnnclf.callbacks import FitTimer, LayerTable, NonFiniteLossGuard, PredictionCSV, TestReport
+from cnnclf.callbacks import FitTimer, LayerTable, NonFiniteLossGuard, PredictionCSV, TestSummary
 from cnnclf.checkpoints import RunCheckpoints, checked_class, read_checkpoint, resolve_checkpoint
 from cnnclf.data import PickledImageDataModule
 from cnnclf.errors import ConfigError
@@ -25,7 +25,8 @@ from cnnclf.models import ImageClassifier
 from cnnclf.noise import silence_lightning_noise
 from cnnclf.shipped import print_shipped_configs
 
-DATA_TO_MODEL = {"num_classes": "num_classes", "image_shape": "image_shape", "label_names": "class_names",
+# Read from the data module as the model is built: the first read loads and checks the whole file.
+DATA_TO_MODEL = {"num_classes": "num_classes", "image_shape": "image_shape", "class_names": "class_names",
                  "input_mean": "input_mean", "input_std": "input_std"}
 
 TRAINER_DEFAULTS = {
@@ -43,13 +44,13 @@ class CnnclfCLI(LightningCLI):
         parser.add_lightning_class_args(RunCheckpoints, "checkpoint")
         parser.add_lightning_class_args(NonFiniteLossGuard, "nonfinite_guard")
         parser.add_lightning_class_args(FitTimer, "fit_timer")
-        parser.add_lightning_class_args(TestReport, "test_report")
+        parser.add_lightning_class_args(TestSummary, "test_summary")
         parser.add_lightning_class_args(PredictionCSV, "prediction_csv")
         parser.add_lightning_class_args(LayerTable, "model_summary")
         for source, target in DATA_TO_MODEL.items():
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=False,
-                            help="after fit, test the best checkpoint and write its report into the same run")
+                            help="after fit, test the best checkpoint and write its test summary into the same run")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)

@@ -1,4 +1,4 @@
-"""What a test run shows: per-class reports, the most-confused classes, and figures of them.
+"""What a test run shows: per-class scores, the most-confused classes, and figures of them.
 
 Figures are plain ``matplotlib.figure.Figure`` objects, never pyplot's: the CLI saves them with
 ``savefig`` without a display, and a notebook shows them with its own backend, which importing
@@ -24,7 +24,7 @@ def predictions_from_confusion(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return truth, predicted
 
 
-def classification_reports(matrix: np.ndarray, class_names: list[str]) -> tuple[str, dict]:
+def per_class_scores(matrix: np.ndarray, class_names: list[str]) -> tuple[str, dict]:
     """scikit-learn's ``classification_report`` as text and as a dict, labels named by ``class_names``."""
     truth, predicted = predictions_from_confusion(matrix)
     options = dict(labels=np.arange(len(class_names)), target_names=class_names, zero_division=0)

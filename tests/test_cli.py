@@ -40,20 +40,20 @@ def test_fit_then_test_from_checkpoint_reproduces_accuracy(tmp_path):
     fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3")
     accuracy_at_fit = fitted.trainer.callback_metrics["test/acc"].item()
     run_dir = Path(fitted.trainer.log_dir)
-    for name in ("config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "reports/test_report.txt",
-                 "reports/test_report.json", "reports/confusion_matrix.png"):
+    for name in ("config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "test/summary.txt",
+                 "test/summary.json", "test/confusion_matrix.png"):
         assert (run_dir / name).is_file(), name
     assert list(run_dir.glob("events.out.tfevents.*"))
 
     fit_config = (run_dir / "config.yaml").read_text()
     tested = run("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", "best")
     assert tested.trainer.callback_metrics["test/acc"].item() == pytest.approx(accuracy_at_fit)
-    report = json.loads((Path(tested.trainer.log_dir) / "reports/test_report.json").read_text())
-    assert report["accuracy"] == pytest.approx(accuracy_at_fit)
-    assert report["images"] == 450
+    summary = json.loads((Path(tested.trainer.log_dir) / "test/summary.json").read_text())
+    assert summary["accuracy"] == pytest.approx(accuracy_at_fit)
+    assert summary["images"] == 450
     # The test reported into the run that made the checkpoint, and says which checkpoint it tested.
     assert Path(tested.trainer.log_dir).resolve() == run_dir.resolve()
-    assert Path(report["checkpoint"]).resolve() == (run_dir / "checkpoints/best.ckpt").resolve()
+    assert Path(summary["checkpoint"]).resolve() == (run_dir / "checkpoints/best.ckpt").resolve()
     assert (run_dir / "config.yaml").read_text() == fit_config and (run_dir / "test_config.yaml").is_file()
     assert [path.name for path in run_dir.parent.iterdir()] == [run_dir.name]
 
@@ -64,10 +64,10 @@ def test_fit_then_test_from_checkpoint_reproduces_accuracy(tmp_path):
 def test_orl_report_uses_labels_1_to_40(tiny_data, tmp_path):
     cli = run("fit", CONFIGS / "orl_fixed.yaml", tmp_path, "--data.path", str(tiny_data["orl"]),
               "--data.resize", "[46, 46]", "--trainer.max_epochs", "1")
-    report = json.loads((Path(cli.trainer.log_dir) / "reports/test_report.json").read_text())
-    assert report["class_names"] == [str(label) for label in range(1, 41)]
-    assert set(report["report"]) >= {"1", "40", "macro avg"} and "0" not in report["report"]
-    assert report["images"] == 40
+    summary = json.loads((Path(cli.trainer.log_dir) / "test/summary.json").read_text())
+    assert summary["class_names"] == [str(label) for label in range(1, 41)]
+    assert set(summary["per_class"]) >= {"1", "40", "macro avg"} and "0" not in summary["per_class"]
+    assert summary["images"] == 40
 
 
 def test_resume_from_last_continues_the_step_count(tmp_path):

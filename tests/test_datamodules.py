@@ -23,7 +23,7 @@ def test_mnist_is_1x28x28_uint8_with_10_classes(tiny_data):
     images, targets = data.data.train
     assert images.dtype == torch.uint8 and images.shape == (180, 1, 28, 28)
     assert len(data.data.val[1]) == 20 and len(data.data.test[1]) == 50
-    assert data.label_names == [str(d) for d in range(10)]
+    assert data.class_names == [str(d) for d in range(10)]
 
 
 def test_orl_labels_shift_to_zero_and_names_keep_1_to_40(tiny_data):
@@ -32,7 +32,7 @@ def test_orl_labels_shift_to_zero_and_names_keep_1_to_40(tiny_data):
     assert images.shape == (120, 3, 112, 92)
     assert targets.min().item() == 0 and targets.max().item() == 39
     assert targets[:3].tolist() == [0, 1, 2]  # labels 1, 2, 3
-    assert data.label_names == [str(label) for label in range(1, 41)]
+    assert data.class_names == [str(label) for label in range(1, 41)]
     assert not data.has_validation
 
 
@@ -60,7 +60,7 @@ def test_channel_permutation_keeps_pixels(tmp_path):
 def test_cifar_class_names_and_shape(tiny_data):
     data = CIFARDataModule(str(tiny_data["cifar"]))
     assert data.image_shape == [3, 32, 32]
-    assert data.label_names[0] == "airplane" and len(data.label_names) == 10
+    assert data.class_names[0] == "airplane" and len(data.class_names) == 10
 
 
 def test_wrong_file_for_the_dataset_is_named(tiny_data):
@@ -79,7 +79,7 @@ def test_generic_module_infers_classes(tmp_path):
     path = write_report_pickle(tmp_path / "d", report_records(30, (6, 6), [3, 7, 11]),
                                report_records(6, (6, 6), [3, 7, 11]))
     data = PickledImageDataModule(str(path), val_split=0)
-    assert data.num_classes == 3 and data.label_names == ["3", "7", "11"]
+    assert data.num_classes == 3 and data.class_names == ["3", "7", "11"]
     assert sorted(set(data.data.train[1].tolist())) == [0, 1, 2]
 
 

@@ -42,14 +42,14 @@ def test_two_processes_train_test_and_predict_exactly_once_per_image(pickle_45, 
     # Rank 0 alone wrote the run: one run directory, two checkpoints, one report.
     (run_dir,) = (runs / "mnist-fixed").iterdir()
     assert sorted(path.name for path in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
-    report = json.loads((run_dir / "reports" / "test_report.json").read_text())
-    assert report["images"] == 45
+    summary = json.loads((run_dir / "test" / "summary.json").read_text())
+    assert summary["images"] == 45
 
     # The same checkpoint tested by one process gives exactly the same figures.
     single = run("test", CONFIGS / "mnist_fixed.yaml", tmp_path / "single", "--data.path", str(pickle_45),
                  "--ckpt_path", str(run_dir / "checkpoints" / "best.ckpt"), *FP32)
-    single_report = json.loads((Path(single.trainer.log_dir) / "reports" / "test_report.json").read_text())
-    assert report["confusion_matrix"] == single_report["confusion_matrix"]
+    single_summary = json.loads((Path(single.trainer.log_dir) / "test" / "summary.json").read_text())
+    assert summary["confusion_matrix"] == single_summary["confusion_matrix"]
 
     predicted = cnnclf("predict", *common, *DDP, "--ckpt_path", str(run_dir / "checkpoints" / "best.ckpt"))
     assert predicted.returncode == 0, predicted.stderr[-3000:]
@@ -60,7 +60,7 @@ def test_two_processes_train_test_and_predict_exactly_once_per_image(pickle_45, 
     predicted_counts = [0] * 10
     for row in rows:
         predicted_counts[int(row["label"])] += 1
-    assert predicted_counts == [sum(column) for column in zip(*report["confusion_matrix"], strict=True)]
+    assert predicted_counts == [sum(column) for column in zip(*summary["confusion_matrix"], strict=True)]
 
 
 def test_fewer_training_images_than_a_batch_per_process_is_refused_before_training(pickle_45, tmp_path):

@@ -1,4 +1,4 @@
-"""What a user looks at after a run: the test report's pictures, and the notebook helpers that open runs
+"""What a user looks at after a run: the test summary's pictures, and the notebook helpers that open runs
 from wherever the notebook's kernel started."""
 
 import json
@@ -63,27 +63,27 @@ def tested_run(tmp_path_factory) -> Path:
     return Path(fitted.trainer.log_dir)
 
 
-def test_test_report_names_the_most_confused_pairs_and_the_highest_loss_images(tested_run):
-    report = json.loads((tested_run / "reports" / "test_report.json").read_text())
-    matrix, names = np.array(report["confusion_matrix"]), report["class_names"]
-    assert report["most_confused"] == most_confused(matrix, names)
-    text = (tested_run / "reports" / "test_report.txt").read_text()
-    pair = report["most_confused"][0]
+def test_test_summary_names_the_most_confused_pairs_and_the_highest_loss_images(tested_run):
+    summary = json.loads((tested_run / "test" / "summary.json").read_text())
+    matrix, names = np.array(summary["confusion_matrix"]), summary["class_names"]
+    assert summary["most_confused"] == most_confused(matrix, names)
+    text = (tested_run / "test" / "summary.txt").read_text()
+    pair = summary["most_confused"][0]
     assert f"{pair['true']} -> {pair['predicted']}: {pair['count']}" in text
 
     # The running selection over the test batches is the top 16 of the whole test split.
     checkpoint = tested_run / "checkpoints" / "best.ckpt"
     result = predict_split(load_model(checkpoint), *load_datamodule(checkpoint).data.test)
     worst = result.loss.topk(16).indices
-    losses = [entry["loss"] for entry in report["top_losses"]]
+    losses = [entry["loss"] for entry in summary["top_losses"]]
     assert losses == pytest.approx(result.loss[worst].tolist(), rel=1e-4)
-    assert [(entry["true"], entry["predicted"]) for entry in report["top_losses"]] == [
+    assert [(entry["true"], entry["predicted"]) for entry in summary["top_losses"]] == [
         (names[true], names[predicted]) for true, predicted in zip(result.targets[worst].tolist(),
                                                                    result.predicted[worst].tolist(), strict=True)]
-    assert (tested_run / "reports" / "top_losses.png").stat().st_size > 10_000
+    assert (tested_run / "test" / "top_losses.png").stat().st_size > 10_000
 
 
-def test_test_report_figures_are_in_tensorboard(tested_run):
+def test_test_summary_figures_are_in_tensorboard(tested_run):
     from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 
     accumulator = EventAccumulator(str(tested_run)).Reload()
@@ -174,10 +174,10 @@ def test_two_processes_select_the_same_highest_loss_images_as_one(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert fitted.returncode == 0, fitted.stderr[-3000:]
     (run_dir,) = (tmp_path / "ddp" / "mnist-fixed").iterdir()
-    two = json.loads((run_dir / "reports" / "test_report.json").read_text())["top_losses"]
+    two = json.loads((run_dir / "test" / "summary.json").read_text())["top_losses"]
     single = run("test", CONFIGS / "mnist_fixed.yaml", tmp_path / "single", *common[2:],
                  "--ckpt_path", str(run_dir / "checkpoints" / "best.ckpt"))
-    one = json.loads((Path(single.trainer.log_dir) / "reports" / "test_report.json").read_text())["top_losses"]
+    one = json.loads((Path(single.trainer.log_dir) / "test" / "summary.json").read_text())["top_losses"]
     assert len(two) == 16
     assert [entry["loss"] for entry in two] == pytest.approx([entry["loss"] for entry in one], rel=1e-5)
     assert torch.tensor([entry["loss"] for entry in two]).diff().le(0).all()

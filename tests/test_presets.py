@@ -2,7 +2,7 @@
 
 import pytest
 
-from cnnclf.lookahead import Lookahead
+from cnnclf.models.lookahead import Lookahead
 from tests.conftest import CONFIGS
 from tests.test_cli import run
 

@@ -35,6 +35,6 @@ def test_real_orl_loads_as_the_report_describes(real_orl):
 def test_report_orl_config_trains_an_epoch_and_reports_1_to_40(real_orl, tmp_path):
     cli = run("fit", CONFIGS / "orl.yaml", tmp_path, "--data.path", str(real_orl), "--trainer.max_epochs", "1",
               "--test_after_fit", "true")
-    report = json.loads((Path(cli.trainer.log_dir) / "reports/test_report.json").read_text())
-    assert report["images"] == 40
-    assert report["class_names"][0] == "1" and report["class_names"][-1] == "40"
+    summary = json.loads((Path(cli.trainer.log_dir) / "test/summary.json").read_text())
+    assert summary["images"] == 40
+    assert summary["class_names"][0] == "1" and summary["class_names"][-1] == "40"

@@ -61,7 +61,7 @@ def test_killed_and_resumed_run_ends_exactly_like_a_straight_run(straight, tmp_p
 
 
 def test_a_killed_run_with_lookahead_averaging_resumes_exactly(tmp_path):
-    lookahead = ["--trainer.callbacks+=cnnclf.lookahead.Lookahead", "--trainer.callbacks.start_epoch=1",
+    lookahead = ["--trainer.callbacks+=cnnclf.models.lookahead.Lookahead", "--trainer.callbacks.start_epoch=1",
                  "--trainer.callbacks.every_n_steps=2"]
     straight_steps, straight_metrics, straight_weights = final_state(fit(tmp_path / "straight", *lookahead))
     with pytest.raises(SystemExit):

@@ -59,8 +59,8 @@ def test_changed_settings_are_refused_instead_of_mixed_into_the_table(digits_swe
 
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(digits_sweep, tmp_path):
     folder = shutil.copytree(digits_sweep, tmp_path / "out")
-    # What a kill after the last epoch's checkpoint leaves: no test report, no sweep record.
-    shutil.rmtree(folder / "optimizer=sgd" / "reports")
+    # What a kill after the last epoch's checkpoint leaves: no test summary, no sweep record.
+    shutil.rmtree(folder / "optimizer=sgd" / "test")
     (folder / "optimizer=sgd" / "sweep_run.json").unlink()
     results = run_sweep(write_sweep(tmp_path / "optimizers.yaml", {"model.optimizer": ["adam", "sgd"]}), out=folder)
     log = (folder / "optimizer=sgd" / "sweep.log").read_text()

@@ -1,7 +1,7 @@
 """The shared DataModule: a report-format pickle held in memory as CHW tensors.
 
-Subclasses (one small file per dataset) declare what they expect: the labels the file uses,
-optional class names and image shape, and any per-dataset image change (ORL's channels and
+Subclasses (one small file per dataset) declare what they expect: the label values the file
+uses, optional class names and the shape of the images in the file, and any per-dataset image change (ORL's channels and
 resize). Everything else, loading, validation, the channel permutation, the label mapping,
 the seeded validation split and the normalization statistics, lives here once.
 """
@@ -25,16 +25,23 @@ from cnnclf.errors import ConfigError, DatasetError
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Every split as tensors: images (N, C, H, W) uint8 or float32, targets (N,) class indices."""
+    """Every split as tensors: images (N, C, H, W) uint8 or float32, targets (N,) class indices;
+    ``label_values``: the label each class index stands for, ascending."""
 
     train: tuple[Tensor, Tensor]
     val: tuple[Tensor, Tensor]
     test: tuple[Tensor, Tensor]
-    labels: list[int]
+    label_values: list[int]
 
 
 class PickledImageDataModule(L.LightningDataModule):
     """Train, validate and test on a pickle in the report's format.
+
+    The file is read and checked once, by the first use of ``data``. Under the CLI that is the
+    argument linking: reading ``num_classes``, ``image_shape``, ``class_names`` or the channel
+    statistics to build the model loads the whole file, before the Trainer exists and before
+    ``setup()``, which then finds it loaded. A bad file therefore stops a command before it
+    creates a run.
 
     Args:
         path: the pickle file, ``{'train': [{'image', 'label'}, ...], 'test': [...]}``.
@@ -54,11 +61,11 @@ class PickledImageDataModule(L.LightningDataModule):
     """
 
     #: the label values the file uses, ascending; ``None`` infers them from the data
-    labels: tuple[int, ...] | None = None
-    #: display names per class; default: the label values themselves
-    class_names: tuple[str, ...] | None = None
-    #: (H, W, C) every image must have, when the dataset fixes it
-    stored_shape: tuple[int, int, int] | None = None
+    label_values: tuple[int, ...] | None = None
+    #: display names per class, which ``class_names`` gives; default: the label values as text
+    CLASS_NAMES: tuple[str, ...] | None = None
+    #: (H, W, C) every image in the file must have, when the dataset fixes it
+    file_shape_hwc: tuple[int, int, int] | None = None
 
     def __init__(self, path: str, batch_size: int = 128, eval_batch_size: int | None = None,
                  val_split: float = 0.1, normalize: bool = True, split_seed: int = 42,
@@ -88,15 +95,15 @@ class PickledImageDataModule(L.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
-        return len(self.data.labels)
+        return len(self.data.label_values)
 
     @property
     def image_shape(self) -> list[int]:
         return list(self.data.train[0].shape[1:])
 
     @property
-    def label_names(self) -> list[str]:
-        return list(self.class_names or (str(label) for label in self.data.labels))
+    def class_names(self) -> list[str]:
+        return list(self.CLASS_NAMES or (str(label) for label in self.data.label_values))
 
     @property
     def input_mean(self) -> list[float] | None:
@@ -105,6 +112,11 @@ class PickledImageDataModule(L.LightningDataModule):
     @property
     def input_std(self) -> list[float] | None:
         return self.channel_stats[1] if self.normalize else None
+
+    def training_images(self, count: int) -> Tensor:
+        """The first ``count`` training images (N, C, H, W) in raw pixels, loading the file if needed:
+        the sample a model computes a layer from (AirbenchNet's whitening filters)."""
+        return self.data.train[0][:count]
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -133,35 +145,35 @@ class PickledImageDataModule(L.LightningDataModule):
         splits = self.read_splits()
         for name, split in splits.items():
             self._check_shape(name, split)
-        labels = list(self.labels) if self.labels is not None else _infer_labels(splits)
-        train_x, train_y = self._to_tensors("train", splits["train"], labels)
-        test = self._to_tensors("test", splits["test"], labels)
+        label_values = list(self.label_values) if self.label_values is not None else _infer_label_values(splits)
+        train_x, train_y = self._to_tensors("train", splits["train"], label_values)
+        test = self._to_tensors("test", splits["test"], label_values)
         train_index, val_index = self._split_indices(len(train_y))
         return PreparedData(
             train=(train_x[train_index], train_y[train_index]),
             val=(train_x[val_index], train_y[val_index]),
             test=test,
-            labels=labels,
+            label_values=label_values,
         )
 
     def _check_shape(self, split: str, data: ImageSplit) -> None:
         found = tuple(data.images.shape[1:])
-        if self.stored_shape is not None and found != self.stored_shape:
+        if self.file_shape_hwc is not None and found != self.file_shape_hwc:
             raise DatasetError(
                 f"{self.path}: split '{split}': {type(self).__name__} expects images of shape "
-                f"{list(self.stored_shape)} (H, W, C), found {list(found)}; is this the right file?"
+                f"{list(self.file_shape_hwc)} (H, W, C), found {list(found)}; is this the right file?"
             )
 
-    def _to_tensors(self, split: str, data: ImageSplit, labels: list[int]) -> tuple[Tensor, Tensor]:
-        known = np.isin(data.labels, labels)
+    def _to_tensors(self, split: str, data: ImageSplit, label_values: list[int]) -> tuple[Tensor, Tensor]:
+        known = np.isin(data.labels, label_values)
         if not known.all():
             first = int(np.argmin(known))
             raise DatasetError(
                 f"{self.path}: split '{split}', record {first}: label {data.labels[first]} is not one of "
-                f"the {len(labels)} labels {type(self).__name__} expects ({labels[0]}..{labels[-1]})"
+                f"the {len(label_values)} labels {type(self).__name__} expects ({label_values[0]}..{label_values[-1]})"
             )
-        # labels are sorted, so a label's class index is its position among them (ORL: 1..40 -> 0..39)
-        targets = torch.from_numpy(np.searchsorted(labels, data.labels))
+        # label_values are sorted, so a label's class index is its position among them (ORL: 1..40 -> 0..39)
+        targets = torch.from_numpy(np.searchsorted(label_values, data.labels))
         # HWC -> CHW once here, so batches never need it.
         images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous()
         return self.transform_images(images), targets
@@ -240,5 +252,5 @@ class PickledImageDataModule(L.LightningDataModule):
         return TensorBatches(images.to(device), targets.to(device), batch_size, order)
 
 
-def _infer_labels(splits: dict[str, ImageSplit]) -> list[int]:
+def _infer_label_values(splits: dict[str, ImageSplit]) -> list[int]:
     return sorted(set(np.unique(splits["train"].labels).tolist()) | set(np.unique(splits["test"].labels).tolist()))

@@ -4,6 +4,6 @@ from cnnclf.data.base import PickledImageDataModule
 
 
 class CIFARDataModule(PickledImageDataModule):
-    labels = tuple(range(10))
-    class_names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-    stored_shape = (32, 32, 3)
+    label_values = tuple(range(10))
+    CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    file_shape_hwc = (32, 32, 3)

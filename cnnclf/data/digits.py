@@ -18,8 +18,8 @@ class DigitsDataModule(PickledImageDataModule):
     Takes the shared arguments of ``PickledImageDataModule`` except ``path``.
     """
 
-    labels = tuple(range(10))
-    stored_shape = (8, 8, 1)
+    label_values = tuple(range(10))
+    file_shape_hwc = (8, 8, 1)
 
     def __init__(self, test_fraction: float = 0.25, **kwargs) -> None:
         super().__init__(path="sklearn.datasets.load_digits", **kwargs)

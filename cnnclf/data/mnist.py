@@ -4,5 +4,5 @@ from cnnclf.data.base import PickledImageDataModule
 
 
 class MNISTDataModule(PickledImageDataModule):
-    labels = tuple(range(10))
-    stored_shape = (28, 28, 1)
+    label_values = tuple(range(10))
+    file_shape_hwc = (28, 28, 1)

@@ -19,8 +19,8 @@ class ORLDataModule(PickledImageDataModule):
         resize: (H, W) to resize every image to once at load, e.g. [92, 92] as in the report.
     """
 
-    labels = tuple(range(1, 41))
-    stored_shape = (112, 92, 3)
+    label_values = tuple(range(1, 41))
+    file_shape_hwc = (112, 92, 3)
 
     def __init__(self, path: str, channels: int = 3, resize: list[int] | None = None, **kwargs) -> None:
         if channels not in (1, 3):

@@ -37,7 +37,7 @@ class ImageFilesDataModule(PickledImageDataModule):
         return list(self.trained_on["image_shape"])
 
     @property
-    def label_names(self) -> list[str]:
+    def class_names(self) -> list[str]:
         return list(self.trained_on.get("class_names") or map(str, range(self.num_classes)))
 
     @property

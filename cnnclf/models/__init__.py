@@ -1,7 +1,8 @@
 """One LightningModule per architecture, all on ``ImageClassifier``.
 
 The report's networks, layer for layer: ``ReportMNISTNet``, ``ReportORLNet``, ``ReportCIFARNet``.
-Stronger ones: ``ConvBNNet`` (gray digits and faces), ``ResNet9`` and ``AirbenchNet`` (CIFAR-10).
+Stronger ones: ``ConvBNNet`` (gray digits and faces), ``ResNet9`` and ``AirbenchNet`` (CIFAR-10),
+whose recipes add the ``lookahead.Lookahead`` weight-averaging callback.
 """
 
 from cnnclf.models.airbench import AirbenchNet

@@ -6,6 +6,7 @@ eigenvectors of the training patches' covariance, scaled to unit variance, and t
 (so the GELU after it keeps both signs). They are computed from the training images when a fit
 starts, not learned. Three stages of convolution, max-pool, batch norm and GELU follow; each
 convolution starts as the identity on its first channels, and batch norm learns only a shift.
+airbench trains it with Lookahead weight averaging (``cnnclf.models.lookahead``).
 """
 
 import torch
@@ -24,20 +25,18 @@ class AirbenchNet(ImageClassifier):
         See ``ImageClassifier``.
     """
 
-    def __init__(self, num_classes: int | None = None, image_shape: list[int] | None = None,
-                 widths: list[int] = [64, 256, 256], whiten_bias_epochs: int = 3,  # noqa: B006
+    def __init__(self, *args, widths: list[int] = [64, 256, 256], whiten_bias_epochs: int = 3,  # noqa: B006
                  **kwargs) -> None:
         if len(widths) != 3:
             raise ConfigError(f"AirbenchNet has three stages: widths needs 3 channel counts, found {widths}")
-        self.widths = list(widths)
-        super().__init__(num_classes, image_shape, **kwargs)
+        super().__init__(*args, **kwargs)
 
     def features(self, in_channels: int) -> nn.Sequential:
         patch_values = in_channels * 2 * 2
         whitening = nn.Conv2d(in_channels, 2 * patch_values, kernel_size=2)  # (B, 24, 31, 31) on CIFAR
         whitening.weight.requires_grad_(False)
         nn.init.zeros_(whitening.bias)
-        w1, w2, w3 = self.widths
+        w1, w2, w3 = self.hparams.widths
         return nn.Sequential(
             whitening, nn.GELU(),
             conv_group(2 * patch_values, w1),  # (B, w1, 15, 15)
@@ -53,16 +52,16 @@ class AirbenchNet(ImageClassifier):
     def whitening(self) -> nn.Conv2d:
         return self.net[0][0]
 
-    def configure_model(self) -> None:
-        super().configure_model()
+    def setup(self, stage: str) -> None:
         # Fitting from scratch needs the filters; a resumed fit, a test or a prediction then
-        # loads them from the checkpoint over these.
-        if self._trainer is not None and self.trainer.state.fn == "fit":
-            data = getattr(self.trainer.datamodule, "data", None)
-            if data is None:
-                raise ConfigError("AirbenchNet computes its first layer from the training images: "
-                                  "fit it with one of cnnclf's data modules")
-            self.set_whitening(data.train[0][:WHITENING_IMAGES])
+        # loads them from the checkpoint over these (Lightning restores it after this hook).
+        if stage != "fit":
+            return
+        training_images = getattr(self.trainer.datamodule, "training_images", None)
+        if training_images is None:
+            raise ConfigError("AirbenchNet computes its first layer from the training images: "
+                              "fit it with one of cnnclf's data modules")
+        self.set_whitening(training_images(WHITENING_IMAGES))
 
     @torch.no_grad()
     def set_whitening(self, images: Tensor, eps: float = 5e-4) -> None:

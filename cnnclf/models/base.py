@@ -28,9 +28,15 @@ Schedule = Literal["constant", "onecycle", "cosine", "triangle"]
 class ImageClassifier(L.LightningModule):
     """Shared training logic; subclasses define ``features`` and ``classifier``.
 
-    Args:
-        num_classes, image_shape, class_names, input_mean, input_std: taken from the data
-            module (the CLI links them); image_shape is (C, H, W).
+    An architecture's own options (widths, dropout, ...) are keyword arguments of its
+    ``__init__``, which passes the rest on; ``features`` and ``classifier`` read them from
+    ``self.hparams``, saved before the layers are built. The arguments, in groups (the config
+    keys stay flat: ``model.init_args.lr``):
+
+    From the data (the CLI links them from the data module; never set them in a config):
+        num_classes, image_shape (C, H, W), class_names, input_mean, input_std.
+
+    Optimization:
         optimizer: ``sgd`` (the report's), ``adam`` or ``adamw``.
         lr: learning rate (the peak rate with ``onecycle``).
         momentum: SGD momentum (the report used 0.9).
@@ -42,19 +48,21 @@ class ImageClassifier(L.LightningModule):
         norm_lr_scale: learning-rate multiplier for batch-norm parameters (airbench trains its
             batch-norm shifts 64x faster); their weight decay is divided by it, so its pull on
             them stays as strong as on the other weights.
+
+    Loss:
         label_smoothing: cross-entropy label smoothing.
-        final_relu: end with a ReLU on the logits as the report's models did. It clips every
-            negative logit to 0, so a class whose logits stay negative is never predicted
-            (the report's MNIST run predicted no 4s); off unless reproducing the report.
-        dropout: dropout probability where an architecture has dropout layers.
+
+    Speed:
         channels_last: keep activations in NHWC memory order (faster convolutions with bf16 on
             recent CPUs and on GPUs; measure with bench/throughput.py).
         compile: ``torch.compile`` the network before the first step.
-        tta_hflip: evaluate and predict on the average of each image's and its mirror's logits
-            (for photos such as CIFAR; not for digits).
-        tta_translate: evaluate and predict on half the logits of the image (and mirror) and
-            half those of it shifted this many pixels up-left and down-right, mirrored edges
-            filling in (airbench's test-time augmentation); 0 for none.
+
+    Test-time augmentation (evaluation and predict):
+        tta_hflip: use the average of each image's and its mirror's logits (for photos such as
+            CIFAR; not for digits).
+        tta_translate: use half the logits of the image (and mirror) and half those of it
+            shifted this many pixels up-left and down-right, mirrored edges filling in
+            (airbench's test-time augmentation); 0 for none.
     """
 
     def __init__(self, num_classes: int | None = None, image_shape: list[int] | None = None,
@@ -62,10 +70,13 @@ class ImageClassifier(L.LightningModule):
                  input_std: list[float] | None = None,
                  optimizer: Optimizer = "sgd", lr: float = 1e-3, momentum: float = 0.9,
                  nesterov: bool = False, weight_decay: float = 0.0, lr_schedule: Schedule = "constant",
-                 norm_lr_scale: float = 1.0, label_smoothing: float = 0.0, final_relu: bool = False,
-                 dropout: float = 0.5, channels_last: bool = False, compile: bool = False,
-                 tta_hflip: bool = False, tta_translate: int = 0) -> None:
+                 norm_lr_scale: float = 1.0,
+                 label_smoothing: float = 0.0,
+                 channels_last: bool = False, compile: bool = False,
+                 tta_hflip: bool = False, tta_translate: int = 0,
+                 **retired) -> None:
         super().__init__()
+        _check_retired(type(self).__name__, retired)
         if num_classes is None or image_shape is None:
             raise ConfigError("num_classes and image_shape come from the data: build the model through the CLI, "
                               f"or pass them (found num_classes={num_classes}, image_shape={image_shape})")
@@ -83,7 +94,7 @@ class ImageClassifier(L.LightningModule):
             # the shifted views mirror the edges, which needs fewer pixels of shift than of image
             raise ConfigError(f"tta_translate must be a number of pixels >= 0 and smaller than the "
                               f"{image_shape[1]}x{image_shape[2]} images, found {tta_translate}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=list(retired))
         channels = image_shape[0]
         mean = torch.tensor(input_mean if input_mean is not None else [0.0] * channels)
         std = torch.tensor(input_std if input_std is not None else [1.0] * channels)
@@ -96,8 +107,6 @@ class ImageClassifier(L.LightningModule):
             nn.Flatten(),
             self.classifier(self._flat_width(features, image_shape), num_classes),
         )
-        if final_relu:
-            self.net.append(nn.ReLU())
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.example_input_array = torch.zeros(1, *image_shape)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -108,15 +117,17 @@ class ImageClassifier(L.LightningModule):
         self.train_metrics.persistent(True)
         self.val_metrics = AccuracyAndF1(num_classes, prefix="val/", with_loss=True)
         self.test_metrics = AccuracyAndF1(num_classes, prefix="test/", with_loss=True)
-        # Kept whole so the test report can be rebuilt exactly, summed over every process.
+        # Kept whole so the test summary can be rebuilt exactly, summed over every process.
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
 
     # -- what an architecture declares ------------------------------------------------------
 
     def features(self, in_channels: int) -> nn.Sequential:
+        """The convolution stack for images of ``in_channels`` channels."""
         raise NotImplementedError
 
     def classifier(self, in_features: int, num_classes: int) -> nn.Sequential:
+        """The dense head from the flattened features to the logits."""
         raise NotImplementedError
 
     def _flat_width(self, features: nn.Module, image_shape: list[int]) -> int:
@@ -182,7 +193,7 @@ class ImageClassifier(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> Tensor:
         logits = self._evaluate(batch, self.test_metrics)
         self.test_confusion.update(logits, batch[1])
-        return logits  # for the test report's highest-loss images
+        return logits  # for the test summary's highest-loss images
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> tuple[Tensor, Tensor]:
         probabilities = self.evaluation_logits(batch[0]).float().softmax(dim=1)
@@ -286,6 +297,20 @@ class ImageClassifier(L.LightningModule):
             {"params": [p for p in self.parameters() if id(p) in norms],
              "lr": self.hparams.lr * scale, "weight_decay": self.hparams.weight_decay / scale},
         ]
+
+
+# Options of the architectures with such layers; checkpoints written while they were ImageClassifier's
+# store them for every architecture, which accepts them where they make no difference.
+RETIRED_OPTIONS = {"dropout": None, "final_relu": False}  # name: the one value accepted (None: any)
+
+
+def _check_retired(architecture: str, retired: dict) -> None:
+    for name, value in retired.items():
+        if name not in RETIRED_OPTIONS:
+            raise ConfigError(f"{architecture} takes no argument '{name}'")
+        accepted = RETIRED_OPTIONS[name]
+        if accepted is not None and value != accepted:
+            raise ConfigError(f"{architecture} has no {name} option, found {name}={value}")
 
 
 def triangle(step: int, steps: int, start: float = 0.2, peak_at: float = 0.23, end: float = 0.07) -> float:

@@ -11,16 +11,20 @@ from cnnclf.models.blocks import conv_bn
 
 
 class ConvBNNet(ImageClassifier):
-    """Args: widths: output channels of each stage (each halves the image side); see ``ImageClassifier``."""
+    """Args:
+        widths: output channels of each stage (each halves the image side).
+        dropout: probability of the dropout layer before the linear one.
+        See ``ImageClassifier``.
+    """
 
-    def __init__(self, num_classes: int | None = None, image_shape: list[int] | None = None,
-                 widths: list[int] = [32, 64, 128], **kwargs) -> None:  # noqa: B006
-        self.widths = list(widths)
-        super().__init__(num_classes, image_shape, **kwargs)
+    def __init__(self, *args, widths: list[int] = [32, 64, 128], dropout: float = 0.5,  # noqa: B006
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
 
     def features(self, in_channels: int) -> nn.Sequential:
         stages = []
-        for width_in, width_out in zip([in_channels, *self.widths[:-1]], self.widths, strict=True):
+        widths = self.hparams.widths
+        for width_in, width_out in zip([in_channels, *widths[:-1]], widths, strict=True):
             stages.append(conv_bn(width_in, width_out, pool=True))  # (B, width_out, H/2, W/2)
         return nn.Sequential(*stages, nn.AdaptiveAvgPool2d(1))  # (B, widths[-1], 1, 1)
 

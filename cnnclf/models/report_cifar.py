@@ -8,6 +8,15 @@ from cnnclf.models.base import ImageClassifier
 
 
 class ReportCIFARNet(ImageClassifier):
+    """Args:
+        dropout: probability of the dropout layers.
+        final_relu: end with a ReLU on the logits, as the report did (see ``ReportMNISTNet``).
+        See ``ImageClassifier``.
+    """
+
+    def __init__(self, *args, dropout: float = 0.5, final_relu: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+
     def features(self, in_channels: int) -> nn.Sequential:
         return nn.Sequential(
             nn.Conv2d(in_channels, 16, kernel_size=3, padding=1), nn.MaxPool2d(2), nn.ReLU(),  # (B, 16, 16, 16)
@@ -21,5 +30,5 @@ class ReportCIFARNet(ImageClassifier):
             nn.Dropout(p),
             nn.Linear(in_features, 120), nn.ReLU(), nn.Dropout(p),
             nn.Linear(120, 60), nn.ReLU(), nn.Dropout(p),
-            nn.Linear(60, num_classes),
+            nn.Linear(60, num_classes), *([nn.ReLU()] if self.hparams.final_relu else []),
         )

@@ -9,6 +9,15 @@ from cnnclf.models.base import ImageClassifier
 
 
 class ReportORLNet(ImageClassifier):
+    """Args:
+        dropout: probability of the dropout layers.
+        final_relu: end with a ReLU on the logits, as the report did (see ``ReportMNISTNet``).
+        See ``ImageClassifier``.
+    """
+
+    def __init__(self, *args, dropout: float = 0.5, final_relu: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+
     def features(self, in_channels: int) -> nn.Sequential:
         return nn.Sequential(
             nn.Conv2d(in_channels, 36, kernel_size=7),  # (B, 36, 86, 86) on 92x92
@@ -25,5 +34,5 @@ class ReportORLNet(ImageClassifier):
             nn.Linear(in_features, 2024), nn.ReLU(), nn.Dropout(p),
             nn.Linear(2024, 1024), nn.ReLU(), nn.Dropout(p),
             nn.Linear(1024, 512), nn.ReLU(), nn.Dropout(p),
-            nn.Linear(512, num_classes),
+            nn.Linear(512, num_classes), *([nn.ReLU()] if self.hparams.final_relu else []),
         )

@@ -13,13 +13,11 @@ from cnnclf.models.blocks import Residual, conv_bn
 class ResNet9(ImageClassifier):
     """Args: width: channels of the first stage; later stages use 2x, 4x and 8x. See ``ImageClassifier``."""
 
-    def __init__(self, num_classes: int | None = None, image_shape: list[int] | None = None, width: int = 64,
-                 **kwargs) -> None:
-        self.width = width
-        super().__init__(num_classes, image_shape, **kwargs)
+    def __init__(self, *args, width: int = 64, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
 
     def features(self, in_channels: int) -> nn.Sequential:
-        w = self.width
+        w = self.hparams.width
         return nn.Sequential(
             conv_bn(in_channels, w),  # (B, w, 32, 32)
             conv_bn(w, 2 * w, pool=True),  # (B, 2w, 16, 16)

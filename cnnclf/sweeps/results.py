@@ -1,6 +1,6 @@
 """A sweep's results table: one row per run, as CSV, Markdown and a bar chart of test accuracy.
 
-Every figure is read back from what the run itself wrote (``reports/test_report.json``,
+Every figure is read back from what the run itself wrote (``test/summary.json``,
 ``fit_time.json``) and from the sweep's record of it (``sweep_run.json``), so the table can be
 rebuilt at any time without training.
 """
@@ -41,7 +41,7 @@ class RunResult:
 def read_run(run_dir: Path) -> RunResult:
     """The result of a finished run from the files in its directory."""
     record = json.loads((run_dir / RUN_RECORD).read_text())
-    report = _json_or_empty(run_dir / "reports" / "test_report.json")
+    report = _json_or_empty(run_dir / "test" / "summary.json")
     fit = _json_or_empty(run_dir / "fit_time.json")
     checkpoints = [run_dir / "checkpoints" / name for name in ("best.ckpt", "last.ckpt")]
     return RunResult(
@@ -49,7 +49,7 @@ def read_run(run_dir: Path) -> RunResult:
         overrides=record["overrides"],
         status=record["status"],
         test_accuracy=report.get("accuracy"),
-        test_macro_f1=report.get("report", {}).get("macro avg", {}).get("f1-score"),
+        test_macro_f1=report.get("per_class", {}).get("macro avg", {}).get("f1-score"),
         epochs=fit.get("epochs"),
         fit_seconds=fit.get("fit_seconds"),
         wall_seconds=record.get("wall_seconds"),

@@ -5,7 +5,7 @@ Late in training the average moves slower and slower, so the network that gets t
 saved is a smoothed one, which a one-cycle schedule's last noisy steps would otherwise leave
 behind. Add it to a config's ``trainer.callbacks``:
 
-    - class_path: cnnclf.lookahead.Lookahead
+    - class_path: cnnclf.models.lookahead.Lookahead
 """
 
 import lightning as L
