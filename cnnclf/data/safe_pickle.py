@@ -107,10 +107,13 @@ def _dtype_of_code(code: str | bytes, what: str) -> np.dtype:
 
 
 def _checked_shape(shape: object, what: str) -> tuple[int, ...]:
-    if (not isinstance(shape, tuple) or len(shape) > MAX_DEPTH
-            or not all(type(size) is int and 0 <= size < 2**63 for size in shape)):
-        raise Refused(f"{what}: expected a shape (a tuple of at most {MAX_DEPTH} sizes), found {type(shape).__name__}")
-    return shape
+    if isinstance(shape, tuple) and len(shape) <= MAX_DEPTH:
+        for size in shape:  # a loop, not all(...): this runs twice per array, 140,000 times for MNIST
+            if type(size) is not int or not 0 <= size < 2**63:
+                break
+        else:
+            return shape
+    raise Refused(f"{what}: expected a shape (a tuple of at most {MAX_DEPTH} sizes), found {type(shape).__name__}")
 
 
 class _UnpickledArray(np.ndarray):
@@ -127,7 +130,7 @@ class _UnpickledArray(np.ndarray):
             raise Refused(f"array state: {math.prod(shape)} items of {dtype.itemsize} bytes need as many bytes of "
                     f"data, found {len(data) if isinstance(data, (bytes, bytearray)) else type(data).__name__}")
         _budget.get().charge(len(data), "an array")
-        super().__setstate__((1, shape, dtype, bool(is_fortran), data))
+        np.ndarray.__setstate__(self, (1, shape, dtype, bool(is_fortran), data))
 
 
 def _ndarray(*args: object) -> np.ndarray:
