@@ -15,7 +15,7 @@ refuses, before unpickling starts:
   ``INST``/``OBJ``/``NEWOBJ``, out-of-band buffers, sets, ``DUP``/``POP``).
 
 The pass reads each opcode once and skips payloads (image bytes) without looking at them. A record
-written the way numpy and ``pickle.dump`` write every one of a dataset's records (``usual_records``)
+written the way numpy and ``pickle.dump`` write every one of a dataset's records (``UsualRecord``)
 is taken whole, with the same checks, and anything else one opcode at a time.
 """
 
