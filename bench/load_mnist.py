@@ -2,7 +2,8 @@
 
 Each repeat runs in a fresh process, so the OS file cache is warm but nothing else is shared:
 it times the imports, then the load + tensors + normalization statistics + the first training
-batch ("ready to train"), and reads the process's peak resident memory. Each repeat measures a
+batch ("ready to train") in wall-clock and in CPU seconds (steadier when other processes share
+the cores), and reads the process's peak resident memory. Each repeat measures a
 first load (safe unpickling and validation, ``--data.cache false``) and a repeat load (from
 cnnclf's dataset cache, in a temporary cache folder filled once before the repeats).
 
@@ -29,11 +30,11 @@ CHILD = """
 import json, resource, sys, time
 start = time.perf_counter()
 from cnnclf.data import MNISTDataModule
-imported = time.perf_counter()
+imported, imported_cpu = time.perf_counter(), time.process_time()
 data = MNISTDataModule(sys.argv[1], batch_size=128, cache=sys.argv[2] == "cached")
 data.input_mean, next(iter(data.train_dataloader()))
-ready = time.perf_counter()
-print(json.dumps({"import_s": imported - start, "load_s": ready - imported,
+ready, ready_cpu = time.perf_counter(), time.process_time()
+print(json.dumps({"import_s": imported - start, "load_s": ready - imported, "load_cpu_s": ready_cpu - imported_cpu,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "train_images": len(data.data.train[1]), "dtype": str(data.data.train[0].dtype)}))
 """
@@ -66,7 +67,7 @@ def main() -> None:
     for mode, title in (("first", "first load (unpickle + validate)"), ("cached", "repeat load (dataset cache)")):
         print(title)
         for key, label in (("import_s", "imports (s)"), ("load_s", "load to first batch (s)"),
-                           ("peak_rss_mb", "peak resident memory (MiB)")):
+                           ("load_cpu_s", "  the same in CPU time (s)"), ("peak_rss_mb", "peak resident memory (MiB)")):
             values = [run[key] for run in runs[mode]]
             print(f"  {label:28s} median {statistics.median(values):7.2f}   runs "
                   + " ".join(f"{value:.2f}" for value in values))

@@ -14,10 +14,14 @@ refuses, before unpickling starts:
 - opcodes a pickle of plain data and numpy arrays never holds (persistent ids, extension codes,
   ``INST``/``OBJ``/``NEWOBJ``, out-of-band buffers, sets, ``DUP``/``POP``).
 
-The pass reads each opcode once and skips payloads (image bytes) without looking at them.
+The pass reads each opcode once and skips payloads (image bytes) without looking at them. A record
+written the way numpy and ``pickle.dump`` write every one of a dataset's records (``UsualRecord``)
+is taken whole, with the same checks, and anything else one opcode at a time.
 """
 
+import operator
 import pickle
+import re
 import struct
 
 MAX_DEPTH = 32  # a dataset nests 5 deep: {split: [{'image': _frombuffer((buffer, dtype, shape))}]}
@@ -84,18 +88,105 @@ def _tables() -> tuple[list[int], list[int], dict[int, str]]:
 ACTIONS, SIZES, NAMES = _tables()
 
 
+class UsualRecord:
+    """One record, ``{'image': array, 'label': int}``, in the opcodes numpy and ``pickle.dump`` write
+    for every record after the first (keys, globals, dtype and short strings come from the memo).
+
+    ``skip`` takes such a record whole, as one regular expression up to the image's payload and one
+    after it, when each of its memo fetches finds an entry stored before it that holds no container
+    and its memo puts take the next free indices. It then leaves what the opcode-by-opcode pass would:
+    one dict on the stack, and ``depths`` in the memo. Anything else is left to that pass.
+    """
+
+    MARKS = 2  # marks a record holds open at once: its own, and its array's arguments or state
+
+    def __init__(self, head: list[bytes], tail: list[bytes], depths: tuple[int, ...]) -> None:
+        (self.head, head_kinds), (self.tail, tail_kinds) = _compile(head), _compile(tail)
+        kinds = head_kinds + tail_kinds
+        self.length = head_kinds.index(_LENGTH)
+        self.fetched = operator.itemgetter(*(i for i, kind in enumerate(kinds) if kind == _GET))
+        puts = [i for i, kind in enumerate(kinds) if kind == _PUT]
+        self.puts = operator.itemgetter(*puts) if puts else None
+        self.put_indices = struct.Struct(f"<{len(puts)}I")
+        self.depths = depths
+
+    def skip(self, data: bytes, start: int, memo: list[int]) -> int:
+        """The position after the record at ``start`` (its memo entries added), or -1 where it is not usual."""
+        head = self.head.match(data, start)
+        if head is None:
+            return -1
+        head_groups = head.groups()
+        tail = self.tail.match(data, head.end() + int.from_bytes(head_groups[self.length], "little"))
+        if tail is None:
+            return -1
+        groups, stored = head_groups + tail.groups(), len(memo)
+        if any(index >= stored or memo[index] for index in b"".join(self.fetched(groups))):
+            return -1
+        numbered = range(stored, stored + len(self.depths))
+        if self.puts and b"".join(self.puts(groups)) != self.put_indices.pack(*numbered):
+            return -1
+        memo.extend(self.depths)
+        return tail.end()
+
+
+_GET, _PUT, _LENGTH = "get", "put", "length"
+GET, NUMBERED_PUT = (_GET, rb"h(.)"), (_PUT, rb"r(....)")  # BINGET, LONG_BINPUT
+LENGTH4, LENGTH8 = (_LENGTH, rb"(....)"), (_LENGTH, rb"(.{8})")
+SCALAR = rb"(?:K.|M..|J....)"  # BININT1, BININT2, BININT: a label, a size
+SHAPE = rb"(?:%s\x85|%s{2}\x86|%s{3}\x87)" % (SCALAR, SCALAR, SCALAR)  # a 1-, 2- or 3-tuple of sizes
+
+
+def _compile(parts: list) -> tuple[re.Pattern, list[str]]:
+    """A pattern of literal opcodes and (kind, group) parts; the kind of each group, in order."""
+    source, kinds = b"", []
+    for part in parts:
+        if isinstance(part, tuple):
+            kinds.append(part[0])
+            part = part[1]
+        source += part
+    return re.compile(source, re.DOTALL), kinds
+
+
+def _reconstruct_record(put, payload: list, after_payload: list, depths: tuple[int, ...]) -> UsualRecord:
+    """``{'image': _reconstruct(ndarray, (0,), b'b')`` filled by ``BUILD (1, shape, dtype, fortran, data)``."""
+    head = [b"}", put, rb"\(", GET, GET, GET, rb"K\x00\x85", put, GET, rb"\x87", put, b"R", put,
+            rb"\(K\x01", SHAPE, put, GET, rb"[\x88\x89]", *payload]
+    return UsualRecord(head, [*after_payload, put, b"t", put, b"b", GET, SCALAR, b"u"], depths)
+
+
+MEMOIZE = rb"\x94"
+USUAL_RECORDS = {
+    # protocol 2 has no bytes: the data is _codecs.encode(BINUNICODE text, 'latin1')
+    2: (_reconstruct_record(NUMBERED_PUT, [GET, b"X", LENGTH4], [NUMBERED_PUT, GET, rb"\x86", NUMBERED_PUT, b"R"],
+                            (1, 1, 2, 0, 1, 0, 1, 0, 2)),),
+    3: (_reconstruct_record(NUMBERED_PUT, [b"B", LENGTH4], [], (1, 1, 2, 0, 1, 0, 2)),),
+    4: (_reconstruct_record(MEMOIZE, [b"B", LENGTH4], [], (1, 1, 2, 0, 1, 0, 2)),),
+    # protocol 5: {'image': _frombuffer(BYTEARRAY8 data, dtype, shape, order)}
+    5: (UsualRecord([b"}", MEMOIZE, rb"\(", GET, GET, rb"\(\x96", LENGTH8],
+                    [MEMOIZE, GET, SHAPE, MEMOIZE, GET, b"t", MEMOIZE, b"R", MEMOIZE, GET, SCALAR, b"u"],
+                    (1, 0, 1, 2, 0)),
+        _reconstruct_record(MEMOIZE, [b"B", LENGTH4], [], (1, 1, 2, 0, 1, 0, 2))),
+}
+
+
 class PickleBoundsError(pickle.UnpicklingError):
     """The pickle asks for work or memory out of proportion to its size."""
 
 
 def check_pickle_bounds(data: bytes) -> None:
     """Raise ``PickleBoundsError`` if unpickling ``data`` could crash, hang or allocate without bound."""
+    protocol = data[1] if data[:1] == b"\x80" and len(data) > 1 else 0
+    walk_opcodes(data, USUAL_RECORDS.get(protocol, ()))
+
+
+def walk_opcodes(data: bytes, usual_records: tuple[UsualRecord, ...]) -> tuple[list[int], int]:
+    """The bounded pass; how deeply each memo entry nests and how many records matched ``usual_records``."""
     # Per stack item and per memo entry: how deeply containers nest in it (0 for no container).
     stack: list[int] = []
     marks: list[int] = []
     memo: list[int] = []
     push, memoize = stack.append, memo.append
-    pos, end = 0, len(data)
+    pos, end, usual = 0, len(data), 0
     try:
         while pos < end:
             code = data[pos]
@@ -132,10 +223,17 @@ def check_pickle_bounds(data: bytes) -> None:
                 if depth > MAX_DEPTH:
                     raise PickleBoundsError(f"containers nested deeper than {MAX_DEPTH} at byte {pos - 1}")
                 stack[-1] = depth
+            elif code == 0x7D and usual_records and len(marks) <= MAX_DEPTH - UsualRecord.MARKS:  # EMPTY_DICT
+                push(1)
+                for record in usual_records:
+                    after = record.skip(data, pos - 1, memo)
+                    if after > 0:
+                        pos, usual = after, usual + 1
+                        break
             else:
                 pos = _other_opcode(data, pos, code, stack, marks, memo)
                 if pos < 0:
-                    return
+                    return memo, usual
     except IndexError:
         raise PickleBoundsError(f"malformed pickle at byte {pos - 1}: an opcode finds too few items on the "
                                 "stack, or a memo index that was never stored") from None
