@@ -154,7 +154,7 @@ class TestSummary(L.Callback):
                                            for key, value in self.worst.items()})
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        matrix = pl_module.test_confusion.compute().cpu().numpy()  # summed over every process
+        matrix = pl_module.test_metrics.summed_confusion().cpu().numpy()  # before the model's epoch end resets it
         worst = self.worst
         if trainer.world_size > 1:
             worst = self._highest_losses({key: pl_module.all_gather(value).flatten(0, 1)

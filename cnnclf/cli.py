@@ -25,9 +25,8 @@ from cnnclf.models import ImageClassifier
 from cnnclf.noise import silence_lightning_noise
 from cnnclf.shipped import print_shipped_configs
 
-# Read from the data module as the model is built: the first read loads and checks the whole file.
-DATA_TO_MODEL = {"num_classes": "num_classes", "image_shape": "image_shape", "class_names": "class_names",
-                 "input_mean": "input_mean", "input_std": "input_std"}
+# Data module properties, read into the model's same-named arguments: the first read loads and checks the file.
+FROM_THE_DATA = ("num_classes", "image_shape", "class_names", "input_mean", "input_std")
 
 TRAINER_DEFAULTS = {
     "default_root_dir": "runs",
@@ -47,8 +46,8 @@ class CnnclfCLI(LightningCLI):
         parser.add_lightning_class_args(TestSummary, "test_summary")
         parser.add_lightning_class_args(PredictionCSV, "prediction_csv")
         parser.add_lightning_class_args(LayerTable, "model_summary")
-        for source, target in DATA_TO_MODEL.items():
-            parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
+        for name in FROM_THE_DATA:
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=False,
                             help="after fit, test the best checkpoint and write its test summary into the same run")
 
@@ -61,10 +60,10 @@ class CnnclfCLI(LightningCLI):
             return
         config = self.config[subcommand]
         init_args = config.get("model", {}).get("init_args") or {}
-        for source, target in DATA_TO_MODEL.items():
-            if init_args.get(target) is not None:
-                raise ConfigError(f"model.{target} is decided by the data (its data.{source}), found "
-                                  f"{init_args.get(target)} in the config; remove it, or use data that has it")
+        for name in FROM_THE_DATA:
+            if init_args.get(name) is not None:
+                raise ConfigError(f"model.{name} is decided by the data (its data.{name}), found "
+                                  f"{init_args.get(name)} in the config; remove it, or use data that has it")
         if config.get("ckpt_path") is not None:
             if resolve_checkpoint(config, subcommand):
                 self.save_config_kwargs["config_filename"] = f"{subcommand}_config.yaml"  # the run's config stays

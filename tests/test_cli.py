@@ -178,7 +178,7 @@ def test_model_help_marks_nothing_the_data_decides_as_required(capsys):
 
 NOISE = ("litlogger", "LeafSpec", "log_every_n_steps", "already configured with model summary",
          "not supported by the model summary", "The dirpath has changed", "Couldn't infer the batch indices",
-         "train_metrics", "test_confusion", "Warning", "estimate number of stepping batches")
+         "train_metrics", "test_metrics", "Warning", "estimate number of stepping batches")
 
 
 def test_the_demo_prints_no_lightning_noise(tmp_path, capfd):

@@ -8,7 +8,7 @@ from sklearn.metrics import f1_score
 from cnnclf.errors import ConfigError
 from cnnclf.explore import read_curve
 from cnnclf.models import AirbenchNet, ConvBNNet, ReportCIFARNet, ReportMNISTNet, ReportORLNet, ResNet9
-from cnnclf.models.base import triangle
+from cnnclf.models.optimization import triangle
 from tests.conftest import CONFIGS
 from tests.test_cli import run
 

@@ -243,10 +243,8 @@ def walk_opcodes(data: bytes, usual_records: tuple[UsualRecord, ...]) -> tuple[l
 def _other_opcode(data: bytes, pos: int, code: int, stack: list[int], marks: list[int], memo: list[int]) -> int:
     """Follow one opcode that starts at ``pos - 1``; the position after it, or -1 at STOP."""
     action, size = ACTIONS[code], SIZES[code]
-    if action == INTO_FROM_MARK:
-        _nest(stack, _close_mark(stack, marks), True, pos)
-    elif action == NEW_FROM_MARK:
-        _nest(stack, _close_mark(stack, marks), False, pos)
+    if action in (INTO_FROM_MARK, NEW_FROM_MARK):
+        _nest(stack, _close_mark(stack, marks), action == INTO_FROM_MARK, pos)
     elif action == REPLACE_TWO:
         del stack[-1]
         stack[-1] = 0
@@ -259,10 +257,8 @@ def _other_opcode(data: bytes, pos: int, code: int, stack: list[int], marks: lis
         length = data[pos] if size == 1 else _UINT4(data, pos)[0] if size == 4 else _UINT8(data, pos)[0]
         pos += size + length
         stack.append(0)
-    elif action == NEW_FROM_TOP:
-        _nest(stack, _take(stack, size), False, pos)
-    elif action == INTO_FROM_TOP:
-        _nest(stack, _take(stack, size), True, pos)
+    elif action in (NEW_FROM_TOP, INTO_FROM_TOP):
+        _nest(stack, _take(stack, size), action == INTO_FROM_TOP, pos)
     elif action == BUILD:
         del stack[-1]
     elif action == MEMO_GET:

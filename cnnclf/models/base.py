@@ -1,4 +1,4 @@
-"""The LightningModule every architecture inherits: loss, optimizer, schedule, metrics.
+"""The LightningModule every architecture inherits: loss, metrics, evaluation (optimizer, schedule: ``optimization``).
 
 An architecture is a subclass that declares two layer stacks, ``features`` (convolutions)
 and ``classifier`` (the dense head, given the flattened feature width). The base measures
@@ -8,21 +8,15 @@ Inputs are raw pixels (uint8 or float). When the data module supplies channel st
 the model standardizes them itself, so a checkpoint carries everything needed to predict.
 """
 
-from functools import partial
-from typing import Literal
-
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassConfusionMatrix
 
-from cnnclf.checkpoints import check_fits
+from cnnclf.checkpoints import check_fits, check_retired
 from cnnclf.errors import ConfigError
 from cnnclf.models.figures import AccuracyAndF1
-
-Optimizer = Literal["sgd", "adam", "adamw"]
-Schedule = Literal["constant", "onecycle", "cosine", "triangle"]
+from cnnclf.models.optimization import Optimizer, Schedule, check_optimization_options, optimizer_and_schedule
 
 
 class ImageClassifier(L.LightningModule):
@@ -36,21 +30,10 @@ class ImageClassifier(L.LightningModule):
     From the data (the CLI links them from the data module; never set them in a config):
         num_classes, image_shape (C, H, W), class_names, input_mean, input_std.
 
-    Optimization:
-        optimizer: ``sgd`` (the report's), ``adam`` or ``adamw``.
-        lr: learning rate (the peak rate with ``onecycle``).
-        momentum: SGD momentum (the report used 0.9).
-        nesterov: Nesterov momentum for SGD.
-        weight_decay: L2 penalty (decoupled for adamw).
-        lr_schedule: ``constant`` (the report's), ``onecycle`` (warm-up then anneal, per step),
-            ``cosine`` (per step, to zero at the last step) or ``triangle`` (airbench's, per step:
-            linear from 0.2 lr up to lr at 23% of the steps, then linear down to 0.07 lr).
-        norm_lr_scale: learning-rate multiplier for batch-norm parameters (airbench trains its
-            batch-norm shifts 64x faster); their weight decay is divided by it, so its pull on
-            them stays as strong as on the other weights.
+    Optimization (described in ``cnnclf.models.optimization``):
+        optimizer, lr, momentum, nesterov, weight_decay, lr_schedule, norm_lr_scale.
 
-    Loss:
-        label_smoothing: cross-entropy label smoothing.
+    Loss: label_smoothing (cross-entropy's).
 
     Speed:
         channels_last: keep activations in NHWC memory order (faster convolutions with bf16 on
@@ -76,7 +59,7 @@ class ImageClassifier(L.LightningModule):
                  tta_hflip: bool = False, tta_translate: int = 0,
                  **retired) -> None:
         super().__init__()
-        _check_retired(type(self).__name__, retired)
+        check_retired(type(self).__name__, retired)
         if num_classes is None or image_shape is None:
             raise ConfigError("num_classes and image_shape come from the data: build the model through the CLI, "
                               f"or pass them (found num_classes={num_classes}, image_shape={image_shape})")
@@ -84,10 +67,7 @@ class ImageClassifier(L.LightningModule):
             raise ConfigError(f"num_classes must be at least 2, found {num_classes}")
         if len(image_shape) != 3:
             raise ConfigError(f"image_shape must be [channels, height, width], found {image_shape}")
-        if lr <= 0 or norm_lr_scale <= 0:
-            raise ConfigError(f"lr and norm_lr_scale must be positive, found {lr} and {norm_lr_scale}")
-        if momentum < 0 or weight_decay < 0:
-            raise ConfigError(f"momentum and weight_decay must be >= 0, found {momentum} and {weight_decay}")
+        check_optimization_options(lr, momentum, weight_decay, norm_lr_scale)
         if not 0 <= label_smoothing <= 1:
             raise ConfigError(f"label_smoothing must be in [0, 1], found {label_smoothing}")
         if not 0 <= tta_translate < min(image_shape[1:]):
@@ -102,11 +82,8 @@ class ImageClassifier(L.LightningModule):
         self.register_buffer("input_std", std.view(1, -1, 1, 1), persistent=False)
 
         features = self.features(channels)
-        self.net = nn.Sequential(
-            features,
-            nn.Flatten(),
-            self.classifier(self._flat_width(features, image_shape), num_classes),
-        )
+        width = self._flat_width(features, image_shape)
+        self.net = nn.Sequential(features, nn.Flatten(), self.classifier(width, num_classes))
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.example_input_array = torch.zeros(1, *image_shape)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -117,8 +94,6 @@ class ImageClassifier(L.LightningModule):
         self.train_metrics.persistent(True)
         self.val_metrics = AccuracyAndF1(num_classes, prefix="val/", with_loss=True)
         self.test_metrics = AccuracyAndF1(num_classes, prefix="test/", with_loss=True)
-        # Kept whole so the test summary can be rebuilt exactly, summed over every process.
-        self.test_confusion = MulticlassConfusionMatrix(num_classes)
 
     # -- what an architecture declares ------------------------------------------------------
 
@@ -191,9 +166,7 @@ class ImageClassifier(L.LightningModule):
         self._evaluate(batch, self.val_metrics)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> Tensor:
-        logits = self._evaluate(batch, self.test_metrics)
-        self.test_confusion.update(logits, batch[1])
-        return logits  # for the test summary's highest-loss images
+        return self._evaluate(batch, self.test_metrics)  # for the test summary's highest-loss images
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> tuple[Tensor, Tensor]:
         probabilities = self.evaluation_logits(batch[0]).float().softmax(dim=1)
@@ -244,78 +217,13 @@ class ImageClassifier(L.LightningModule):
     def on_train_start(self) -> None:
         self.compile_network()
 
-    def on_validation_start(self) -> None:
-        self.compile_network()
-
-    def on_test_start(self) -> None:
-        self.compile_network()
-
-    def on_predict_start(self) -> None:
-        self.compile_network()
+    on_validation_start = on_test_start = on_predict_start = on_train_start
 
     def on_test_epoch_start(self) -> None:
-        self.test_confusion.reset()
+        self.test_metrics.reset()  # the test summary reads it whole
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         check_fits(checkpoint, self)
 
-    # -- optimization -----------------------------------------------------------------------
-
     def configure_optimizers(self):
-        hp = self.hparams
-        groups = self._parameter_groups()
-        if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum,
-                                        nesterov=hp.nesterov, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adam":
-            optimizer = torch.optim.Adam(groups, lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            optimizer = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.lr_schedule == "constant":
-            return optimizer
-        steps = self.trainer.estimated_stepping_batches
-        if hp.lr_schedule == "onecycle":
-            # OneCycleLR divides by zero when its warm-up is exactly one step (pct_start * steps == 1).
-            pct_start = 0.3 if steps == 4 else 0.25
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=steps,
-                                                            pct_start=pct_start)
-        elif hp.lr_schedule == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-        else:
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(triangle, steps=steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def _parameter_groups(self) -> list[dict]:
-        """One group, or with ``norm_lr_scale`` two: batch-norm parameters and the rest."""
-        scale = self.hparams.norm_lr_scale
-        if scale == 1:
-            return [{"params": list(self.parameters())}]
-        norms = {id(p) for module in self.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)
-                 for p in module.parameters()}
-        return [
-            {"params": [p for p in self.parameters() if id(p) not in norms]},
-            {"params": [p for p in self.parameters() if id(p) in norms],
-             "lr": self.hparams.lr * scale, "weight_decay": self.hparams.weight_decay / scale},
-        ]
-
-
-# Options of the architectures with such layers; checkpoints written while they were ImageClassifier's
-# store them for every architecture, which accepts them where they make no difference.
-RETIRED_OPTIONS = {"dropout": None, "final_relu": False}  # name: the one value accepted (None: any)
-
-
-def _check_retired(architecture: str, retired: dict) -> None:
-    for name, value in retired.items():
-        if name not in RETIRED_OPTIONS:
-            raise ConfigError(f"{architecture} takes no argument '{name}'")
-        accepted = RETIRED_OPTIONS[name]
-        if accepted is not None and value != accepted:
-            raise ConfigError(f"{architecture} has no {name} option, found {name}={value}")
-
-
-def triangle(step: int, steps: int, start: float = 0.2, peak_at: float = 0.23, end: float = 0.07) -> float:
-    """airbench's learning-rate factor at ``step`` of ``steps``: up linearly, then down linearly."""
-    peak_step = peak_at * steps
-    if step < peak_step:
-        return start + (1 - start) * step / peak_step
-    return 1 + (end - 1) * (step - peak_step) / (steps - peak_step)
+        return optimizer_and_schedule(self)

@@ -39,6 +39,11 @@ class AccuracyAndF1(MulticlassConfusionMatrix):
             figures[f"{self.prefix}loss"] = self.loss_sum / confusion.sum()  # the matrix counts the images
         return figures
 
+    def summed_confusion(self) -> Tensor:
+        """The matrix counted so far (rows: targets), summed over every process; the counting goes on."""
+        with self.sync_context():
+            return self.confmat.clone()
+
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         # Checkpoints from before kept torchmetrics' separate counts (acc.tp, f1.fn, ...) of the
         # unfinished epoch; the epoch in progress then starts its figures afresh.

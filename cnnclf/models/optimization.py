@@ -1,0 +1,81 @@
+"""The optimizer and learning-rate schedule an ``ImageClassifier``'s options ask for.
+
+    optimizer: ``sgd`` (the report's), ``adam`` or ``adamw``.
+    lr: learning rate (the peak rate with ``onecycle``).
+    momentum: SGD momentum (the report used 0.9).
+    nesterov: Nesterov momentum for SGD.
+    weight_decay: L2 penalty (decoupled for adamw).
+    lr_schedule: ``constant`` (the report's), ``onecycle`` (warm-up then anneal, per step),
+        ``cosine`` (per step, to zero at the last step) or ``triangle`` (airbench's, per step:
+        linear from 0.2 lr up to lr at 23% of the steps, then linear down to 0.07 lr).
+    norm_lr_scale: learning-rate multiplier for batch-norm parameters (airbench trains its
+        batch-norm shifts 64x faster); their weight decay is divided by it, so its pull on
+        them stays as strong as on the other weights.
+"""
+
+from functools import partial
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import nn
+
+from cnnclf.errors import ConfigError
+
+Optimizer = Literal["sgd", "adam", "adamw"]
+Schedule = Literal["constant", "onecycle", "cosine", "triangle"]
+
+
+def check_optimization_options(lr: float, momentum: float, weight_decay: float, norm_lr_scale: float) -> None:
+    if lr <= 0 or norm_lr_scale <= 0:
+        raise ConfigError(f"lr and norm_lr_scale must be positive, found {lr} and {norm_lr_scale}")
+    if momentum < 0 or weight_decay < 0:
+        raise ConfigError(f"momentum and weight_decay must be >= 0, found {momentum} and {weight_decay}")
+
+
+def optimizer_and_schedule(model: L.LightningModule):
+    """What ``configure_optimizers`` returns for ``model``'s options; a schedule steps every batch."""
+    hp = model.hparams
+    groups = parameter_groups(model)
+    if hp.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum,
+                                    nesterov=hp.nesterov, weight_decay=hp.weight_decay)
+    elif hp.optimizer == "adam":
+        optimizer = torch.optim.Adam(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+    if hp.lr_schedule == "constant":
+        return optimizer
+    steps = model.trainer.estimated_stepping_batches
+    if hp.lr_schedule == "onecycle":
+        # OneCycleLR divides by zero when its warm-up is exactly one step (pct_start * steps == 1).
+        pct_start = 0.3 if steps == 4 else 0.25
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=steps,
+                                                        pct_start=pct_start)
+    elif hp.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(triangle, steps=steps))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def parameter_groups(model: L.LightningModule) -> list[dict]:
+    """One group, or with ``norm_lr_scale`` two: batch-norm parameters and the rest."""
+    hp = model.hparams
+    if hp.norm_lr_scale == 1:
+        return [{"params": list(model.parameters())}]
+    norms = {id(p) for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)
+             for p in module.parameters()}
+    return [
+        {"params": [p for p in model.parameters() if id(p) not in norms]},
+        {"params": [p for p in model.parameters() if id(p) in norms],
+         "lr": hp.lr * hp.norm_lr_scale, "weight_decay": hp.weight_decay / hp.norm_lr_scale},
+    ]
+
+
+def triangle(step: int, steps: int, start: float = 0.2, peak_at: float = 0.23, end: float = 0.07) -> float:
+    """airbench's learning-rate factor at ``step`` of ``steps``: up linearly, then down linearly."""
+    peak_step = peak_at * steps
+    if step < peak_step:
+        return start + (1 - start) * step / peak_step
+    return 1 + (end - 1) * (step - peak_step) / (steps - peak_step)
