@@ -86,13 +86,13 @@ class RunCheckpoints(ModelCheckpoint):
         if (self.save_last and self.monitor is not None and due and self.saved_step != trainer.global_step
                 and trainer.state.fn == "fit" and not trainer.sanity_checking and not trainer.fast_dev_run):
             self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
-            trainer.save_checkpoint(self.last_model_path)
+            trainer.save_checkpoint(self.last_model_path, weights_only=False)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         if self.monitor is None and self.saved_step != trainer.global_step and not trainer.fast_dev_run:
             self.best_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
-            trainer.save_checkpoint(self.best_model_path)
+            trainer.save_checkpoint(self.best_model_path, weights_only=False)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         """Stopped from outside: keeps the work done so far in ``last.ckpt``, with the batch position in the epoch,
@@ -101,5 +101,5 @@ class RunCheckpoints(ModelCheckpoint):
         super().on_exception(trainer, pl_module, exception)
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.state.fn == "fit":
             self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
-            trainer.save_checkpoint(self.last_model_path)
+            trainer.save_checkpoint(self.last_model_path, weights_only=False)
             print(f"Stopped at step {trainer.global_step}; saved {self.last_model_path}")
