@@ -58,7 +58,8 @@ class NonFiniteLossGuard(L.Callback):
             return
         unseen = self.first_bad_step < 0
         self.first_bad_step = torch.where(unseen & ~torch.isfinite(loss), step, self.first_bad_step)
-        if batch_idx + 1 == trainer.num_training_batches or step % trainer.log_every_n_steps == 0:
+        every = trainer.log_every_n_steps
+        if batch_idx + 1 == trainer.num_training_batches or (every > 0 and step % every == 0):
             bad_step = int(self.first_bad_step)
             if bad_step >= 0:
                 self._stop(trainer, bad_step)
@@ -219,6 +220,7 @@ class PredictionCSV(BasePredictionWriter):
         with path.open("w", newline="") as stream:
             writer = csv.writer(stream)
             writer.writerow(["source", "label", "probability"])
-            for source, (label, confidence) in zip(trainer.datamodule.predict_sources, rows, strict=True):
+            # limit_predict_batches and fast_dev_run predict the first sources only
+            for source, (label, confidence) in zip(trainer.datamodule.predict_sources[:len(rows)], rows, strict=True):
                 writer.writerow([source, names[label], f"{confidence:.6f}"])
         print(f"Wrote {len(rows)} predictions to {path}")

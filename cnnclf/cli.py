@@ -102,7 +102,7 @@ class CnnclfCLI(LightningCLI):
             print(f"cnnclf {self.subcommand}: no --ckpt_path, so the model is untrained; "
                   "pass --ckpt_path best|last|FILE to evaluate a trained one", file=sys.stderr)
 
-    before_predict = before_test
+    before_validate = before_predict = before_test
 
 
 def trains_on_cpu(accelerator) -> bool:

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -16,7 +17,7 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(path.parent)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
     try:
         with temporary.open("wb") as stream:
             write(stream)
@@ -27,9 +28,13 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
         temporary.unlink(missing_ok=True)
 
 
+# In the temporary name: on a shared drive, another machine's writer is not ours to judge.
+_HOST = socket.gethostname().replace(".", "-")
+
+
 def remove_leftovers(folder: Path) -> None:
-    """Remove the temporary files of ``write_atomically`` calls in ``folder`` whose process is gone."""
-    for leftover in folder.glob(".*.*.tmp"):
+    """Remove this machine's temporary files of ``write_atomically`` calls in ``folder`` whose process is gone."""
+    for leftover in folder.glob(f".*.{_HOST}.*.tmp"):
         pid = leftover.name.removesuffix(".tmp").rpartition(".")[2]
         if pid.isdigit() and not _running(int(pid)):
             with contextlib.suppress(OSError):  # a folder this process may read but not change

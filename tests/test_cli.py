@@ -280,3 +280,24 @@ def test_compile_through_the_cli_trains_the_compiled_network(tmp_path):
     assert fitted.trainer.global_step == 3
     assert torch._dynamo.utils.counters["frames"]["ok"] >= 1
     assert "test/acc" in fitted.trainer.callback_metrics
+
+
+def test_predict_on_fewer_batches_than_images_writes_the_rows_it_predicted(tmp_path):
+    predicted = run("predict", CONFIGS / "digits.yaml", tmp_path, "--trainer.limit_predict_batches", "2",
+                    "--data.eval_batch_size", "10")
+    with (Path(predicted.trainer.log_dir) / "predictions.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert 0 < len(rows) < len(predicted.datamodule.predict_sources)
+    assert [row["source"] for row in rows] == [str(index) for index in range(len(rows))]
+
+
+def test_predict_with_a_checkpoint_without_hyper_parameters_is_one_line(tmp_path):
+    bare = tmp_path / "bare.ckpt"
+    torch.save({"state_dict": {}}, bare)
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["predict", "--ckpt_path", str(bare), "--data.predict_files", str(image)])
+    text = str(exit_info.value.code)
+    assert text.startswith("cnnclf: error: ") and "do not say the classes and image shape" in text, text
+    assert "\n" not in text

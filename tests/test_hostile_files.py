@@ -9,6 +9,7 @@ the test run; the child reports each file's message and its own peak memory.
 import json
 import os
 import pickle
+import socket
 import struct
 import subprocess
 import sys
@@ -234,7 +235,7 @@ def _killed_mid_write(target: Path) -> Path:
     """Start a writer of ``target``, SIGKILL it mid-write; the temporary file it leaves."""
     writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)],
                               cwd=Path(__file__).resolve().parents[1])
-    leftover = target.with_name(f".{target.name}.{writer.pid}.tmp")
+    leftover = target.with_name(f".{target.name}.{socket.gethostname().replace('.', '-')}.{writer.pid}.tmp")
     for _ in range(600):
         if leftover.is_file() and leftover.stat().st_size:
             break
@@ -255,6 +256,16 @@ def test_a_checkpoint_write_killed_in_an_earlier_run_leaves_no_file_behind(tmp_p
 
     assert not leftover.exists()
     assert [path.name for path in resumed_run.iterdir()] == ["last.ckpt"]
+
+
+def test_another_machines_write_in_progress_is_left_alone(tmp_path):
+    """On a shared drive a process id means nothing across machines: only this host's leftovers go."""
+    folder = tmp_path / "mnist" / "version_0" / "checkpoints"
+    folder.mkdir(parents=True)
+    elsewhere = folder / ".last.ckpt.another-host.999999999.tmp"
+    elsewhere.write_bytes(b"half a checkpoint")
+    SafeCheckpointIO().save_checkpoint({"state_dict": {}}, folder / "last.ckpt")
+    assert elsewhere.exists()
 
 
 def test_reading_a_checkpoint_removes_the_leftovers_beside_it(tmp_path):

@@ -7,7 +7,7 @@ gets image files and no config.
 
 from cnnclf.checkpoints import read_checkpoint
 from cnnclf.data.base import PickledImageDataModule
-from cnnclf.errors import ConfigError
+from cnnclf.errors import CheckpointError, ConfigError
 
 
 class ImageFilesDataModule(PickledImageDataModule):
@@ -26,7 +26,10 @@ class ImageFilesDataModule(PickledImageDataModule):
             raise ConfigError("ImageFilesDataModule predicts on image files: set --data.predict_files")
         if checkpoint is None:
             raise ConfigError("ImageFilesDataModule needs the checkpoint to predict with: set --ckpt_path")
-        self.trained_on = read_checkpoint(checkpoint, mmap=True).get("hyper_parameters", {})
+        self.trained_on = read_checkpoint(checkpoint, mmap=True).get("hyper_parameters") or {}
+        if "num_classes" not in self.trained_on or "image_shape" not in self.trained_on:
+            raise CheckpointError(f"{checkpoint}: its hyper-parameters do not say the classes and image shape it "
+                                  "was trained for (not saved by 'cnnclf fit'); predict with --config and --data.path")
 
     @property
     def num_classes(self) -> int:
