@@ -97,8 +97,8 @@ def predict_split(model: ImageClassifier, images: Tensor, targets: Tensor, batch
 def read_curve(run_dir: str | Path, tag: str) -> tuple[list[int], list[float]]:
     """The steps and values logged under the scalar ``tag`` (e.g. ``val/acc``) in a run's TensorBoard files.
 
-    Every event file of the run counts (a resumed run, or a test after fitting, adds one); a step
-    logged again, as a run resumed from an earlier checkpoint does, keeps its latest value.
+    Every event file of the run counts (a test after fitting adds one); a step logged twice keeps
+    its latest value.
     """
     from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
     from tensorboard.util.tensor_util import make_ndarray

@@ -15,7 +15,7 @@ class RunCheckpoints(ModelCheckpoint):
 
     Without a validation split there is nothing to rank by: the one checkpoint kept is the newest,
     ``last.ckpt``, written every ``every_n_epochs`` epochs and when training ends (once per save, not
-    twice; the report's ORL net makes 500 MB checkpoints), and it stands for the best. A fit stopped from outside
+    twice: the report's ORL net makes large checkpoints), and it stands for the best. A fit stopped from outside
     (SIGTERM from a scheduler, Ctrl-C) saves ``last.ckpt`` between two steps.
 
     Beside Lightning's own state (weights, optimizer, schedule, loop counters) every checkpoint holds

@@ -45,8 +45,8 @@ class AccuracyAndF1(MulticlassConfusionMatrix):
             return self.confmat.clone()
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
-        # Checkpoints from before kept torchmetrics' separate counts (acc.tp, f1.fn, ...) of the
-        # unfinished epoch; the epoch in progress then starts its figures afresh.
+        # Checkpoints that store torchmetrics' separate accuracy and F1 counts (acc.tp, f1.fn, ...)
+        # of an unfinished epoch: that epoch's figures start afresh.
         for key in [key for key in state_dict if key.startswith((f"{prefix}acc.", f"{prefix}f1."))]:
             del state_dict[key]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
