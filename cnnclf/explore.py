@@ -51,8 +51,11 @@ def newest_checkpoint(runs: str | Path, name: str = "best.ckpt") -> Path:
 def load_model(checkpoint: str | Path) -> ImageClassifier:
     """The trained model of ``checkpoint``, in eval mode on the CPU."""
     content = read_checkpoint(checkpoint)
-    hparams = dict(content.get("hyper_parameters", {}))
-    architecture = checked_class(hparams.pop("_class_path", ""), models, ImageClassifier, str(checkpoint))
+    hparams = dict(content.get("hyper_parameters") or {})
+    if "_class_path" not in hparams:
+        raise CheckpointError(f"{checkpoint}: its hyper-parameters do not name its model class (not saved by "
+                              "'cnnclf fit')")
+    architecture = checked_class(hparams.pop("_class_path"), models, ImageClassifier, str(checkpoint))
     model = architecture(**{key: value for key, value in hparams.items() if not key.startswith("_")})
     model.load_state_dict(content["state_dict"])
     return model.eval()

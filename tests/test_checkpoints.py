@@ -208,3 +208,10 @@ def test_with_validation_last_follows_training_when_the_best_stops_improving(tmp
     last = torch.load(folder / "last.ckpt", weights_only=True)
     assert (last["epoch"], last["global_step"]) == (2, fitted.trainer.global_step)
     assert "`weights_only` was not set" not in caplog.text  # Lightning's note on every such save
+
+
+def test_load_model_of_a_checkpoint_without_its_class_says_so(tmp_path):
+    bare = tmp_path / "bare.ckpt"
+    torch.save({"state_dict": {}}, bare)
+    with pytest.raises(CheckpointError, match="its hyper-parameters do not name its model class"):
+        load_model(bare)
