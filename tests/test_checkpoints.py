@@ -5,8 +5,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -208,6 +210,26 @@ def test_with_validation_last_follows_training_when_the_best_stops_improving(tmp
     last = torch.load(folder / "last.ckpt", weights_only=True)
     assert (last["epoch"], last["global_step"]) == (2, fitted.trainer.global_step)
     assert "`weights_only` was not set" not in caplog.text  # Lightning's note on every such save
+
+
+class SaveCounter(L.Callback):
+    """Counts the checkpoints built at each training step."""
+
+    def __init__(self) -> None:
+        self.saves_per_step: Counter = Counter()
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.saves_per_step[checkpoint["global_step"]] += 1
+
+
+def test_an_epoch_with_a_new_best_writes_best_and_last_once_each(tmp_path):
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3", "--test_after_fit", "false",
+                 "--trainer.callbacks+", "tests.test_checkpoints.SaveCounter")
+    counter = next(callback for callback in fitted.trainer.callbacks if isinstance(callback, SaveCounter))
+    epoch = fitted.trainer.num_training_batches
+    assert sorted(counter.saves_per_step) == [epoch, 2 * epoch, 3 * epoch]
+    assert counter.saves_per_step[epoch] == 2  # the first epoch is always a new best: best.ckpt and last.ckpt
+    assert set(counter.saves_per_step.values()) <= {1, 2}
 
 
 def test_load_model_of_a_checkpoint_without_its_class_says_so(tmp_path):

@@ -165,6 +165,13 @@ def test_triangle_schedule_rises_then_falls_linearly():
     torch.testing.assert_close(falls, falls[:1].expand_as(falls))
 
 
+@pytest.mark.parametrize(("optimizer", "fused"), [("adam", True), ("adamw", True), ("sgd", None)])
+def test_adam_steps_with_the_fused_kernel_and_sgd_with_torchs_default(optimizer, fused, tmp_path):
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--model.optimizer", optimizer, "--trainer.max_epochs", "1",
+                 "--trainer.limit_train_batches", "2", "--test_after_fit", "false")
+    assert fitted.trainer.optimizers[0].param_groups[0]["fused"] is fused
+
+
 @pytest.mark.slow
 def test_compile_keeps_checkpoint_names_and_logits():
     torch.manual_seed(0)

@@ -81,12 +81,17 @@ class RunCheckpoints(ModelCheckpoint):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         # Lightning writes last.ckpt only beside a new best: once val/acc stops improving, a killed
-        # run would lose every epoch since. Here it follows training every every_n_epochs epochs.
+        # run would lose every epoch since. Here it follows training every every_n_epochs epochs;
+        # not when a new best is coming, which Lightning saves with last.ckpt as this epoch ends.
         due = self.every_n_epochs >= 1 and (trainer.current_epoch + 1) % self.every_n_epochs == 0
         if (self.save_last and self.monitor is not None and due and self.saved_step != trainer.global_step
-                and trainer.state.fn == "fit" and not trainer.sanity_checking and not trainer.fast_dev_run):
+                and trainer.state.fn == "fit" and not trainer.sanity_checking and not trainer.fast_dev_run
+                and not self._new_best_is_coming(trainer)):
             self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
             trainer.save_checkpoint(self.last_model_path, weights_only=False)
+
+    def _new_best_is_coming(self, trainer: L.Trainer) -> bool:
+        return self.save_top_k != 0 and self.check_monitor_top_k(trainer, trainer.callback_metrics.get(self.monitor))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)

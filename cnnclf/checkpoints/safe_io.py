@@ -106,10 +106,18 @@ def _left_to_subclasses(method: object) -> bool:
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint reader and writer, loading through ``read_checkpoint`` and saving atomically."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.tidied_folders: set[Path] = set()
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         path = Path(path)
-        for folder in _checkpoint_folders_of_the_experiment(path.parent):
-            remove_leftovers(folder)
+        if path.parent not in self.tidied_folders:
+            # Once: the other runs of the experiment write no more leftovers (this run's own folder
+            # is tidied by every write), and an experiment may hold hundreds of runs.
+            for folder in _checkpoint_folders_of_the_experiment(path.parent):
+                remove_leftovers(folder)
+            self.tidied_folders.add(path.parent)
         write_atomically(path, lambda stream: torch.save(checkpoint, stream))
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
