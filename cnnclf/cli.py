@@ -18,7 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from cnnclf import models
 from cnnclf.argv import ConciseErrorParser, prepared_arguments, user_error_in
 from cnnclf.callbacks import FitTimer, LayerTable, NonFiniteLossGuard, PredictionCSV, TestSummary
-from cnnclf.checkpoints import RunCheckpoints, checked_class, read_checkpoint, resolve_checkpoint
+from cnnclf.checkpoints import UNNAMED_EXPERIMENT, RunCheckpoints, checked_class, read_checkpoint, resolve_checkpoint
 from cnnclf.data import PickledImageDataModule
 from cnnclf.errors import ConfigError
 from cnnclf.models import ImageClassifier
@@ -33,7 +33,7 @@ TRAINER_DEFAULTS = {
     "enable_model_summary": False,  # the layer table is cnnclf's own (--model_summary.max_depth)
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": "runs", "name": "default", "log_graph": True, "default_hp_metric": False},
+        "init_args": {"save_dir": "runs", "name": UNNAMED_EXPERIMENT, "log_graph": True, "default_hp_metric": False},
     },
 }
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -134,6 +135,17 @@ def test_predict_needs_only_the_checkpoint_and_image_files(tmp_path, monkeypatch
     assert [path.name for path in run_dir.parent.iterdir()] == [run_dir.name]
 
 
+def test_best_without_a_config_is_the_newest_finished_run_of_any_experiment(tmp_path, monkeypatch):
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path / "runs", "--trainer.max_epochs", "1", "--test_after_fit",
+                 "false")
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(image)
+    monkeypatch.chdir(tmp_path)  # the default runs/ folder holds the digits experiment, not a "default" one
+    cli_main(["predict", "--ckpt_path", "best", "--data.predict_files", str(image), "--trainer.enable_progress_bar",
+              "false"])
+    assert (Path(fitted.trainer.log_dir) / "predictions.csv").is_file()
+
+
 def test_a_command_that_fails_before_working_creates_no_run(tmp_path):
     for failing in (["test", "--ckpt_path", "best"], ["fit", "--trainer.max_epochs", "-5"],
                     ["predict", "--ckpt_path", str(tmp_path / "missing.ckpt")]):
@@ -235,7 +247,9 @@ def test_without_validation_only_last_is_kept_every_epoch_and_stands_for_best(tm
     steps_per_epoch = fitted.trainer.num_training_batches
     assert probe.steps == [None, steps_per_epoch, 2 * steps_per_epoch]
     accuracy = fitted.trainer.callback_metrics["test/acc"].item()
-    tested = run("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", "best", "--data.val_split", "0")
+    with warnings.catch_warnings():  # the checkpoint's callback state is found: Lightning has nothing to warn of
+        warnings.filterwarnings("error", message=".*callbacks used to create the checkpoint")
+        tested = run("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", "best", "--data.val_split", "0")
     assert tested.trainer.callback_metrics["test/acc"].item() == pytest.approx(accuracy)
 
 

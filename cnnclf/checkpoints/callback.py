@@ -30,6 +30,13 @@ class RunCheckpoints(ModelCheckpoint):
                          auto_insert_metric_name=False, **kwargs)
         self.resumed: dict = {}
         self.saved_step: int | None = None
+        self.configured_state_key = super().state_key
+
+    @property
+    def state_key(self) -> str:
+        """Lightning's key for the options as configured, kept when ``setup`` drops the monitor for a fit
+        without validation: the run's later commands (test, predict, resume) find its state under it."""
+        return self.configured_state_key
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default; a user's own plugin stays

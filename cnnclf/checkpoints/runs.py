@@ -8,17 +8,25 @@ from cnnclf.errors import CheckpointError, ConfigError
 #: written by ``FitTimer`` when training ends normally; a run without it stopped early or is still running
 FINISHED_MARKER = "fit_time.json"
 
+#: the experiment (TensorBoard logger) name when no config names one
+UNNAMED_EXPERIMENT = "default"
+
 
 def resolve_checkpoint(config, subcommand: str) -> bool:
-    """Replace ``config.ckpt_path`` (a file, or ``best``/``last`` among the runs of the config's logger) by its
-    file; for test, validate and predict, point the logger at the run that wrote it, so that reports,
-    predictions and TensorBoard scalars land beside it. Whether it did."""
+    """Replace ``config.ckpt_path`` (a file, or ``best``/``last`` among the runs of the config's experiment, or
+    of every experiment when no config names one) by its file; for test, validate and predict, point the
+    logger at the run that wrote it, so that reports, predictions and TensorBoard scalars land beside it.
+    Whether it did."""
     wanted = config.ckpt_path
     if wanted in ("best", "last"):
         options = getattr(config.trainer.logger, "init_args", None)
-        root = (Path(options.save_dir) / (options.name or "") if getattr(options, "save_dir", None) is not None
-                else Path(config.trainer.default_root_dir or ".") / "lightning_logs")
-        path, why = find_checkpoint(root, wanted)
+        if getattr(options, "save_dir", None) is None:
+            root, runs = Path(config.trainer.default_root_dir or ".") / "lightning_logs", "*"
+        elif options.name == UNNAMED_EXPERIMENT:  # e.g. predict from a checkpoint, which needs no config
+            root, runs = Path(options.save_dir), "*/*"
+        else:
+            root, runs = Path(options.save_dir) / (options.name or ""), "*"
+        path, why = find_checkpoint(root, wanted, runs)
         print(f"cnnclf: --ckpt_path {wanted} is {path} ({why})", file=sys.stderr)
         config.ckpt_path = str(path)
     elif not Path(wanted).is_file():
@@ -33,16 +41,16 @@ def resolve_checkpoint(config, subcommand: str) -> bool:
     return True
 
 
-def find_checkpoint(runs_root: Path, which: str) -> tuple[Path, str]:
-    """The checkpoint ``--ckpt_path best|last`` stands for under ``runs_root``, and why that one.
+def find_checkpoint(runs_root: Path, which: str, runs: str = "*") -> tuple[Path, str]:
+    """The checkpoint ``--ckpt_path best|last`` stands for among the run folders ``runs_root/runs``, and why that one.
 
     ``last``: the newest run's ``last.ckpt`` (to resume). ``best``: the newest finished run's
     ``best.ckpt``, or its ``last.ckpt`` when it trained without validation. A run that stopped
     early is never taken for ``best``.
     """
-    lasts = sorted(runs_root.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
+    lasts = sorted(runs_root.glob(f"{runs}/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
     if not lasts:
-        raise CheckpointError(f"--ckpt_path {which}: no checkpoint under {runs_root}/*/checkpoints; train with "
+        raise CheckpointError(f"--ckpt_path {which}: no checkpoint under {runs_root}/{runs}/checkpoints; train with "
                               "'cnnclf fit' first, or pass a checkpoint file")
     if which == "last":
         return lasts[-1], "the newest run's last checkpoint"
