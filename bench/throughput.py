@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from machine import machine_description
 
-from cnnclf.cli import cli_main, cpu_has_bf16
+from cnnclf.cli import cli_main
 from cnnclf.data import CIFARDataModule, MNISTDataModule, ORLDataModule, load_pickle
+from cnnclf.hardware import cpu_has_bf16
 from cnnclf.models import ReportCIFARNet, ReportMNISTNet, ReportORLNet
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -33,11 +33,22 @@ def prepared_arguments(args: list[str]) -> list[str]:
         elif index > 0 and args[index - 1] in ("--model", "--data"):
             check_class_name(arg, args[index - 1])
     given = {arg.partition("=")[0] for arg in args}
-    if args[:1] == ["predict"] and LIST_OPTION in given and not given & {*CONFIG_OPTIONS, "--data"}:
-        args.append("--data=cnnclf.data.ImageFilesDataModule")
-        if "--model" not in given:  # LightningCLI replaces it with the class the checkpoint names
+    if args[:1] == ["predict"] and not given & {*CONFIG_OPTIONS, "--data", LIST_OPTION, "--help", "-h"}:
+        raise ConfigError("predict on what? --data.predict_files takes image files (files, a folder or a glob); "
+                          "--config NAME with --data.path predicts that pickle's test split")
+    if args[:1] == ["predict"] and LIST_OPTION in given and not given & {"--data", "--data.path"}:
+        args.append("--data=cnnclf.data.ImageFilesDataModule")  # a config's pickle is not needed
+        if not given & {*CONFIG_OPTIONS, "--model"}:  # LightningCLI replaces it with the class the checkpoint names
             args.append("--model=cnnclf.models.ImageClassifier")
     return args
+
+
+def refuse_what_the_data_decides(model_init_args, names: tuple[str, ...]) -> None:
+    """The model arguments named ``names`` come from the data module (the CLI links them), never a config."""
+    for name in names:
+        if model_init_args.get(name) is not None:
+            raise ConfigError(f"model.{name} is decided by the data (its data.{name}), found "
+                              f"{model_init_args.get(name)} in the config; remove it, or use data that has it")
 
 
 def collect_list(args: list[str], option: str) -> list[str]:

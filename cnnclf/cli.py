@@ -16,11 +16,19 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cnnclf import models
-from cnnclf.argv import ConciseErrorParser, prepared_arguments, user_error_in
+from cnnclf.argv import ConciseErrorParser, prepared_arguments, refuse_what_the_data_decides, user_error_in
 from cnnclf.callbacks import FitTimer, LayerTable, NonFiniteLossGuard, PredictionCSV, TestSummary
-from cnnclf.checkpoints import UNNAMED_EXPERIMENT, RunCheckpoints, checked_class, read_checkpoint, resolve_checkpoint
+from cnnclf.checkpoints import (
+    UNNAMED_EXPERIMENT,
+    RunCheckpoints,
+    check_restorable,
+    checked_class,
+    read_checkpoint,
+    resolve_checkpoint,
+)
 from cnnclf.data import PickledImageDataModule
 from cnnclf.errors import ConfigError
+from cnnclf.hardware import without_emulated_bf16
 from cnnclf.models import ImageClassifier
 from cnnclf.noise import silence_lightning_noise
 from cnnclf.shipped import print_shipped_configs
@@ -59,11 +67,7 @@ class CnnclfCLI(LightningCLI):
         if not subcommand:
             return
         config = self.config[subcommand]
-        init_args = config.get("model", {}).get("init_args") or {}
-        for name in FROM_THE_DATA:
-            if init_args.get(name) is not None:
-                raise ConfigError(f"model.{name} is decided by the data (its data.{name}), found "
-                                  f"{init_args.get(name)} in the config; remove it, or use data that has it")
+        refuse_what_the_data_decides(config.get("model", {}).get("init_args") or {}, FROM_THE_DATA)
         if config.get("ckpt_path") is not None:
             if resolve_checkpoint(config, subcommand):
                 self.save_config_kwargs["config_filename"] = f"{subcommand}_config.yaml"  # the run's config stays
@@ -75,18 +79,14 @@ class CnnclfCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
-        if str(trainer.precision).startswith("bf16") and trains_on_cpu(trainer.accelerator) and not cpu_has_bf16():
-            # Emulated bf16 is several times slower than fp32: a recipe that asks for bf16 to be
-            # fast must not become the slowest way to run.
-            print(f"cnnclf: this CPU has no bf16 arithmetic (AVX-512 or AMX), where precision {trainer.precision} "
-                  "runs several times slower than fp32: running in 32-true instead", file=sys.stderr)
-            trainer.precision = "32-true"
+        without_emulated_bf16(trainer)
         if trainer.enable_progress_bar is False and trainer.callbacks:
             # A preset's progress bar (there for its refresh rate) gives way to a run that asks for none.
             trainer.callbacks = [callback for callback in trainer.callbacks
                                  if not issubclass(pydoc.locate(callback.class_path), ProgressBar)]
 
     def before_fit(self) -> None:
+        self.before_running()
         if not getattr(self.datamodule, "has_validation", True):
             self.trainer.limit_val_batches = 0  # val_split 0: no validation loop to set up (nor warn about)
 
@@ -97,22 +97,22 @@ class CnnclfCLI(LightningCLI):
             ckpt_path = (checkpoint.best_model_path or checkpoint.last_model_path or None) if checkpoint else None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
 
-    def before_test(self) -> None:
-        if self.config_init[self.subcommand].get("ckpt_path") is None:
+    def before_validate(self) -> None:
+        if not getattr(self.datamodule, "has_validation", True):
+            raise ConfigError("validate needs a validation split, and this data has none (val_split 0): "
+                              "set --data.val_split, or evaluate with 'cnnclf test'")
+        self.before_running()
+
+    def before_running(self) -> None:
+        """Refuses a checkpoint that cannot be restored into the model, before the command writes into a run."""
+        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+        if ckpt_path is not None:
+            check_restorable(ckpt_path, self.model)
+        elif self.subcommand != "fit":
             print(f"cnnclf {self.subcommand}: no --ckpt_path, so the model is untrained; "
                   "pass --ckpt_path best|last|FILE to evaluate a trained one", file=sys.stderr)
 
-    before_validate = before_predict = before_test
-
-
-def trains_on_cpu(accelerator) -> bool:
-    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()
-                                    and not torch.backends.mps.is_available())
-
-
-def cpu_has_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively here (AVX-512 or AMX; on an AVX2-only CPU it emulates it)."""
-    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    before_test = before_predict = before_running
 
 
 def cli_main(args: list[str] | None = None) -> CnnclfCLI | None:

@@ -24,6 +24,14 @@ def run(subcommand: str, config: str | Path, runs: Path, *extra: str):
                      "--trainer.enable_progress_bar", "false", *extra])
 
 
+@pytest.fixture(scope="module")
+def trained_digits(tmp_path_factory) -> Path:
+    """The best checkpoint of one epoch of ``cnnclf fit`` on the digits."""
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path_factory.mktemp("runs"), "--trainer.max_epochs", "1",
+                 "--test_after_fit", "false")
+    return Path(fitted.trainer.checkpoint_callback.best_model_path)
+
+
 def data_path_for(config: Path, tiny_data: dict[str, Path]) -> list[str]:
     dataset = config.stem.split("_")[0]
     return ["--data.path", str(tiny_data[dataset])] if dataset in tiny_data else []
@@ -154,6 +162,24 @@ def test_a_command_that_fails_before_working_creates_no_run(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_checkpoint_for_other_data_is_refused_before_its_run_is_touched(trained_digits, tiny_data, tmp_path):
+    run_dir = trained_digits.parents[1]
+    before = {path: path.stat().st_mtime_ns for path in run_dir.rglob("*")}
+    with pytest.raises(SystemExit, match=r"trained for 10 classes of \[1, 8, 8\] images, but this data has"):
+        run("test", CONFIGS / "mnist.yaml", tmp_path, "--data.path", str(tiny_data["mnist"]),
+            "--ckpt_path", str(trained_digits))
+    assert {path: path.stat().st_mtime_ns for path in run_dir.rglob("*")} == before
+
+
+def test_predict_with_a_config_and_image_files_needs_no_pickle(trained_digits, tmp_path, monkeypatch):
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(image)
+    monkeypatch.chdir(tmp_path)  # mnist_fixed's data/seed/MNIST is not here
+    cli_main(["predict", "--config", "mnist_fixed", "--ckpt_path", str(trained_digits), "--data.predict_files",
+              str(image), "--trainer.enable_progress_bar", "false"])
+    assert (trained_digits.parents[1] / "predictions.csv").is_file()
+
+
 def write_non_utf8_config(folder: Path) -> str:
     path = folder / "latin1.yaml"
     path.write_bytes("# réglages\ntrainer:\n  max_epochs: 2\n".encode("latin-1"))
@@ -161,7 +187,9 @@ def write_non_utf8_config(folder: Path) -> str:
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
-    (["predict", "--ckpt_path", "{ckpt}"], "the following arguments are required: predict.data"),
+    (["predict", "--ckpt_path", "{ckpt}"], "predict on what? --data.predict_files takes image files"),
+    (["test", "--config", "{digits}", "--ckpt_path", "{ckpt}"], "x.ckpt: not saved by Lightning"),
+    (["validate", "--config", "{digits}", "--data.val_split", "0"], "validate needs a validation split"),
     (["fit", "--config", "{mnist}", "--data.path", "null"], "data: the following arguments are required: path"),
     (["fit", "--config", "{digits}", "--model.widths", "[8,16]"], "model: Option 'widths' is not accepted"),
     (["fit", "--config", "{digits}", "--model", "NoSuchNet"],
@@ -272,7 +300,7 @@ def test_every_preset_stacks_on_a_config(preset, capsys):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_on_a_cpu_without_bf16_arithmetic_trains_in_fp32(native, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("cnnclf.cli.cpu_has_bf16", lambda: native)
+    monkeypatch.setattr("cnnclf.hardware.cpu_has_bf16", lambda: native)
     fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--config", str(CONFIGS / "presets/bf16.yaml"),
                  "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
                  "--test_after_fit", "false")

@@ -116,3 +116,4 @@ def test_a_schedule_cannot_be_stretched_on_resume(tmp_path):
     run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false")
     with pytest.raises(SystemExit, match="cosine learning-rate schedule was planned for 19 steps, this run has 38"):
         run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    assert [run.name for run in (tmp_path / "digits").iterdir()] == ["version_0"]  # the refused resume left none

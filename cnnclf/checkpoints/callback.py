@@ -1,11 +1,14 @@
 """The checkpoint callback: which checkpoints a run keeps, and what resuming from one needs beyond Lightning."""
 
+from pathlib import Path
+
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from cnnclf.checkpoints.runs import remove_unstarted_run
 from cnnclf.checkpoints.safe_io import SafeCheckpointIO
 from cnnclf.errors import ConfigError
 
@@ -30,6 +33,7 @@ class RunCheckpoints(ModelCheckpoint):
                          auto_insert_metric_name=False, **kwargs)
         self.resumed: dict = {}
         self.saved_step: int | None = None
+        self.first_step: int | None = None  # this fit's, once training starts
         self.configured_state_key = super().state_key
 
     @property
@@ -67,6 +71,7 @@ class RunCheckpoints(ModelCheckpoint):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Picks up where the checkpoint left off, as the first resumed step is about to be drawn."""
         super().on_train_start(trainer, pl_module)
+        self.first_step = trainer.global_step
         resumed, self.resumed = self.resumed, {}
         planned, steps = resumed.get("planned_steps"), trainer.estimated_stepping_batches
         if trainer.lr_scheduler_configs and planned not in (None, steps):
@@ -111,7 +116,11 @@ class RunCheckpoints(ModelCheckpoint):
         so ``--ckpt_path last`` carries on exactly where training stopped. Other errors (a bug, a diverged
         loss) save nothing: the previous ``last.ckpt`` is the one to trust."""
         super().on_exception(trainer, pl_module, exception)
-        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.state.fn == "fit":
+        if trainer.state.fn != "fit":
+            return
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
             self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
             trainer.save_checkpoint(self.last_model_path, weights_only=False)
             print(f"Stopped at step {trainer.global_step}; saved {self.last_model_path}")
+        elif self.first_step in (None, trainer.global_step) and trainer.log_dir and trainer.is_global_zero:
+            remove_unstarted_run(Path(trainer.log_dir))

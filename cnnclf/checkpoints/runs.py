@@ -1,5 +1,7 @@
-"""Which file ``--ckpt_path best|last`` means, and the run folder a checkpoint's evaluation reports into."""
+"""Which file ``--ckpt_path best|last`` means, the run folder a checkpoint's evaluation reports into, and
+removing a run that failed before it trained."""
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -64,3 +66,15 @@ def find_checkpoint(runs_root: Path, which: str, runs: str = "*") -> tuple[Path,
         return best, "the best checkpoint of the newest finished run"
     return finished[-1], "the newest finished run trained without validation: its last checkpoint"
 
+
+
+#: what Lightning writes into a new run before its first step
+STARTING_FILES = ("config.yaml", "hparams.yaml")
+
+
+def remove_unstarted_run(folder: Path) -> None:
+    """Remove ``folder`` if it holds only what a fit writes before training (its config, its hyper-parameters,
+    an empty TensorBoard file): a fit that fails before its first step leaves no run behind."""
+    if folder.is_dir() and all(entry.is_file() and (entry.name in STARTING_FILES or entry.name.startswith("events."))
+                               for entry in folder.iterdir()):
+        shutil.rmtree(folder, ignore_errors=True)

@@ -68,6 +68,16 @@ def checked_class(class_path: object, package, base: type, where: str) -> type:
     return found
 
 
+def check_restorable(path: str | Path, model) -> None:
+    """Refuse, in one line, a checkpoint that Lightning cannot restore or that does not fit ``model``:
+    run before a command writes anything into a run, where Lightning's own errors come later."""
+    checkpoint = read_checkpoint(path, mmap=True)
+    if "pytorch-lightning_version" not in checkpoint:
+        raise CheckpointError(f"{path}: not saved by Lightning (it has no 'pytorch-lightning_version'); test, "
+                              "predict and resume take a checkpoint written by 'cnnclf fit'")
+    check_fits(checkpoint, model)
+
+
 def check_fits(checkpoint: dict, model) -> None:
     """Refuse, in one line, a checkpoint trained for other data or of another architecture than ``model``.
 

@@ -1,0 +1,27 @@
+"""What this machine runs fast: the CLI runs a bf16 recipe in fp32 where bf16 would be emulated."""
+
+import sys
+
+import torch
+
+
+def without_emulated_bf16(trainer) -> None:
+    """Set the trainer config's precision to ``32-true`` where bf16 would be emulated, saying so.
+
+    Emulated bf16 is several times slower than fp32: a recipe that asks for bf16 to be fast must
+    not become the slowest way to run.
+    """
+    if str(trainer.precision).startswith("bf16") and trains_on_cpu(trainer.accelerator) and not cpu_has_bf16():
+        print(f"cnnclf: this CPU has no bf16 arithmetic (AVX-512 or AMX), where precision {trainer.precision} "
+              "runs several times slower than fp32: running in 32-true instead", file=sys.stderr)
+        trainer.precision = "32-true"
+
+
+def trains_on_cpu(accelerator) -> bool:
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()
+                                    and not torch.backends.mps.is_available())
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively here (AVX-512 or AMX; on an AVX2-only CPU it emulates it)."""
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
