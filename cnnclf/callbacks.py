@@ -195,14 +195,18 @@ class TestSummary(L.Callback):
 
 
 class PredictionCSV(BasePredictionWriter):
-    """After ``predict``: writes ``predictions.csv`` (source, label, probability) in the run directory.
+    """After ``predict``: writes the predictions (source, label, probability) as CSV.
 
     The source is the image file, or the record index in the pickle's test split; the label is
     in the dataset's own label space.
+
+    Args:
+        output: the CSV file to write; default: ``predictions.csv`` in the checkpoint's run.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, output: str | None = None) -> None:
         super().__init__(write_interval="epoch")
+        self.output = output
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         rows = list(zip(torch.cat([batch[0] for batch in predictions]).tolist(),
@@ -212,7 +216,7 @@ class PredictionCSV(BasePredictionWriter):
             shards = [None] * trainer.world_size
             torch.distributed.all_gather_object(shards, rows)
             rows = [shard[k] for k in range(len(shards[0])) for shard in shards if k < len(shard)]
-        path = run_directory(trainer) / "predictions.csv"
+        path = Path(self.output) if self.output else run_directory(trainer) / "predictions.csv"
         if not trainer.is_global_zero:
             return
         names = class_names(pl_module)

@@ -180,6 +180,15 @@ def test_predict_with_a_config_and_image_files_needs_no_pickle(trained_digits, t
     assert (trained_digits.parents[1] / "predictions.csv").is_file()
 
 
+def test_predictions_go_to_the_file_asked_for(trained_digits, tmp_path):
+    image, output = tmp_path / "digit.png", tmp_path / "out" / "mine.csv"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(image)
+    cli_main(["predict", "--ckpt_path", str(trained_digits), "--data.predict_files", str(image),
+              "--prediction_csv.output", str(output), "--trainer.enable_progress_bar", "false"])
+    with output.open() as stream:
+        assert [Path(row["source"]).name for row in csv.DictReader(stream)] == ["digit.png"]
+
+
 def write_non_utf8_config(folder: Path) -> str:
     path = folder / "latin1.yaml"
     path.write_bytes("# réglages\ntrainer:\n  max_epochs: 2\n".encode("latin-1"))
