@@ -18,7 +18,7 @@ from torch import Tensor
 
 from cnnclf import data as data_modules
 from cnnclf import models
-from cnnclf.checkpoints import checked_class, read_checkpoint
+from cnnclf.checkpoints import checked_class, find_checkpoint, read_checkpoint
 from cnnclf.data import PickledImageDataModule
 from cnnclf.errors import CheckpointError, ConfigError
 from cnnclf.evaluation import scores
@@ -40,12 +40,27 @@ def _root_above(start: Path) -> Path | None:
                  if (folder / "pyproject.toml").is_file() and (folder / "configs").is_dir()), None)
 
 
-def newest_checkpoint(runs: str | Path, name: str = "best.ckpt") -> Path:
-    """The most recently written ``checkpoints/<name>`` anywhere under ``runs``."""
-    found = sorted(Path(runs).glob(f"**/checkpoints/{name}"), key=lambda path: path.stat().st_mtime)
-    if not found:
-        raise CheckpointError(f"{runs}: no checkpoints/{name} under it; run `make demo` first to train one")
-    return found[-1]
+def checkpoint_to_explore(given: str | Path | None = None, start: str | Path | None = None) -> tuple[Path, str]:
+    """The checkpoint a notebook opens, and why that one.
+
+    ``given``, when set, works from any folder: absolute, or relative to the working directory or
+    else to the repository root. Without it, the checkpoint ``--ckpt_path best`` means without a
+    config: the newest finished run of any experiment under the repository's ``runs/``, its
+    ``best.ckpt``, or its ``last.ckpt`` when it trained without validation.
+    """
+    if given:
+        path = Path(given).expanduser()
+        root = None if path.is_absolute() or path.exists() else _root_above(Path(start or Path.cwd()).resolve())
+        path = root / path if root is not None else path
+        if not path.is_file():
+            raise CheckpointError(f"{given}: no such checkpoint file")
+        return path, "the checkpoint given"
+    runs = repository_root(start) / "runs"
+    try:
+        return find_checkpoint(runs, "best", "*/*")
+    except CheckpointError as error:
+        raise CheckpointError(f"no checkpoint to explore by default ({error}); train one with `make demo`, or give "
+                              "the notebook a checkpoint file") from None
 
 
 def load_model(checkpoint: str | Path) -> ImageClassifier:

@@ -14,12 +14,13 @@ import torch
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
+from cnnclf.checkpoints import FINISHED_MARKER
 from cnnclf.errors import CheckpointError, ConfigError
 from cnnclf.evaluation import most_confused, plot_confusion_matrix
 from cnnclf.explore import (
+    checkpoint_to_explore,
     load_datamodule,
     load_model,
-    newest_checkpoint,
     predict_split,
     read_curve,
     repository_root,
@@ -120,16 +121,26 @@ def test_repository_root_is_found_from_the_notebooks_folder(repository, monkeypa
         repository_root(repository.parent)
 
 
-def test_newest_checkpoint_is_the_latest_best_under_runs(repository):
-    runs = repository / "runs"
-    with pytest.raises(CheckpointError, match="run `make demo` first"):
-        newest_checkpoint(runs)
-    for age, version in enumerate(["version_10", "version_9"]):
-        path = runs / "digits" / version / "checkpoints" / "best.ckpt"
-        path.parent.mkdir(parents=True)
-        path.write_bytes(b"")
-        os.utime(path, (1_000_000 + age, 1_000_000 + age))
-    assert newest_checkpoint(runs) == runs / "digits" / "version_9" / "checkpoints" / "best.ckpt"
+def _finished_run(runs: Path, experiment: str, checkpoints: list[str], age: int) -> Path:
+    run_dir = runs / experiment / "version_0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    for name in checkpoints:
+        (run_dir / "checkpoints" / name).write_bytes(b"")
+        os.utime(run_dir / "checkpoints" / name, (1_000_000 + age, 1_000_000 + age))
+    (run_dir / FINISHED_MARKER).write_text("{}")
+    return run_dir / "checkpoints"
+
+
+def test_a_notebook_opens_by_default_what_best_means_without_a_config(repository, monkeypatch):
+    monkeypatch.chdir(repository / "notebooks")
+    with pytest.raises(CheckpointError, match="no checkpoint to explore by default"):
+        checkpoint_to_explore()
+    digits = _finished_run(repository / "runs", "digits", ["best.ckpt", "last.ckpt"], age=0)
+    assert checkpoint_to_explore() == (digits / "best.ckpt", "the best checkpoint of the newest finished run")
+    # Trained later without validation (9 of the shipped recipes): only last.ckpt, and it is the one.
+    orl = _finished_run(repository / "runs", "orl_best", ["last.ckpt"], age=1)
+    path, why = checkpoint_to_explore()
+    assert path == orl / "last.ckpt" and "without validation" in why
 
 
 def test_a_runs_relative_data_path_is_read_from_the_repository_root(repository, monkeypatch):
