@@ -20,7 +20,7 @@ from cnnclf import data as data_modules
 from cnnclf import models
 from cnnclf.checkpoints import checked_class, find_checkpoint, read_checkpoint
 from cnnclf.data import PickledImageDataModule
-from cnnclf.errors import CheckpointError, ConfigError
+from cnnclf.errors import CheckpointError, ConfigError, DatasetError
 from cnnclf.evaluation import scores
 from cnnclf.models import ImageClassifier
 
@@ -31,7 +31,8 @@ def repository_root(start: str | Path | None = None) -> Path:
     root = _root_above(start)
     if root is None:
         raise ConfigError(f"{start}: not inside the cnnclf repository (no folder at or above it holds "
-                          "pyproject.toml and configs/); give the notebook the full path of what to open instead")
+                          "pyproject.toml and configs/); give the notebook the full path of what to open instead (its "
+                          "CHECKPOINT or SWEEP, or the environment variable CNNCLF_CHECKPOINT or CNNCLF_SWEEP)")
     return root
 
 
@@ -80,7 +81,8 @@ def load_datamodule(checkpoint: str | Path, **overrides) -> PickledImageDataModu
     """The data module of the run ``checkpoint`` belongs to, from the run's saved config.yaml.
 
     A relative data ``path`` is read from the root of the repository the run lies in, where the
-    run was started, so a notebook finds the data whatever its working directory.
+    run was started, so a notebook finds the data whatever its working directory. Where the data
+    is elsewhere (the run was copied, or trained on another machine), pass ``path=``.
     """
     config_path = Path(checkpoint).resolve().parent.parent / "config.yaml"
     if not config_path.is_file():
@@ -91,6 +93,10 @@ def load_datamodule(checkpoint: str | Path, **overrides) -> PickledImageDataModu
     root = _root_above(config_path.parent)
     if arguments.get("path") and root is not None:
         arguments["path"] = str(root / arguments["path"])
+    if arguments.get("path") and not Path(arguments["path"]).is_file():
+        origin = "as given" if "path" in overrides else f"{config_path} gives data.path {data['init_args']['path']!r}"
+        raise DatasetError(f"{arguments['path']}: no such file ({origin}); pass the dataset's pickle file: "
+                           "load_datamodule(checkpoint, path=...)")
     return module(**arguments)
 
 

@@ -15,7 +15,7 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 
 from cnnclf.checkpoints import FINISHED_MARKER
-from cnnclf.errors import CheckpointError, ConfigError
+from cnnclf.errors import CheckpointError, ConfigError, DatasetError
 from cnnclf.evaluation import most_confused, plot_confusion_matrix
 from cnnclf.explore import (
     checkpoint_to_explore,
@@ -143,6 +143,16 @@ def test_a_notebook_opens_by_default_what_best_means_without_a_config(repository
     assert path == orl / "last.ckpt" and "without validation" in why
 
 
+def test_a_checkpoint_given_to_a_notebook_opens_outside_the_repository(repository, tmp_path_factory, monkeypatch):
+    checkpoints = _finished_run(repository / "runs", "digits", ["best.ckpt"], age=0)
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    assert checkpoint_to_explore(str(checkpoints / "best.ckpt"))[0] == checkpoints / "best.ckpt"
+    with pytest.raises(CheckpointError, match="runs/x.ckpt: no such checkpoint file"):
+        checkpoint_to_explore("runs/x.ckpt")
+    monkeypatch.chdir(repository / "notebooks")
+    assert checkpoint_to_explore("runs/digits/version_0/checkpoints/best.ckpt")[0] == checkpoints / "best.ckpt"
+
+
 def test_a_runs_relative_data_path_is_read_from_the_repository_root(repository, monkeypatch):
     pickle_path = write_report_pickle(repository / "data" / "MNIST", report_records(30, (28, 28), list(range(10))),
                                       report_records(10, (28, 28), list(range(10)), seed=1))
@@ -155,6 +165,18 @@ def test_a_runs_relative_data_path_is_read_from_the_repository_root(repository, 
     assert Path(data.path) == pickle_path
     with pickle_path.open("rb") as stream:
         assert len(data.data.test[1]) == len(pickle.load(stream)["test"])
+
+
+def test_a_runs_data_path_that_is_not_there_says_what_to_pass_to_load_datamodule(repository, monkeypatch):
+    run_dir = repository / "runs" / "mnist" / "version_0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(
+        {"data": {"class_path": "cnnclf.data.MNISTDataModule", "init_args": {"path": "data/MNIST"}}}))
+    monkeypatch.chdir(repository / "notebooks")
+    with pytest.raises(DatasetError, match=r"gives data.path 'data/MNIST'\); pass the dataset's pickle file: "
+                                           r"load_datamodule\(checkpoint, path=...\)") as raised:
+        load_datamodule(run_dir / "checkpoints" / "best.ckpt")
+    assert "--data.path" not in str(raised.value)
 
 
 def test_sweep_results_name_checkpoints_that_open_from_any_folder(tmp_path, monkeypatch):
