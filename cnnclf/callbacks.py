@@ -126,12 +126,12 @@ class TestSummary(L.Callback):
     """After ``test``: prints and saves the per-class scores, the most-confused class pairs, the confusion
     matrix and the highest-loss test images.
 
-    Writes ``test/summary.txt``, ``test/summary.json``, ``test/confusion_matrix.png`` and
-    ``test/top_losses.png`` into the run directory (nothing in a ``fast_dev_run``, which has none) and
-    logs both figures to TensorBoard. Labels are the
-    dataset's own (ORL 1..40), taken from the model's ``class_names``. The ``top_losses``
-    highest-loss images are kept as a running selection on the device while testing and gathered
-    from every process once, at the end.
+    Writes ``test/summary.txt``, ``test/summary.json`` (both name the tested checkpoint),
+    ``test/confusion_matrix.png`` and ``test/top_losses.png`` into the run directory (nothing in a
+    ``fast_dev_run``, which has none) and logs both figures to TensorBoard. Labels are the dataset's
+    own (ORL 1..40), taken from the model's ``class_names``. The ``top_losses`` highest-loss images
+    are kept as a running selection on the device while testing and gathered from every process
+    once, at the end.
     """
 
     def __init__(self, top_losses: int = 16) -> None:
@@ -174,7 +174,10 @@ class TestSummary(L.Callback):
                       for true, predicted, confidence, loss in zip(
                           worst["targets"].tolist(), worst["predicted"].tolist(), worst["confidence"].tolist(),
                           worst["loss"].tolist(), strict=True)]
-        files = {"summary.txt": f"{text}\naccuracy: {accuracy:.4%}\n\n{most_confused_text(confused)}\n",
+        files = {"summary.txt": f"{text}\naccuracy: {accuracy:.4%}\n\n{most_confused_text(confused)}\n\n"
+                                f"checkpoint: {trainer.ckpt_path or 'none (the weights in memory)'}\n"
+                                "figures beside this file: confusion_matrix.png, top_losses.png (the "
+                                f"{len(top_losses)} highest-loss test images); summary.json holds these numbers\n",
                  "summary.json": json.dumps(
                      {"accuracy": accuracy, "images": int(matrix.sum()), "per_class": per_class,
                       "confusion_matrix": matrix.tolist(), "class_names": names, "most_confused": confused,

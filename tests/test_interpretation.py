@@ -71,6 +71,8 @@ def test_test_summary_names_the_most_confused_pairs_and_the_highest_loss_images(
     text = (tested_run / "test" / "summary.txt").read_text()
     pair = summary["most_confused"][0]
     assert f"{pair['true']} -> {pair['predicted']}: {pair['count']}" in text
+    assert f"checkpoint: {summary['checkpoint']}\n" in text and summary["checkpoint"].endswith("best.ckpt")
+    assert "confusion_matrix.png" in text and "top_losses.png" in text
 
     # The running selection over the test batches is the top 16 of the whole test split.
     checkpoint = tested_run / "checkpoints" / "best.ckpt"
