@@ -20,6 +20,7 @@ from cnnclf import data as data_modules
 from cnnclf import models
 from cnnclf.checkpoints import checked_class, find_checkpoint, read_checkpoint
 from cnnclf.data import PickledImageDataModule
+from cnnclf.data.safe_pickle import not_a_file
 from cnnclf.errors import CheckpointError, ConfigError, DatasetError
 from cnnclf.evaluation import scores
 from cnnclf.models import ImageClassifier
@@ -93,9 +94,10 @@ def load_datamodule(checkpoint: str | Path, **overrides) -> PickledImageDataModu
     root = _root_above(config_path.parent)
     if arguments.get("path") and root is not None:
         arguments["path"] = str(root / arguments["path"])
-    if arguments.get("path") and not Path(arguments["path"]).is_file():
+    path = Path(arguments.get("path") or "")
+    if arguments.get("path") and not path.is_file():
         origin = "as given" if "path" in overrides else f"{config_path} gives data.path {data['init_args']['path']!r}"
-        raise DatasetError(f"{arguments['path']}: no such file ({origin}); pass the dataset's pickle file: "
+        raise DatasetError(f"{path}: {not_a_file(path)} ({origin}); pass the dataset's pickle file: "
                            "load_datamodule(checkpoint, path=...)")
     return module(**arguments)
 
