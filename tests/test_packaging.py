@@ -51,6 +51,15 @@ def test_cnnclf_configs_lists_every_shipped_config_with_its_purpose(capsys):
         assert line.endswith(first.removeprefix("# "))
 
 
+def test_cnnclf_help_mentions_the_configs_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--help"])
+    assert exit_info.value.code in (None, 0)
+    printed = " ".join(capsys.readouterr().out.split())  # the help formatter wraps lines anywhere
+    assert "`cnnclf configs` lists the configs shipped with cnnclf" in printed
+    assert "{fit,validate,test,predict}" in printed
+
+
 def test_the_wheel_holds_the_package_its_configs_and_the_license(tmp_path):
     """In the default suite (5 s): pyproject lists the packages by name, and a new one left out
     installs a wheel that cannot import."""
