@@ -1,7 +1,8 @@
 """Open a finished run from its checkpoint or its TensorBoard curves, for notebooks and scripts.
 
-Paths in the notebooks are resolved against the repository root, found from the working
-directory: JupyterLab starts a kernel in ``notebooks/``, ``jupyter nbconvert`` wherever it runs.
+The notebooks' default paths are resolved against the repository root, found from the working
+directory: JupyterLab starts a kernel in ``notebooks/``, ``jupyter nbconvert`` wherever it runs. A
+path given in full opens from any folder, a copy of a notebook outside the repository included.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain values only, so
 a crafted file cannot run code. The classes a checkpoint and its run's config name are only
