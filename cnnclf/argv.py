@@ -95,12 +95,22 @@ def check_class_name(value: str, option: str) -> None:
 PARSER_KEY = re.compile(r'\s*Parser key "([^"]+)":')
 
 
+MAIN_DESCRIPTION = ("Train, evaluate and use CNN image classifiers on pickled image datasets. Besides the "
+                    "subcommands below, `cnnclf configs` lists the configs shipped with cnnclf, which --config "
+                    "takes by name (e.g. fit --config digits).")
+
+
 class ConciseErrorParser(LightningArgumentParser):
     """Reports a bad value in one line: the option and the reason the parser of its class gave.
 
     jsonargparse wraps the reason of a model or data argument (raised as an ``ArgumentError`` by
     the class's own parser) in every type it tried; the innermost ``ArgumentError`` is the reason.
+    The main parser (the only one made without a description) describes cnnclf, ``configs`` included,
+    which ``cli_main`` runs before LightningCLI sees the command line.
     """
+
+    def __init__(self, *args, description: str = MAIN_DESCRIPTION, **kwargs) -> None:
+        super().__init__(*args, description=description, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
         if not self.exit_on_error:

@@ -1,7 +1,8 @@
 """Open a finished run from its checkpoint or its TensorBoard curves, for notebooks and scripts.
 
-Paths in the notebooks are resolved against the repository root, found from the working
-directory: JupyterLab starts a kernel in ``notebooks/``, ``jupyter nbconvert`` wherever it runs.
+The notebooks' default paths are resolved against the repository root, found from the working
+directory: JupyterLab starts a kernel in ``notebooks/``, ``jupyter nbconvert`` wherever it runs. A
+path given in full opens from any folder, a copy of a notebook outside the repository included.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain values only, so
 a crafted file cannot run code. The classes a checkpoint and its run's config name are only
@@ -18,9 +19,10 @@ from torch import Tensor
 
 from cnnclf import data as data_modules
 from cnnclf import models
-from cnnclf.checkpoints import checked_class, read_checkpoint
+from cnnclf.checkpoints import checked_class, find_checkpoint, read_checkpoint
 from cnnclf.data import PickledImageDataModule
-from cnnclf.errors import CheckpointError, ConfigError
+from cnnclf.data.safe_pickle import not_a_file
+from cnnclf.errors import CheckpointError, ConfigError, DatasetError
 from cnnclf.evaluation import scores
 from cnnclf.models import ImageClassifier
 
@@ -31,7 +33,8 @@ def repository_root(start: str | Path | None = None) -> Path:
     root = _root_above(start)
     if root is None:
         raise ConfigError(f"{start}: not inside the cnnclf repository (no folder at or above it holds "
-                          "pyproject.toml and configs/); give the notebook the full path of what to open instead")
+                          "pyproject.toml and configs/); give the notebook the full path of what to open instead (its "
+                          "CHECKPOINT or SWEEP, or the environment variable CNNCLF_CHECKPOINT or CNNCLF_SWEEP)")
     return root
 
 
@@ -40,12 +43,27 @@ def _root_above(start: Path) -> Path | None:
                  if (folder / "pyproject.toml").is_file() and (folder / "configs").is_dir()), None)
 
 
-def newest_checkpoint(runs: str | Path, name: str = "best.ckpt") -> Path:
-    """The most recently written ``checkpoints/<name>`` anywhere under ``runs``."""
-    found = sorted(Path(runs).glob(f"**/checkpoints/{name}"), key=lambda path: path.stat().st_mtime)
-    if not found:
-        raise CheckpointError(f"{runs}: no checkpoints/{name} under it; run `make demo` first to train one")
-    return found[-1]
+def checkpoint_to_explore(given: str | Path | None = None, start: str | Path | None = None) -> tuple[Path, str]:
+    """The checkpoint a notebook opens, and why that one.
+
+    ``given``, when set, works from any folder: absolute, or relative to the working directory or
+    else to the repository root. Without it, the checkpoint ``--ckpt_path best`` means without a
+    config: the newest finished run of any experiment under the repository's ``runs/``, its
+    ``best.ckpt``, or its ``last.ckpt`` when it trained without validation.
+    """
+    if given:
+        path = Path(given).expanduser()
+        root = None if path.is_absolute() or path.exists() else _root_above(Path(start or Path.cwd()).resolve())
+        path = root / path if root is not None else path
+        if not path.is_file():
+            raise CheckpointError(f"{given}: no such checkpoint file")
+        return path, "the checkpoint given"
+    runs = repository_root(start) / "runs"
+    try:
+        return find_checkpoint(runs, "best", "*/*")
+    except CheckpointError as error:
+        raise CheckpointError(f"no checkpoint to explore by default ({error}); train one with `make demo`, or give "
+                              "the notebook a checkpoint file") from None
 
 
 def load_model(checkpoint: str | Path) -> ImageClassifier:
@@ -65,7 +83,8 @@ def load_datamodule(checkpoint: str | Path, **overrides) -> PickledImageDataModu
     """The data module of the run ``checkpoint`` belongs to, from the run's saved config.yaml.
 
     A relative data ``path`` is read from the root of the repository the run lies in, where the
-    run was started, so a notebook finds the data whatever its working directory.
+    run was started, so a notebook finds the data whatever its working directory. Where the data
+    is elsewhere (the run was copied, or trained on another machine), pass ``path=``.
     """
     config_path = Path(checkpoint).resolve().parent.parent / "config.yaml"
     if not config_path.is_file():
@@ -76,6 +95,11 @@ def load_datamodule(checkpoint: str | Path, **overrides) -> PickledImageDataModu
     root = _root_above(config_path.parent)
     if arguments.get("path") and root is not None:
         arguments["path"] = str(root / arguments["path"])
+    path = Path(arguments.get("path") or "")
+    if arguments.get("path") and not path.is_file():
+        origin = "as given" if "path" in overrides else f"{config_path} gives data.path {data['init_args']['path']!r}"
+        raise DatasetError(f"{path}: {not_a_file(path)} ({origin}); pass the dataset's pickle file: "
+                           "load_datamodule(checkpoint, path=...)")
     return module(**arguments)
 
 

@@ -38,11 +38,15 @@ def data_path_for(config: Path, tiny_data: dict[str, Path]) -> list[str]:
 
 
 @pytest.mark.parametrize("config", DATASET_CONFIGS, ids=[c.stem for c in DATASET_CONFIGS])
-def test_every_config_runs_a_fast_dev_run(config, tiny_data, tmp_path):
+def test_every_config_runs_a_fast_dev_run(config, tiny_data, tmp_path, capsys):
     cli = run("fit", config, tmp_path, "--trainer.fast_dev_run", "true", *data_path_for(config, tiny_data))
     assert cli.trainer.global_step == 1
     metrics = cli.trainer.callback_metrics  # after test_after_fit these are the test metrics
     assert metrics and all(torch.isfinite(value) for value in metrics.values())
+    # The test summary is computed (the smoke test covers it) but saved nowhere: there is no run folder.
+    if "test/acc" in metrics:
+        assert "highest-loss images not saved (fast_dev_run)" in capsys.readouterr().out
+    assert not list(tmp_path.rglob("summary.*")) and not list(tmp_path.rglob("*.png"))
 
 
 def test_fit_then_test_from_checkpoint_reproduces_accuracy(tmp_path):

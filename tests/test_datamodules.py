@@ -86,6 +86,8 @@ def test_generic_module_infers_classes(tmp_path):
 def test_missing_path_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetError, match="no such file; set --data.path"):
         MNISTDataModule(str(tmp_path / "MNIST")).setup()
+    with pytest.raises(DatasetError, match="a folder, not a pickle file; set --data.path"):
+        MNISTDataModule(str(tmp_path)).setup()
 
 
 @pytest.mark.parametrize(("val_split", "expected"), [(0.25, 50), (7, 7), (0, 0)])

@@ -14,12 +14,13 @@ import torch
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
-from cnnclf.errors import CheckpointError, ConfigError
+from cnnclf.checkpoints import FINISHED_MARKER
+from cnnclf.errors import CheckpointError, ConfigError, DatasetError
 from cnnclf.evaluation import most_confused, plot_confusion_matrix
 from cnnclf.explore import (
+    checkpoint_to_explore,
     load_datamodule,
     load_model,
-    newest_checkpoint,
     predict_split,
     read_curve,
     repository_root,
@@ -70,6 +71,8 @@ def test_test_summary_names_the_most_confused_pairs_and_the_highest_loss_images(
     text = (tested_run / "test" / "summary.txt").read_text()
     pair = summary["most_confused"][0]
     assert f"{pair['true']} -> {pair['predicted']}: {pair['count']}" in text
+    assert f"checkpoint: {summary['checkpoint']}\n" in text and summary["checkpoint"].endswith("best.ckpt")
+    assert "confusion_matrix.png" in text and "top_losses.png" in text
 
     # The running selection over the test batches is the top 16 of the whole test split.
     checkpoint = tested_run / "checkpoints" / "best.ckpt"
@@ -120,16 +123,36 @@ def test_repository_root_is_found_from_the_notebooks_folder(repository, monkeypa
         repository_root(repository.parent)
 
 
-def test_newest_checkpoint_is_the_latest_best_under_runs(repository):
-    runs = repository / "runs"
-    with pytest.raises(CheckpointError, match="run `make demo` first"):
-        newest_checkpoint(runs)
-    for age, version in enumerate(["version_10", "version_9"]):
-        path = runs / "digits" / version / "checkpoints" / "best.ckpt"
-        path.parent.mkdir(parents=True)
-        path.write_bytes(b"")
-        os.utime(path, (1_000_000 + age, 1_000_000 + age))
-    assert newest_checkpoint(runs) == runs / "digits" / "version_9" / "checkpoints" / "best.ckpt"
+def _finished_run(runs: Path, experiment: str, checkpoints: list[str], age: int) -> Path:
+    run_dir = runs / experiment / "version_0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    for name in checkpoints:
+        (run_dir / "checkpoints" / name).write_bytes(b"")
+        os.utime(run_dir / "checkpoints" / name, (1_000_000 + age, 1_000_000 + age))
+    (run_dir / FINISHED_MARKER).write_text("{}")
+    return run_dir / "checkpoints"
+
+
+def test_a_notebook_opens_by_default_what_best_means_without_a_config(repository, monkeypatch):
+    monkeypatch.chdir(repository / "notebooks")
+    with pytest.raises(CheckpointError, match="no checkpoint to explore by default"):
+        checkpoint_to_explore()
+    digits = _finished_run(repository / "runs", "digits", ["best.ckpt", "last.ckpt"], age=0)
+    assert checkpoint_to_explore() == (digits / "best.ckpt", "the best checkpoint of the newest finished run")
+    # Trained later without validation (9 of the shipped recipes): only last.ckpt, and it is the one.
+    orl = _finished_run(repository / "runs", "orl_best", ["last.ckpt"], age=1)
+    path, why = checkpoint_to_explore()
+    assert path == orl / "last.ckpt" and "without validation" in why
+
+
+def test_a_checkpoint_given_to_a_notebook_opens_outside_the_repository(repository, tmp_path_factory, monkeypatch):
+    checkpoints = _finished_run(repository / "runs", "digits", ["best.ckpt"], age=0)
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    assert checkpoint_to_explore(str(checkpoints / "best.ckpt"))[0] == checkpoints / "best.ckpt"
+    with pytest.raises(CheckpointError, match="runs/x.ckpt: no such checkpoint file"):
+        checkpoint_to_explore("runs/x.ckpt")
+    monkeypatch.chdir(repository / "notebooks")
+    assert checkpoint_to_explore("runs/digits/version_0/checkpoints/best.ckpt")[0] == checkpoints / "best.ckpt"
 
 
 def test_a_runs_relative_data_path_is_read_from_the_repository_root(repository, monkeypatch):
@@ -144,6 +167,18 @@ def test_a_runs_relative_data_path_is_read_from_the_repository_root(repository, 
     assert Path(data.path) == pickle_path
     with pickle_path.open("rb") as stream:
         assert len(data.data.test[1]) == len(pickle.load(stream)["test"])
+
+
+def test_a_runs_data_path_that_is_not_there_says_what_to_pass_to_load_datamodule(repository, monkeypatch):
+    run_dir = repository / "runs" / "mnist" / "version_0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(
+        {"data": {"class_path": "cnnclf.data.MNISTDataModule", "init_args": {"path": "data/MNIST"}}}))
+    monkeypatch.chdir(repository / "notebooks")
+    with pytest.raises(DatasetError, match=r"gives data.path 'data/MNIST'\); pass the dataset's pickle file: "
+                                           r"load_datamodule\(checkpoint, path=...\)") as raised:
+        load_datamodule(run_dir / "checkpoints" / "best.ckpt")
+    assert "--data.path" not in str(raised.value)
 
 
 def test_sweep_results_name_checkpoints_that_open_from_any_folder(tmp_path, monkeypatch):

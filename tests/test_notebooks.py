@@ -43,3 +43,15 @@ def test_notebook_runs_from_its_folder_and_shows_its_figures(path, digits_checkp
     figures = [output for output in outputs
                if output.output_type == "display_data" and "image/png" in output.get("data", {})]
     assert len(figures) == EXPECTED_FIGURES[path.stem]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_a_notebook_copied_outside_the_repository_opens_the_path_it_is_given(path, tmp_path, monkeypatch):
+    given = tmp_path / "given"
+    given.write_bytes(b"")
+    monkeypatch.setenv("CNNCLF_CHECKPOINT", str(given))
+    monkeypatch.setenv("CNNCLF_SWEEP", str(given))
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(nbformat.read(path, as_version=4).cells[1].source, namespace)  # the cell that picks what to open
+    assert given in (namespace.get("CHECKPOINT"), namespace.get("SWEEP"))

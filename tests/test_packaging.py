@@ -51,6 +51,22 @@ def test_cnnclf_configs_lists_every_shipped_config_with_its_purpose(capsys):
         assert line.endswith(first.removeprefix("# "))
 
 
+@pytest.mark.parametrize("path", SHIPPED, ids=[str(path.relative_to(CONFIGS)) for path in SHIPPED])
+def test_a_configs_second_comment_line_does_not_restate_its_purpose(path):
+    first, second = path.read_text().splitlines()[:2]
+    opening = second.partition(":")[0]
+    assert not (second.startswith("# ") and first.startswith(opening)), f"{path}: '{opening}' restates line 1"
+
+
+def test_cnnclf_help_mentions_the_configs_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--help"])
+    assert exit_info.value.code in (None, 0)
+    printed = " ".join(capsys.readouterr().out.split())  # the help formatter wraps lines anywhere
+    assert "`cnnclf configs` lists the configs shipped with cnnclf" in printed
+    assert "{fit,validate,test,predict}" in printed
+
+
 def test_the_wheel_holds_the_package_its_configs_and_the_license(tmp_path):
     """In the default suite (5 s): pyproject lists the packages by name, and a new one left out
     installs a wheel that cannot import."""

@@ -1,5 +1,6 @@
 """Unpickling refuses everything but numpy arrays and plain data, and never runs a payload."""
 
+import gzip
 import os
 import pickle
 
@@ -109,3 +110,33 @@ def test_truncated_real_pickle(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(DatasetError, match="no such file"):
         load_pickle(tmp_path / "nope")
+
+
+def test_a_folder_given_for_a_dataset_file_names_the_pickles_in_it(tmp_path):
+    for name in ["MNIST", "ORL", "CIFAR", "a.pkl", "b.pickle", "c"]:
+        (tmp_path / name).write_bytes(pickle.dumps({"train": [], "test": []}, protocol=4))
+    (tmp_path / "README.txt").write_text("the seed pickles")
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(DatasetError, match=f"^{tmp_path}: a folder, not a pickle file; pickles in it: CIFAR, MNIST, "
+                                           "ORL, a.pkl, b.pickle, ... \\(expected a pickled dataset\\)$"):
+        load_pickle(tmp_path)
+    with pytest.raises(DatasetError, match="sub: a folder, not a pickle file \\(expected"):
+        load_pickle(tmp_path / "sub")
+
+
+def _npz(path):
+    np.savez(path, images=np.zeros((2, 3)))
+    return path.with_suffix(".npz").read_bytes()
+
+
+@pytest.mark.parametrize(("write", "message"), [
+    (_npz, "a zip archive \\(such as numpy's .npz\\), not a pickle"),
+    (lambda path: gzip.compress(pickle.dumps({"train": [], "test": []})), "gzip-compressed: decompress it first"),
+    (lambda path: np.save(path.with_suffix(".npy"), np.zeros(3)) or path.with_suffix(".npy").read_bytes(),
+     "a numpy .npy array, not a pickle"),
+], ids=["npz", "gzip", "npy"])
+def test_a_file_of_another_format_is_named_as_such(tmp_path, write, message):
+    path = tmp_path / "dataset"
+    path.write_bytes(write(tmp_path / "made"))
+    with pytest.raises(DatasetError, match=f"^{path}: {message}"):
+        load_pickle(path)

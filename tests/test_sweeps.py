@@ -9,6 +9,7 @@ import yaml
 
 from cnnclf.cli import cli_main
 from cnnclf.errors import ConfigError
+from cnnclf.shipped import shipped_configs
 from cnnclf.sweeps import load_sweep, run_sweep
 from cnnclf.sweeps.runner import main
 from tests.conftest import CONFIGS, write_sweep
@@ -105,6 +106,17 @@ def test_bad_sweep_files_are_clear_errors(content, message, tmp_path):
 
 
 SHIPPED_SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
+
+
+def test_a_shipped_sweep_opens_by_the_name_cnnclf_configs_lists_it_under(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside the repository: the name alone must find it
+    listed = [name for name in shipped_configs() if name.startswith("sweeps/")]
+    assert listed
+    for name in listed:
+        short = name.removeprefix("sweeps/")
+        assert load_sweep(name).runs() == load_sweep(short).runs() == load_sweep(CONFIGS / f"{name}.yaml").runs()
+    with pytest.raises(ConfigError, match="no such sweep file"):
+        load_sweep("digits")  # a shipped config, but not a sweep
 
 
 @pytest.mark.parametrize("path", SHIPPED_SWEEPS, ids=[path.stem for path in SHIPPED_SWEEPS])

@@ -20,6 +20,7 @@ from cnnclf.data.batches import EpochOrder, TensorBatches
 from cnnclf.data.cache import read_dataset_cached
 from cnnclf.data.image_files import read_image_files
 from cnnclf.data.records import ImageSplit, read_pickled_dataset
+from cnnclf.data.safe_pickle import not_a_file
 from cnnclf.errors import ConfigError, DatasetError
 
 
@@ -134,7 +135,7 @@ class PickledImageDataModule(L.LightningDataModule):
         """The raw train and test splits; the embedded digits override this."""
         path = Path(self.path)
         if not path.is_file():
-            raise DatasetError(f"{path}: no such file; set --data.path to a pickle in the report's format")
+            raise DatasetError(f"{path}: {not_a_file(path)}; set --data.path to a pickle in the report's format")
         return read_dataset_cached(path) if self.cache else read_pickled_dataset(path)
 
     def transform_images(self, images: Tensor) -> Tensor:

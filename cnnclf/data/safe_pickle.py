@@ -25,6 +25,7 @@ import gc
 import io
 import math
 import pickle
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,15 @@ from cnnclf.errors import DatasetError
 
 ALLOCATION_FACTOR = 3  # protocol 2 holds each image twice: latin-1 bytes, then the array's copy
 DTYPE_KINDS = "biufcSU"  # bool, integers, floats, complex, bytes, text: data without pointers
+
+FOLDER_ENTRIES_LOOKED_AT = 100  # naming the pickles in a folder given for a file stays quick in a huge folder
+PICKLES_NAMED = 5
+#: what a dataset file begins with when it is no pickle at all, and what to tell the user
+OTHER_FORMATS = {
+    b"PK\x03\x04": "a zip archive (such as numpy's .npz), not a pickle",
+    b"\x1f\x8b": "gzip-compressed: decompress it first (gunzip)",
+    b"\x93NUMPY": "a numpy .npy array, not a pickle",
+}
 
 Refused = pickle.UnpicklingError
 _budget: contextvars.ContextVar["_Budget"] = contextvars.ContextVar("pickle_allocation_budget")
@@ -209,6 +219,27 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("refused persistent id: dataset pickles have none")
 
 
+def not_a_file(path: Path) -> str:
+    """What ``path``, which is not a regular file, is instead: missing, a folder (naming the first few
+    pickles in it), or something else (a FIFO or a device)."""
+    if path.is_dir():
+        pickles = [entry.name for entry in sorted(islice(path.iterdir(), FOLDER_ENTRIES_LOOKED_AT))
+                   if entry.is_file() and _looks_like_a_pickle(entry)]
+        shown = ", ".join(pickles[:PICKLES_NAMED]) + (", ..." if len(pickles) > PICKLES_NAMED else "")
+        return "a folder, not a pickle file" + (f"; pickles in it: {shown}" if pickles else "")
+    return "not a regular file" if path.exists() else "no such file"
+
+
+def _looks_like_a_pickle(path: Path) -> bool:
+    if path.suffix in (".pkl", ".pickle"):
+        return True
+    try:
+        with path.open("rb") as stream:
+            return stream.read(1) == pickle.PROTO  # protocols 2 and above begin with it
+    except OSError:  # unreadable: not one to suggest
+        return False
+
+
 def load_pickle(path: str | Path) -> object:
     """Unpickle ``path`` allowing only numpy arrays, dtypes, scalars and plain Python data.
 
@@ -219,10 +250,13 @@ def load_pickle(path: str | Path) -> object:
     """
     path = Path(path)
     if not path.is_file():  # also refuses a FIFO or device, whose reading could block or never end
-        raise DatasetError(f"{path}: no such file (expected a pickled dataset)")
+        raise DatasetError(f"{path}: {not_a_file(path)} (expected a pickled dataset)")
     data = path.read_bytes()
     if not data:
         raise DatasetError(f"{path}: the file is empty (expected a pickled dataset)")
+    other_format = next((what for magic, what in OTHER_FORMATS.items() if data.startswith(magic)), None)
+    if other_format:
+        raise DatasetError(f"{path}: {other_format}")
     token = _budget.set(_Budget(ALLOCATION_FACTOR * len(data)))
     try:
         check_pickle_bounds(data)

@@ -108,7 +108,8 @@ def main(args: list[str] | None = None) -> None:
     """The ``cnnclf-sweep`` console script."""
     parser = argparse.ArgumentParser(prog="cnnclf-sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep_file", help="a sweep YAML file, or a shipped sweep's name, e.g. digits_report_ablations")
+    parser.add_argument("sweep_file", help="a sweep YAML file, or a shipped sweep's name as `cnnclf configs` lists it, "
+                        "e.g. sweeps/digits_report_ablations (or digits_report_ablations)")
     parser.add_argument("--out", help="folder for the runs and tables (default: runs/sweeps/<sweep name>)")
     parser.add_argument("--retry-failed", action="store_true", help="run the runs that failed last time again")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")

@@ -60,10 +60,11 @@ class Sweep:
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    """The sweep in file ``path``, or the shipped one of that name (``digits_report_ablations``)."""
+    """The sweep in file ``path``, or the shipped one of that name, with or without the ``sweeps/`` that
+    ``cnnclf configs`` lists it under (``sweeps/digits_report_ablations`` or ``digits_report_ablations``)."""
     path = Path(path)
     if not path.is_file():
-        path = shipped_config(f"sweeps/{path}") or path
+        path = shipped_config(f"sweeps/{str(path).removeprefix('configs/').removeprefix('sweeps/')}") or path
     if not path.is_file():
         raise ConfigError(f"{path}: no such sweep file, nor a sweep shipped with cnnclf (`cnnclf configs` lists them)")
     try:
