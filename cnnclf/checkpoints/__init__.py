@@ -14,8 +14,15 @@ How a run resumes (``cnnclf fit ... --ckpt_path last``):
 
 from cnnclf.checkpoints.callback import RunCheckpoints
 from cnnclf.checkpoints.compat import check_retired
-from cnnclf.checkpoints.runs import FINISHED_MARKER, UNNAMED_EXPERIMENT, find_checkpoint, resolve_checkpoint
+from cnnclf.checkpoints.runs import (
+    FINISHED_MARKER,
+    UNNAMED_EXPERIMENT,
+    check_training_left,
+    find_checkpoint,
+    resolve_checkpoint,
+)
 from cnnclf.checkpoints.safe_io import SafeCheckpointIO, check_fits, checked_class, read_checkpoint
 
 __all__ = ["FINISHED_MARKER", "UNNAMED_EXPERIMENT", "RunCheckpoints", "SafeCheckpointIO", "check_fits",
-           "check_retired", "checked_class", "find_checkpoint", "read_checkpoint", "resolve_checkpoint"]
+           "check_retired", "check_training_left", "checked_class", "find_checkpoint", "read_checkpoint",
+           "resolve_checkpoint"]

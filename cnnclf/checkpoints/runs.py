@@ -1,4 +1,5 @@
-"""Which file ``--ckpt_path best|last`` means, and the run folder a checkpoint's evaluation reports into."""
+"""Which file ``--ckpt_path best|last`` means, the run folder a checkpoint's evaluation reports into, and whether a
+``fit`` has anything to train."""
 
 import sys
 from pathlib import Path
@@ -39,6 +40,18 @@ def resolve_checkpoint(config, subcommand: str) -> bool:
         options.save_dir, options.name, options.version = str(folder.parent.parent), "", folder.parent.name
     config.trainer.default_root_dir = str(folder.parent)
     return True
+
+
+def check_training_left(config, subcommand: str) -> None:
+    """Refuse, before anything is created, a ``fit`` that would train nothing: limits of 0 epochs or steps
+    (Lightning would start a run, train nothing and finish)."""
+    trainer = config.trainer
+    if subcommand != "fit" or trainer.fast_dev_run:  # a fast_dev_run sets its own limits
+        return
+    for option, limit in (("max_epochs", trainer.max_epochs), ("max_steps", trainer.max_steps)):
+        if limit == 0:
+            raise ConfigError(f"--trainer.{option} 0: nothing would be trained; give at least 1, or evaluate a "
+                              "checkpoint with `cnnclf test --ckpt_path best|last|FILE`")
 
 
 def find_checkpoint(runs_root: Path, which: str, runs: str = "*") -> tuple[Path, str]:
