@@ -116,3 +116,16 @@ def test_a_schedule_cannot_be_stretched_on_resume(tmp_path):
     run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false")
     with pytest.raises(SystemExit, match="cosine learning-rate schedule was planned for 19 steps, this run has 38"):
         run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", "last")
+
+
+def test_resuming_a_finished_run_is_refused_before_anything_is_created(tmp_path):
+    run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false")
+    last = tmp_path / "digits/version_0/checkpoints/last.ckpt"
+    for limit in (["--trainer.max_epochs", "1"], ["--trainer.max_epochs", "3", "--trainer.max_steps", "19"]):
+        with pytest.raises(SystemExit) as exit_info:
+            run("fit", CONFIGS / "digits.yaml", tmp_path, *limit, "--ckpt_path", "last")
+        reached = "epoch 1 of --trainer.max_epochs 1" if len(limit) == 2 else "step 19 of --trainer.max_steps 19"
+        assert str(exit_info.value.code) == (
+            f"cnnclf: error: {last}: the checkpoint finished training ({reached}): nothing left to train; "
+            f"test it with `cnnclf test --ckpt_path {last}`, or train longer in a new run")
+    assert [path.name for path in (tmp_path / "digits").iterdir()] == ["version_0"]

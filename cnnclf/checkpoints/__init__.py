@@ -3,7 +3,8 @@
 How a run resumes (``cnnclf fit ... --ckpt_path last``):
 
 1. ``runs.resolve_checkpoint`` turns ``last`` into the newest run's ``checkpoints/last.ckpt``; the CLI
-   checks the class it names (``safe_io.checked_class``) before anything is built.
+   checks the class it names (``safe_io.checked_class``), and that the run has epochs left to train
+   (``runs.check_training_left``), before anything is built.
 2. Lightning loads it through ``safe_io.SafeCheckpointIO`` (weights only); the model's
    ``on_load_checkpoint`` refuses one of other data or another architecture (``safe_io.check_fits``).
 3. Lightning restores weights, optimizer, schedule and loop counters into a new ``version_N``.
