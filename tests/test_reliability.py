@@ -1,6 +1,8 @@
 """Killed runs resume exactly, reruns repeat exactly, and a diverged run keeps nothing from it."""
 
+import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -129,3 +131,21 @@ def test_resuming_a_finished_run_is_refused_before_anything_is_created(tmp_path)
             f"cnnclf: error: {last}: the checkpoint finished training ({reached}): nothing left to train; "
             f"test it with `cnnclf test --ckpt_path {last}`, or train longer in a new run")
     assert [path.name for path in (tmp_path / "digits").iterdir()] == ["version_0"]
+
+
+def test_a_resumed_fit_reports_the_epochs_and_steps_it_trained_itself(tmp_path, capsys):
+    constant = ["--model.lr_schedule", "constant", "--test_after_fit", "false"]
+    run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", *constant)
+    run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "4", "--ckpt_path", "last", *constant)
+    first, resumed = (json.loads((tmp_path / f"digits/version_{n}/fit_time.json").read_text()) for n in (0, 1))
+    assert {key: first[key] for key in ("epochs", "steps", "trained_epochs", "trained_steps", "resumed_at_epoch",
+                                        "resumed_at_step")} == {"epochs": 2, "steps": 38, "trained_epochs": 2,
+                                                                "trained_steps": 38, "resumed_at_epoch": None,
+                                                                "resumed_at_step": None}
+    assert {key: resumed[key] for key in ("epochs", "steps", "trained_epochs", "trained_steps", "resumed_at_epoch",
+                                          "resumed_at_step")} == {"epochs": 4, "steps": 76, "trained_epochs": 2,
+                                                                  "trained_steps": 38, "resumed_at_epoch": 3,
+                                                                  "resumed_at_step": 38}
+    printed = capsys.readouterr().out
+    assert "Trained 2 epochs (38 steps) in " in printed
+    assert re.search(r"Trained epochs 3-4 \(38 steps\) in \d+\.\d s \(resumed at epoch 3, step 38\)", printed)
