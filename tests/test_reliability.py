@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import CONFIGS, report_records, write_report_pickle
 from tests.test_cli import run
@@ -149,3 +151,16 @@ def test_a_resumed_fit_reports_the_epochs_and_steps_it_trained_itself(tmp_path, 
     printed = capsys.readouterr().out
     assert "Trained 2 epochs (38 steps) in " in printed
     assert re.search(r"Trained epochs 3-4 \(38 steps\) in \d+\.\d s \(resumed at epoch 3, step 38\)", printed)
+
+
+def test_a_fit_resumed_from_an_epoch_end_logs_its_figures_without_warning(tmp_path):
+    constant = ["--model.lr_schedule", "constant", "--test_after_fit", "false"]
+    run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", *constant)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3", "--ckpt_path", "last",
+                      *constant)
+    assert not [str(warning.message) for warning in caught if "before the ``update``" in str(warning.message)]
+    first, again = ({event.step: event.value for event in EventAccumulator(str(folder)).Reload().Scalars("train/acc")}
+                    for folder in (tmp_path / "digits/version_0", resumed.trainer.log_dir))
+    assert 56 in again and all(again[step] == first[step] for step in again.keys() & first.keys())
