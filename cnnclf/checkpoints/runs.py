@@ -55,6 +55,11 @@ def check_training_left(config, subcommand: str) -> None:
                               "checkpoint with `cnnclf test --ckpt_path best|last|FILE`")
     if config.get("ckpt_path") is None:
         return
+    options = getattr(config.trainer.logger, "init_args", None)
+    if getattr(options, "version", None) is not None and getattr(options, "save_dir", None) is not None and (
+            Path(options.save_dir, options.name or "", str(options.version)).resolve()
+            == Path(config.ckpt_path).resolve().parents[1]):
+        return  # resumed into its own run (as a sweep does after a kill): the fit ends that run and tests it
     checkpoint = read_checkpoint(config.ckpt_path, mmap=True)
     if "loops" not in checkpoint:  # weights only: Lightning trains it from the first epoch
         return
