@@ -79,10 +79,17 @@ class FitTimer(L.Callback):
     benchmarks: on a machine shared with other work, the CPU time varies far less than the wall time).
 
     The clock covers the training and validation loops, not start-up or data loading, so runs
-    on different data sizes and machines compare on the work itself.
+    on different data sizes and machines compare on the work itself. ``epochs`` and ``steps``
+    count the whole run; a resumed fit times only its own part, so ``trained_epochs`` and
+    ``trained_steps`` count that part, and ``resumed_at_epoch`` (from 1) and ``resumed_at_step``
+    say where it began (``null`` for a fit that was not resumed).
     """
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Resumed from the end of an epoch, Lightning restores that epoch with its last batch done and
+        # ends it again: the training starts with the next.
+        self.start_epoch = trainer.current_epoch + int(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+        self.start_step = trainer.global_step
         self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -91,11 +98,21 @@ class FitTimer(L.Callback):
         path = run_directory(trainer) / "fit_time.json"
         if not trainer.is_global_zero:
             return
-        summary = {"fit_seconds": round(seconds, 2), "epochs": trainer.current_epoch,
-                   "steps": trainer.global_step}
+        resumed = self.start_step > 0
+        first_epoch, last_epoch = self.start_epoch + 1, trainer.current_epoch
+        summary = {"fit_seconds": round(seconds, 2), "epochs": last_epoch, "steps": trainer.global_step,
+                   "trained_epochs": last_epoch - self.start_epoch,
+                   "trained_steps": trainer.global_step - self.start_step,
+                   "resumed_at_epoch": first_epoch if resumed else None,
+                   "resumed_at_step": self.start_step if resumed else None}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary))
-        print(f"Trained {summary['epochs']} epochs ({summary['steps']} steps) in {seconds:.1f} s")
+        if not resumed:
+            print(f"Trained {summary['epochs']} epochs ({summary['steps']} steps) in {seconds:.1f} s")
+            return
+        epochs = f"epoch {last_epoch}" if first_epoch == last_epoch else f"epochs {first_epoch}-{last_epoch}"
+        print(f"Trained {epochs} ({summary['trained_steps']} steps) in {seconds:.1f} s "
+              f"(resumed at epoch {first_epoch}, step {self.start_step})")
 
 
 class NetworkSummary(ModelSummary):

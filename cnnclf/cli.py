@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from cnnclf import models
+from cnnclf import checkpoints, models
 from cnnclf.argv import ConciseErrorParser, prepared_arguments, refuse_what_the_data_decides, user_error_in
 from cnnclf.callbacks import FitTimer, LayerTable, NonFiniteLossGuard, PredictionCSV, TestSummary
 from cnnclf.checkpoints import (
@@ -61,8 +61,7 @@ class CnnclfCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)
-        # Decided here, before LightningCLI reads the model's class and arguments from the checkpoint
-        # and before anything is created: a command that cannot run leaves no folder behind.
+        # Before LightningCLI reads the checkpoint's model, before anything is created: no folder for a failed command.
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
@@ -76,6 +75,7 @@ class CnnclfCLI(LightningCLI):
                 checked_class(class_path, models, ImageClassifier, config.ckpt_path)
             if config.data.class_path.endswith(".ImageFilesDataModule") and config.data.init_args.checkpoint is None:
                 config.data.init_args.checkpoint = config.ckpt_path
+        checkpoints.check_training_left(config, subcommand)
 
     def before_instantiate_classes(self) -> None:
         trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer

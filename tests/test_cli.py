@@ -97,6 +97,16 @@ def test_missing_last_checkpoint_is_a_clear_error(tmp_path):
         run("fit", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", "last")
 
 
+@pytest.mark.parametrize("limit", ["max_epochs", "max_steps"])
+def test_a_fit_of_zero_epochs_or_steps_is_refused_before_anything_is_created(limit, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        run("fit", CONFIGS / "digits.yaml", tmp_path, f"--trainer.{limit}", "0")
+    assert str(exit_info.value.code) == (f"cnnclf: error: --trainer.{limit} 0: nothing would be trained; give at "
+                                         "least 1, or evaluate a checkpoint with `cnnclf test --ckpt_path "
+                                         "best|last|FILE`")
+    assert not any(tmp_path.iterdir())
+
+
 def test_predict_writes_labels_in_the_dataset_label_space(tiny_data, tmp_path):
     run("fit", CONFIGS / "orl_fixed.yaml", tmp_path, "--data.path", str(tiny_data["orl"]),
         "--data.resize", "[46, 46]", "--trainer.max_epochs", "1", "--test_after_fit", "false")

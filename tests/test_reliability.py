@@ -1,7 +1,10 @@
 """Killed runs resume exactly, reruns repeat exactly, and a diverged run keeps nothing from it."""
 
+import json
 import os
+import re
 import signal
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -9,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import CONFIGS, report_records, write_report_pickle
 from tests.test_cli import run
@@ -117,3 +121,47 @@ def test_a_schedule_cannot_be_stretched_on_resume(tmp_path):
     with pytest.raises(SystemExit, match="cosine learning-rate schedule was planned for 19 steps, this run has 38"):
         run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", "last")
     assert [run.name for run in (tmp_path / "digits").iterdir()] == ["version_0"]  # the refused resume left none
+
+
+def test_resuming_a_finished_run_is_refused_before_anything_is_created(tmp_path):
+    run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false")
+    last = tmp_path / "digits/version_0/checkpoints/last.ckpt"
+    for limit in (["--trainer.max_epochs", "1"], ["--trainer.max_epochs", "3", "--trainer.max_steps", "19"]):
+        with pytest.raises(SystemExit) as exit_info:
+            run("fit", CONFIGS / "digits.yaml", tmp_path, *limit, "--ckpt_path", "last")
+        reached = "epoch 1 of --trainer.max_epochs 1" if len(limit) == 2 else "step 19 of --trainer.max_steps 19"
+        assert str(exit_info.value.code) == (
+            f"cnnclf: error: {last}: the checkpoint finished training ({reached}): nothing left to train; "
+            f"test it with `cnnclf test --ckpt_path {last}`, or train longer in a new run")
+    assert [path.name for path in (tmp_path / "digits").iterdir()] == ["version_0"]
+
+
+def test_a_resumed_fit_reports_the_epochs_and_steps_it_trained_itself(tmp_path, capsys):
+    constant = ["--model.lr_schedule", "constant", "--test_after_fit", "false"]
+    run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", *constant)
+    run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "4", "--ckpt_path", "last", *constant)
+    first, resumed = (json.loads((tmp_path / f"digits/version_{n}/fit_time.json").read_text()) for n in (0, 1))
+    assert {key: first[key] for key in ("epochs", "steps", "trained_epochs", "trained_steps", "resumed_at_epoch",
+                                        "resumed_at_step")} == {"epochs": 2, "steps": 38, "trained_epochs": 2,
+                                                                "trained_steps": 38, "resumed_at_epoch": None,
+                                                                "resumed_at_step": None}
+    assert {key: resumed[key] for key in ("epochs", "steps", "trained_epochs", "trained_steps", "resumed_at_epoch",
+                                          "resumed_at_step")} == {"epochs": 4, "steps": 76, "trained_epochs": 2,
+                                                                  "trained_steps": 38, "resumed_at_epoch": 3,
+                                                                  "resumed_at_step": 38}
+    printed = capsys.readouterr().out
+    assert "Trained 2 epochs (38 steps) in " in printed
+    assert re.search(r"Trained epochs 3-4 \(38 steps\) in \d+\.\d s \(resumed at epoch 3, step 38\)", printed)
+
+
+def test_a_fit_resumed_from_an_epoch_end_logs_its_figures_without_warning(tmp_path):
+    constant = ["--model.lr_schedule", "constant", "--test_after_fit", "false"]
+    run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", *constant)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3", "--ckpt_path", "last",
+                      *constant)
+    assert not [str(warning.message) for warning in caught if "before the ``update``" in str(warning.message)]
+    first, again = ({event.step: event.value for event in EventAccumulator(str(folder)).Reload().Scalars("train/acc")}
+                    for folder in (tmp_path / "digits/version_0", resumed.trainer.log_dir))
+    assert 56 in again and all(again[step] == first[step] for step in again.keys() & first.keys())

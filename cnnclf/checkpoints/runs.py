@@ -1,10 +1,11 @@
-"""Which file ``--ckpt_path best|last`` means, the run folder a checkpoint's evaluation reports into, and
-removing a run that failed before it trained."""
+"""Which file ``--ckpt_path best|last`` means, the run folder a checkpoint's evaluation reports into, whether a
+``fit`` has anything left to train, and removing a run that failed before it trained."""
 
 import shutil
 import sys
 from pathlib import Path
 
+from cnnclf.checkpoints.safe_io import read_checkpoint
 from cnnclf.errors import CheckpointError, ConfigError
 
 #: written by ``FitTimer`` when training ends normally; a run without it stopped early or is still running
@@ -41,6 +42,55 @@ def resolve_checkpoint(config, subcommand: str) -> bool:
         options.save_dir, options.name, options.version = str(folder.parent.parent), "", folder.parent.name
     config.trainer.default_root_dir = str(folder.parent)
     return True
+
+
+def check_training_left(config, subcommand: str) -> None:
+    """Refuse, before anything is created, a ``fit`` that would train nothing: limits of 0 epochs or steps, or a
+    checkpoint to resume that already reached the limits (Lightning would start a run, train nothing and finish)."""
+    trainer = config.trainer
+    if subcommand != "fit" or trainer.fast_dev_run:  # a fast_dev_run sets its own limits
+        return
+    for option, limit in (("max_epochs", trainer.max_epochs), ("max_steps", trainer.max_steps)):
+        if limit == 0:
+            raise ConfigError(f"--trainer.{option} 0: nothing would be trained; give at least 1, or evaluate a "
+                              "checkpoint with `cnnclf test --ckpt_path best|last|FILE`")
+    if config.get("ckpt_path") is None:
+        return
+    options = getattr(config.trainer.logger, "init_args", None)
+    if getattr(options, "version", None) is not None and getattr(options, "save_dir", None) is not None and (
+            Path(options.save_dir, options.name or "", str(options.version)).resolve()
+            == Path(config.ckpt_path).resolve().parents[1]):
+        return  # resumed into its own run (as a sweep does after a kill): the fit ends that run and tests it
+    checkpoint = read_checkpoint(config.ckpt_path, mmap=True)
+    if "loops" not in checkpoint:  # weights only: Lightning trains it from the first epoch
+        return
+    max_epochs = trainer.max_epochs
+    if max_epochs is None:  # Lightning's default: 1000 epochs, unless a number of steps is the limit
+        max_epochs = 1000 if trainer.max_steps == -1 else -1
+    reached = [f"{name} {done} of --trainer.{option} {limit}"
+               for name, done, option, limit in (("epoch", epochs_trained(checkpoint), "max_epochs", max_epochs),
+                                                 ("step", checkpoint["global_step"], "max_steps", trainer.max_steps))
+               if limit != -1 and done >= limit]
+    if reached:
+        raise CheckpointError(f"{config.ckpt_path}: the checkpoint finished training ({reached[0]}): nothing left to "
+                              f"train; test it with `cnnclf test --ckpt_path {config.ckpt_path}`, or train longer "
+                              "in a new run")
+
+
+def epochs_trained(checkpoint: dict) -> int:
+    """The epochs whose training a checkpoint holds, by its fit loop's counters.
+
+    Lightning counts an epoch as processed only after its validation: a checkpoint saved as the
+    validation of epoch N ends (the usual ``best.ckpt``/``last.ckpt``) says N - 1 processed,
+    with the epoch's last batch done; one stopped during that validation has it still to finish.
+    """
+    loop = checkpoint["loops"]["fit_loop"]
+    epochs = loop["epoch_progress"]["current"]
+    if epochs["processed"] == epochs["started"]:
+        return epochs["processed"]
+    validation = loop.get("epoch_loop.val_loop.batch_progress", {}).get("total", {})
+    mid_validation = validation.get("processed", 0) < validation.get("started", 0)
+    return epochs["processed"] + int(loop["epoch_loop.batch_progress"]["is_last_batch"] and not mid_validation)
 
 
 def find_checkpoint(runs_root: Path, which: str, runs: str = "*") -> tuple[Path, str]:

@@ -199,9 +199,10 @@ class ImageClassifier(L.LightningModule):
         """Logs the epoch's figures and starts the next epoch's afresh.
 
         Once per epoch: handing Lightning the metric objects or the loss every step costs more than
-        a small network's step. Computed from every step's update, so the figures are the same.
+        a small network's step. Computed from every step's update, so the figures are the same. A fit
+        resumed from an epoch's end ends that epoch again with nothing counted: its figures are logged.
         """
-        self.log_dict(metrics.compute(), prog_bar=prog_bar)
+        self.log_dict(metrics.counted_figures(), prog_bar=prog_bar)
         metrics.reset()
 
     def on_train_epoch_end(self) -> None:

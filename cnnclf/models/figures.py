@@ -32,11 +32,24 @@ class AccuracyAndF1(MulticlassConfusionMatrix):
             self.loss_sum += loss.float() * len(targets)
 
     def compute(self) -> dict[str, Tensor]:
-        confusion = super().compute()
+        return self._figures(super().compute(), self.loss_sum if self.with_loss else None)
+
+    def counted_figures(self) -> dict[str, Tensor]:
+        """The figures of what was counted since the last reset, summed over every process; none if nothing was.
+
+        Counted means updated, or restored from a checkpoint of a fit stopped before its epoch's end,
+        which ``compute`` takes for "never updated" (and warns).
+        """
+        with self.sync_context():
+            if not self.confmat.sum():
+                return {}
+            return self._figures(self.confmat.clone(), self.loss_sum.clone() if self.with_loss else None)
+
+    def _figures(self, confusion: Tensor, loss_sum: Tensor | None) -> dict[str, Tensor]:
         accuracy, f1 = accuracy_and_macro_f1(confusion)
         figures = {f"{self.prefix}acc": accuracy, f"{self.prefix}f1": f1}
-        if self.with_loss:
-            figures[f"{self.prefix}loss"] = self.loss_sum / confusion.sum()  # the matrix counts the images
+        if loss_sum is not None:
+            figures[f"{self.prefix}loss"] = loss_sum / confusion.sum()  # the matrix counts the images
         return figures
 
     def summed_confusion(self) -> Tensor:
