@@ -90,6 +90,12 @@ class RunCheckpoints(ModelCheckpoint):
             if own["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(own["cuda"])
 
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A fit resumed at an epoch's end runs that end again, without its validation: the checkpoints
+        # ranked by it were written before the one resumed from, and there is no val/acc to rank by.
+        if self.monitor is None or self.monitor in trainer.callback_metrics:
+            super().on_train_epoch_end(trainer, pl_module)
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         # Lightning writes last.ckpt only beside a new best: once val/acc stops improving, a killed
