@@ -105,10 +105,14 @@ class FitTimer(L.Callback):
                    "trained_steps": trainer.global_step - self.start_step,
                    "resumed_at_epoch": first_epoch if resumed else None,
                    "resumed_at_step": self.start_step if resumed else None}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary))
+        if not trainer.fast_dev_run:  # which has no run folder
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(summary))
         if not resumed:
             print(f"Trained {summary['epochs']} epochs ({summary['steps']} steps) in {seconds:.1f} s")
+            return
+        if not summary["trained_steps"]:
+            print(f"Nothing left to train: the checkpoint had finished epoch {last_epoch}, step {self.start_step}")
             return
         epochs = f"epoch {last_epoch}" if first_epoch == last_epoch else f"epochs {first_epoch}-{last_epoch}"
         print(f"Trained {epochs} ({summary['trained_steps']} steps) in {seconds:.1f} s "
