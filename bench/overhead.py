@@ -135,7 +135,7 @@ PARTS = [
     ("self.log calls (Lightning's bookkeeping per call)", L.LightningModule, "log"),
     ("TensorBoard: writing the scalars", TensorBoardLogger, "log_metrics"),
     ("TensorBoard: flushing after each write", TensorBoardLogger, "save"),
-    ("epoch figures from the confusion matrices", AccuracyAndF1, "compute"),
+    ("epoch figures from the confusion matrices", AccuracyAndF1, "counted_figures"),
     ("non-finite loss guard", NonFiniteLossGuard, "on_train_batch_end"),
 ]
 
