@@ -10,6 +10,7 @@ import re
 import sys
 from pathlib import Path
 
+import yaml
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
@@ -75,10 +76,14 @@ def config_path(value: str) -> str:
                               "(`cnnclf configs` lists them)")
         path = shipped
     try:
-        path.read_text(encoding="utf-8")
+        yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#x} at offset {error.start}); "
                           "save the config as UTF-8") from None
+    except yaml.YAMLError as error:  # jsonargparse's message names no file
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', None) or error}") from None
     return str(path)
 
 

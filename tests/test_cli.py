@@ -219,11 +219,15 @@ def write_non_utf8_config(folder: Path) -> str:
      "--model NoSuchNet: no such class; --model takes one of AirbenchNet, ConvBNNet"),
     (["fit", "--config", "{digits}", "--trainer.max_epochs", "-5"], "`max_epochs` must be a non-negative integer"),
     (["fit", "--config", "{latin1}"], "latin1.yaml: not UTF-8 text (byte 0xe9 at offset 3); save the config as UTF-8"),
+    (["fit", "--config", "{digits}", "--config", "{broken}"],
+     "broken.yaml: not valid YAML at line 3, column 1: expected ',' or ']'"),
     (["fit", "--config", "{digits}", "--data.batch_size", "abc"], "data.batch_size: Expected a <class 'int'>"),
 ])
 def test_errors_keep_their_reason_in_one_line(arguments, message, tmp_path):
     values = {"ckpt": str(tmp_path / "x.ckpt"), "mnist": str(CONFIGS / "mnist.yaml"),
-              "digits": str(CONFIGS / "digits.yaml"), "latin1": write_non_utf8_config(tmp_path)}
+              "digits": str(CONFIGS / "digits.yaml"), "latin1": write_non_utf8_config(tmp_path),
+              "broken": str(tmp_path / "broken.yaml")}
+    (tmp_path / "broken.yaml").write_text("trainer:\n  max_epochs: [1\n")
     torch.save({"state_dict": {}}, tmp_path / "x.ckpt")
     with pytest.raises(SystemExit) as exit_info:
         cli_main([argument.format(**values) for argument in arguments]
