@@ -243,6 +243,17 @@ def test_model_help_marks_nothing_the_data_decides_as_required(capsys):
     assert "required" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("architecture", "own_option"), [("ReportORLNet", "probability of the dropout layers"),
+                                                          ("ResNet9", "channels of the first stage")])
+def test_model_help_describes_every_option(architecture, own_option, capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--model.help", architecture])
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"Options of {architecture}" in printed and own_option in printed
+    assert "learning rate (the peak rate with ``onecycle``)" in printed
+    assert "the number of classes; decided by the data" in printed
+
+
 NOISE = ("litlogger", "LeafSpec", "log_every_n_steps", "already configured with model summary",
          "not supported by the model summary", "The dirpath has changed", "Couldn't infer the batch indices",
          "train_metrics", "test_metrics", "Warning", "estimate number of stepping batches")

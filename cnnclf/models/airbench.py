@@ -19,10 +19,11 @@ WHITENING_IMAGES = 5000  # the sample airbench computes its whitening from
 
 
 class AirbenchNet(ImageClassifier):
-    """Args:
+    """Options of AirbenchNet, airbench94's network
+
+    Args:
         widths: output channels of the three stages (airbench94: 64, 256, 256).
         whiten_bias_epochs: train the whitening layer's bias for this many epochs, then freeze it.
-        See ``ImageClassifier``.
     """
 
     def __init__(self, *args, widths: list[int] = [64, 256, 256], whiten_bias_epochs: int = 3,  # noqa: B006

@@ -22,30 +22,30 @@ from cnnclf.models.optimization import Optimizer, Schedule, check_optimization_o
 class ImageClassifier(L.LightningModule):
     """Shared training logic; subclasses define ``features`` and ``classifier``.
 
-    An architecture's own options (widths, dropout, ...) are keyword arguments of its
-    ``__init__``, which passes the rest on; ``features`` and ``classifier`` read them from
-    ``self.hparams``, saved before the layers are built. The arguments, in groups (the config
-    keys stay flat: ``model.init_args.lr``):
+    An architecture's own options (widths, dropout, ...) are keyword arguments of its ``__init__``,
+    which passes the rest on; ``features`` and ``classifier`` read them from ``self.hparams``,
+    saved before the layers are built.
 
-    From the data (the CLI links them from the data module; never set them in a config):
-        num_classes, image_shape (C, H, W), class_names, input_mean, input_std.
-
-    Optimization (described in ``cnnclf.models.optimization``):
-        optimizer, lr, momentum, nesterov, weight_decay, lr_schedule, norm_lr_scale.
-
-    Loss: label_smoothing (cross-entropy's).
-
-    Speed:
-        channels_last: keep activations in NHWC memory order (faster convolutions with bf16 on
-            recent CPUs and on GPUs; measure with bench/throughput.py).
+    Args:
+        num_classes: the number of classes; decided by the data (the CLI links the data module's).
+        image_shape: (C, H, W) of the network's input; decided by the data.
+        class_names: each class's name, for reports and predictions; decided by the data.
+        input_mean: each channel's mean, subtracted from raw pixels; decided by the data.
+        input_std: each channel's standard deviation, divided by; decided by the data.
+        optimizer: ``sgd`` (the report's), ``adam`` or ``adamw`` (these two take torch's fused step
+            on the CPU and CUDA).
+        lr: learning rate (the peak rate with ``onecycle``).
+        momentum: SGD momentum (the report used 0.9).
+        nesterov: Nesterov momentum for SGD.
+        weight_decay: L2 penalty (decoupled for adamw).
+        lr_schedule: ``constant`` (the report's), or per step ``onecycle``, ``cosine`` or ``triangle``
+            (airbench's), described in ``cnnclf.models.optimization``.
+        norm_lr_scale: learning-rate multiplier for batch-norm parameters (airbench: 64).
+        label_smoothing: cross-entropy's label smoothing.
+        channels_last: NHWC activations: faster convolutions with bf16 on recent CPUs and on GPUs.
         compile: ``torch.compile`` the network before the first step.
-
-    Test-time augmentation (evaluation and predict):
-        tta_hflip: use the average of each image's and its mirror's logits (for photos such as
-            CIFAR; not for digits).
-        tta_translate: use half the logits of the image (and mirror) and half those of it
-            shifted this many pixels up-left and down-right, mirrored edges filling in
-            (airbench's test-time augmentation); 0 for none.
+        tta_hflip: evaluate and predict on the mean of each image's and its mirror's logits.
+        tta_translate: and on views shifted this many pixels up-left and down-right (airbench's).
     """
 
     def __init__(self, num_classes: int | None = None, image_shape: list[int] | None = None,

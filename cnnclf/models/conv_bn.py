@@ -11,10 +11,11 @@ from cnnclf.models.blocks import conv_bn
 
 
 class ConvBNNet(ImageClassifier):
-    """Args:
+    """Options of ConvBNNet, convolution stages with batch norm
+
+    Args:
         widths: output channels of each stage (each halves the image side).
         dropout: probability of the dropout layer before the linear one.
-        See ``ImageClassifier``.
     """
 
     def __init__(self, *args, widths: list[int] = [32, 64, 128], dropout: float = 0.5,  # noqa: B006

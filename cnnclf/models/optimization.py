@@ -1,17 +1,10 @@
-"""The optimizer and learning-rate schedule an ``ImageClassifier``'s options ask for.
+"""The optimizer and learning-rate schedule an ``ImageClassifier``'s options ask for (described there).
 
-    optimizer: ``sgd`` (the report's), ``adam`` or ``adamw`` (these two step with torch's fused
-        kernel on the CPU and on CUDA GPUs).
-    lr: learning rate (the peak rate with ``onecycle``).
-    momentum: SGD momentum (the report used 0.9).
-    nesterov: Nesterov momentum for SGD.
-    weight_decay: L2 penalty (decoupled for adamw).
-    lr_schedule: ``constant`` (the report's), ``onecycle`` (warm-up then anneal, per step),
-        ``cosine`` (per step, to zero at the last step) or ``triangle`` (airbench's, per step:
-        linear from 0.2 lr up to lr at 23% of the steps, then linear down to 0.07 lr).
-    norm_lr_scale: learning-rate multiplier for batch-norm parameters (airbench trains its
-        batch-norm shifts 64x faster); their weight decay is divided by it, so its pull on
-        them stays as strong as on the other weights.
+The schedules other than ``constant`` step every batch: ``onecycle`` warms up then anneals,
+``cosine`` anneals to zero at the last step, and ``triangle`` (airbench's) rises linearly from
+0.2 lr to lr at 23% of the steps, then falls linearly to 0.07 lr. ``norm_lr_scale`` multiplies the
+learning rate of batch-norm parameters (airbench trains its batch-norm shifts 64x faster) and
+divides their weight decay, so its pull on them stays as strong as on the other weights.
 """
 
 from functools import partial

@@ -8,10 +8,11 @@ from cnnclf.models.base import ImageClassifier
 
 
 class ReportCIFARNet(ImageClassifier):
-    """Args:
+    """Options of ReportCIFARNet, the report's CIFAR-10 network
+
+    Args:
         dropout: probability of the dropout layers.
         final_relu: end with a ReLU on the logits, as the report did (see ``ReportMNISTNet``).
-        See ``ImageClassifier``.
     """
 
     def __init__(self, *args, dropout: float = 0.5, final_relu: bool = False, **kwargs) -> None:

@@ -10,11 +10,12 @@ from cnnclf.models.base import ImageClassifier
 
 
 class ReportMNISTNet(ImageClassifier):
-    """Args:
+    """Options of ReportMNISTNet, the report's MNIST network
+
+    Args:
         final_relu: end with a ReLU on the logits as the report's models did. It clips every
             negative logit to 0, so a class whose logits stay negative is never predicted
             (the report's MNIST run predicted no 4s); off unless reproducing the report.
-        See ``ImageClassifier``.
     """
 
     def __init__(self, *args, final_relu: bool = False, **kwargs) -> None:

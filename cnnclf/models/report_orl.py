@@ -9,10 +9,11 @@ from cnnclf.models.base import ImageClassifier
 
 
 class ReportORLNet(ImageClassifier):
-    """Args:
+    """Options of ReportORLNet, the report's ORL network
+
+    Args:
         dropout: probability of the dropout layers.
         final_relu: end with a ReLU on the logits, as the report did (see ``ReportMNISTNet``).
-        See ``ImageClassifier``.
     """
 
     def __init__(self, *args, dropout: float = 0.5, final_relu: bool = False, **kwargs) -> None:

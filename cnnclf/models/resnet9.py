@@ -11,7 +11,11 @@ from cnnclf.models.blocks import Residual, conv_bn
 
 
 class ResNet9(ImageClassifier):
-    """Args: width: channels of the first stage; later stages use 2x, 4x and 8x. See ``ImageClassifier``."""
+    """Options of ResNet9, the fast-CIFAR-record ResNet-9
+
+    Args:
+        width: channels of the first stage; later stages use 2x, 4x and 8x.
+    """
 
     def __init__(self, *args, width: int = 64, **kwargs) -> None:
         super().__init__(*args, **kwargs)
