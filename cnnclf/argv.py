@@ -34,7 +34,8 @@ def prepared_arguments(args: list[str]) -> list[str]:
         elif index > 0 and args[index - 1] in ("--model", "--data"):
             check_class_name(arg, args[index - 1])
     given = {arg.partition("=")[0] for arg in args}
-    if args[:1] == ["predict"] and not given & {*CONFIG_OPTIONS, "--data", LIST_OPTION, "--help", "-h"}:
+    asks_for_help = any(option in ("--help", "-h", "--print_config") or option.endswith(".help") for option in given)
+    if args[:1] == ["predict"] and not given & {*CONFIG_OPTIONS, "--data", LIST_OPTION} and not asks_for_help:
         raise ConfigError("predict on what? --data.predict_files takes image files (files, a folder or a glob); "
                           "--config NAME with --data.path predicts that pickle's test split")
     if args[:1] == ["predict"] and LIST_OPTION in given and not given & {"--data", "--data.path"}:

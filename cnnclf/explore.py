@@ -20,6 +20,7 @@ from torch import Tensor
 from cnnclf import data as data_modules
 from cnnclf import models
 from cnnclf.checkpoints import checked_class, find_checkpoint, read_checkpoint
+from cnnclf.checkpoints.runs import EVERY_EXPERIMENTS_RUNS
 from cnnclf.data import PickledImageDataModule
 from cnnclf.data.safe_pickle import not_a_file
 from cnnclf.errors import CheckpointError, ConfigError, DatasetError
@@ -60,7 +61,7 @@ def checkpoint_to_explore(given: str | Path | None = None, start: str | Path | N
         return path, "the checkpoint given"
     runs = repository_root(start) / "runs"
     try:
-        return find_checkpoint(runs, "best", "*/*")
+        return find_checkpoint(runs, "best", EVERY_EXPERIMENTS_RUNS)
     except CheckpointError as error:
         raise CheckpointError(f"no checkpoint to explore by default ({error}); train one with `make demo`, or give "
                               "the notebook a checkpoint file") from None
@@ -91,10 +92,11 @@ def load_datamodule(checkpoint: str | Path, **overrides) -> PickledImageDataModu
         raise ConfigError(f"{config_path}: no run config beside the checkpoint's folder")
     data = yaml.safe_load(config_path.read_text())["data"]
     module = checked_class(data["class_path"], data_modules, PickledImageDataModule, str(config_path))
-    arguments = {**data.get("init_args", {}), **overrides}
+    arguments = dict(data.get("init_args", {}))
     root = _root_above(config_path.parent)
     if arguments.get("path") and root is not None:
         arguments["path"] = str(root / arguments["path"])
+    arguments.update(overrides)  # a path given here is the caller's, from their working directory
     path = Path(arguments.get("path") or "")
     if arguments.get("path") and not path.is_file():
         origin = "as given" if "path" in overrides else f"{config_path} gives data.path {data['init_args']['path']!r}"

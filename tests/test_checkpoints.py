@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from cnnclf.checkpoints import FINISHED_MARKER, SafeCheckpointIO, find_checkpoint
+from cnnclf.checkpoints.runs import remove_unstarted_run
 from cnnclf.errors import CheckpointError, ConfigError
 from cnnclf.explore import load_model
 from cnnclf.models import ConvBNNet, ReportMNISTNet
@@ -230,6 +231,25 @@ def test_an_epoch_with_a_new_best_writes_best_and_last_once_each(tmp_path):
     assert sorted(counter.saves_per_step) == [epoch, 2 * epoch, 3 * epoch]
     assert counter.saves_per_step[epoch] == 2  # the first epoch is always a new best: best.ckpt and last.ckpt
     assert set(counter.saves_per_step.values()) <= {1, 2}
+
+
+def test_a_best_checkpoint_with_a_config_is_looked_for_in_its_experiment_only(tmp_path):
+    run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false")
+    with pytest.raises(SystemExit, match=r"no checkpoint under .*default/\*/checkpoints"):
+        run("test", CONFIGS / "digits.yaml", tmp_path, "--trainer.logger.init_args.name", "default",
+            "--ckpt_path", "best")
+
+
+def test_only_a_run_folder_that_never_started_is_removed(tmp_path):
+    unstarted, trained, not_a_run = tmp_path / "version_0", tmp_path / "version_1", tmp_path / "mine"
+    for folder in (unstarted, trained, not_a_run):
+        folder.mkdir()
+        (folder / "config.yaml").write_text("")
+        (folder / "events.out.tfevents.1").write_text("")
+    (trained / "checkpoints").mkdir()
+    for folder in (unstarted, trained, not_a_run):
+        remove_unstarted_run(folder)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mine", "version_1"]
 
 
 def test_load_model_of_a_checkpoint_without_its_class_says_so(tmp_path):

@@ -102,8 +102,8 @@ def test_a_fit_of_zero_epochs_or_steps_is_refused_before_anything_is_created(lim
     with pytest.raises(SystemExit) as exit_info:
         run("fit", CONFIGS / "digits.yaml", tmp_path, f"--trainer.{limit}", "0")
     assert str(exit_info.value.code) == (f"cnnclf: error: --trainer.{limit} 0: nothing would be trained; give at "
-                                         "least 1, or evaluate a checkpoint with `cnnclf test --ckpt_path "
-                                         "best|last|FILE`")
+                                         "least 1, or evaluate a checkpoint with `cnnclf test` and the same "
+                                         "--config, --ckpt_path best|last|FILE")
     assert not any(tmp_path.iterdir())
 
 

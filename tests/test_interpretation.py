@@ -181,6 +181,18 @@ def test_a_runs_data_path_that_is_not_there_says_what_to_pass_to_load_datamodule
     assert "--data.path" not in str(raised.value)
 
 
+def test_a_data_path_given_to_load_datamodule_is_read_from_the_working_directory(repository, monkeypatch):
+    run_dir = repository / "runs" / "mnist" / "version_0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(
+        {"data": {"class_path": "cnnclf.data.MNISTDataModule", "init_args": {"path": "data/MNIST"}}}))
+    monkeypatch.chdir(repository / "notebooks")
+    write_report_pickle(Path("mine"), report_records(20, (28, 28), list(range(10))),
+                        report_records(10, (28, 28), list(range(10)), seed=1))
+    data = load_datamodule(run_dir / "checkpoints" / "best.ckpt", path="mine")
+    assert len(data.data.test[1]) == 10
+
+
 def test_sweep_results_name_checkpoints_that_open_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_dir = Path("sweep") / "optimizer=adam"

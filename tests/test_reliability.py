@@ -132,7 +132,7 @@ def test_resuming_a_finished_run_is_refused_before_anything_is_created(tmp_path)
         reached = "epoch 1 of --trainer.max_epochs 1" if len(limit) == 2 else "step 19 of --trainer.max_steps 19"
         assert str(exit_info.value.code) == (
             f"cnnclf: error: {last}: the checkpoint finished training ({reached}): nothing left to train; "
-            f"test it with `cnnclf test --ckpt_path {last}`, or train longer in a new run")
+            "test it with `cnnclf test` and the same --config and --ckpt_path, or train longer in a new run")
     assert [path.name for path in (tmp_path / "digits").iterdir()] == ["version_0"]
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -128,5 +129,7 @@ class RunCheckpoints(ModelCheckpoint):
             self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
             trainer.save_checkpoint(self.last_model_path, weights_only=False)
             print(f"Stopped at step {trainer.global_step}; saved {self.last_model_path}")
-        elif self.first_step in (None, trainer.global_step) and trainer.log_dir and trainer.is_global_zero:
-            remove_unstarted_run(Path(trainer.log_dir))
+        elif (self.first_step in (None, trainer.global_step) and trainer.is_global_zero
+              and isinstance(trainer.logger, TensorBoardLogger)):
+            trainer.logger.finalize("failed")  # closes its event file before the folder goes
+            remove_unstarted_run(Path(trainer.logger.log_dir))

@@ -14,19 +14,22 @@ FINISHED_MARKER = "fit_time.json"
 #: the experiment (TensorBoard logger) name when no config names one
 UNNAMED_EXPERIMENT = "default"
 
+#: the run folders of every experiment under a runs folder
+EVERY_EXPERIMENTS_RUNS = "*/*"
+
 
 def resolve_checkpoint(config, subcommand: str) -> bool:
     """Replace ``config.ckpt_path`` (a file, or ``best``/``last`` among the runs of the config's experiment, or
-    of every experiment when no config names one) by its file; for test, validate and predict, point the
-    logger at the run that wrote it, so that reports, predictions and TensorBoard scalars land beside it.
-    Whether it did."""
+    of every experiment for a test, validate or predict without a config) by its file; for those three,
+    point the logger at the run that wrote it, so that reports, predictions and TensorBoard scalars land
+    beside it. Whether it did."""
     wanted = config.ckpt_path
     if wanted in ("best", "last"):
         options = getattr(config.trainer.logger, "init_args", None)
         if getattr(options, "save_dir", None) is None:
             root, runs = Path(config.trainer.default_root_dir or ".") / "lightning_logs", "*"
-        elif options.name == UNNAMED_EXPERIMENT:  # e.g. predict from a checkpoint, which needs no config
-            root, runs = Path(options.save_dir), "*/*"
+        elif options.name == UNNAMED_EXPERIMENT and not config.get("config") and subcommand != "fit":
+            root, runs = Path(options.save_dir), EVERY_EXPERIMENTS_RUNS  # e.g. predict with only image files
         else:
             root, runs = Path(options.save_dir) / (options.name or ""), "*"
         path, why = find_checkpoint(root, wanted, runs)
@@ -53,16 +56,17 @@ def check_training_left(config, subcommand: str) -> None:
     for option, limit in (("max_epochs", trainer.max_epochs), ("max_steps", trainer.max_steps)):
         if limit == 0:
             raise ConfigError(f"--trainer.{option} 0: nothing would be trained; give at least 1, or evaluate a "
-                              "checkpoint with `cnnclf test --ckpt_path best|last|FILE`")
+                              "checkpoint with `cnnclf test` and the same --config, --ckpt_path best|last|FILE")
     if config.get("ckpt_path") is None:
         return
     options = getattr(config.trainer.logger, "init_args", None)
-    if getattr(options, "version", None) is not None and getattr(options, "save_dir", None) is not None and (
-            Path(options.save_dir, options.name or "", str(options.version)).resolve()
-            == Path(config.ckpt_path).resolve().parents[1]):
+    version = getattr(options, "version", None)
+    if version is not None and getattr(options, "save_dir", None) is not None and (
+            Path(options.save_dir, options.name or "", version if isinstance(version, str) else f"version_{version}")
+            .resolve() == Path(config.ckpt_path).resolve().parents[1]):
         return  # resumed into its own run (as a sweep does after a kill): the fit ends that run and tests it
     checkpoint = read_checkpoint(config.ckpt_path, mmap=True)
-    if "loops" not in checkpoint:  # weights only: Lightning trains it from the first epoch
+    if "loops" not in checkpoint:  # not Lightning's: check_restorable refuses it as the fit starts
         return
     max_epochs = trainer.max_epochs
     if max_epochs is None:  # Lightning's default: 1000 epochs, unless a number of steps is the limit
@@ -73,8 +77,8 @@ def check_training_left(config, subcommand: str) -> None:
                if limit != -1 and done >= limit]
     if reached:
         raise CheckpointError(f"{config.ckpt_path}: the checkpoint finished training ({reached[0]}): nothing left to "
-                              f"train; test it with `cnnclf test --ckpt_path {config.ckpt_path}`, or train longer "
-                              "in a new run")
+                              f"train; test it with `cnnclf test` and the same --config and --ckpt_path, or train "
+                              "longer in a new run")
 
 
 def epochs_trained(checkpoint: dict) -> int:
@@ -123,8 +127,11 @@ STARTING_FILES = ("config.yaml", "hparams.yaml")
 
 
 def remove_unstarted_run(folder: Path) -> None:
-    """Remove ``folder`` if it holds only what a fit writes before training (its config, its hyper-parameters,
-    an empty TensorBoard file): a fit that fails before its first step leaves no run behind."""
-    if folder.is_dir() and all(entry.is_file() and (entry.name in STARTING_FILES or entry.name.startswith("events."))
-                               for entry in folder.iterdir()):
+    """Remove the run folder ``folder`` (a logger's ``version_N``) if it holds only what a fit writes before
+    training (its config, its hyper-parameters, a TensorBoard file): a fit that fails before its first step
+    leaves no run behind."""
+    if not (folder.name.startswith("version_") and folder.is_dir()):
+        return
+    if all(entry.is_file() and (entry.name in STARTING_FILES or entry.name.startswith("events."))
+           for entry in folder.iterdir()):
         shutil.rmtree(folder, ignore_errors=True)

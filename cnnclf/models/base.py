@@ -200,7 +200,7 @@ class ImageClassifier(L.LightningModule):
 
         Once per epoch: handing Lightning the metric objects or the loss every step costs more than
         a small network's step. Computed from every step's update, so the figures are the same. A fit
-        resumed from an epoch's end ends that epoch again with nothing counted: its figures are logged.
+        resumed from an epoch's end ends that epoch again: its training counts, restored, log again.
         """
         self.log_dict(metrics.counted_figures(), prog_bar=prog_bar)
         metrics.reset()

@@ -12,9 +12,9 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 
 class AccuracyAndF1(MulticlassConfusionMatrix):
-    """Counts each step's predictions; ``compute`` gives ``{prefix}acc`` and ``{prefix}f1``, and with
-    ``with_loss`` ``{prefix}loss``: the mean loss over the epoch's images (each step's mean loss
-    weighted by its batch size, as Lightning averages a loss logged every step).
+    """Counts each step's predictions; ``counted_figures`` (as ``compute``) gives ``{prefix}acc`` and
+    ``{prefix}f1``, and with ``with_loss`` ``{prefix}loss``: the mean loss over the epoch's images (each
+    step's mean loss weighted by its batch size, as Lightning averages a loss logged every step).
 
     The labels are checked when the data is loaded, so the per-step argument checks are off.
     """
