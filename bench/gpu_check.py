@@ -49,7 +49,7 @@ CONFIGS = ROOT / "configs"
 DATA_FILES = {"mnist": "MNIST", "orl": "ORL", "cifar": "CIFAR"}
 REPORT_CONFIGS = ["mnist", "orl", "cifar"]  # fp32, the report's settings, cut by --max-time
 DRY_RUN_ARGS = ["--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-                "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1"]
+                "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2"]
 
 
 @dataclass

@@ -33,6 +33,7 @@ def prepared_arguments(args: list[str]) -> list[str]:
             args[index] = config_path(arg)
         elif index > 0 and args[index - 1] in ("--model", "--data"):
             check_class_name(arg, args[index - 1])
+        check_batch_limit(*((option, value) if equals else (args[index - 1] if index else "", arg)))
     given = {arg.partition("=")[0] for arg in args}
     asks_for_help = any(option in ("--help", "-h", "--print_config") or option.endswith(".help") for option in given)
     if args[:1] == ["predict"] and not given & {*CONFIG_OPTIONS, "--data", LIST_OPTION} and not asks_for_help:
@@ -43,6 +44,14 @@ def prepared_arguments(args: list[str]) -> list[str]:
         if not given & {*CONFIG_OPTIONS, "--model"}:  # LightningCLI replaces it with the class the checkpoint names
             args.append("--model=cnnclf.models.ImageClassifier")
     return args
+
+
+def check_batch_limit(option: str, value: str) -> None:
+    """``--trainer.limit_*_batches 1`` reaches Lightning as 1.0, all the batches: the parser tries the
+    signature's float before its int. Any other whole number still counts batches."""
+    if re.fullmatch(r"--trainer\.limit_(train|val|test|predict)_batches", option) and value.strip() == "1":
+        raise ConfigError(f"{option} 1 would reach Lightning as 1.0, which means all the batches; give 2 or more "
+                          "batches, a fraction such as 0.1, or --trainer.fast_dev_run true for one batch of each")
 
 
 def refuse_what_the_data_decides(model_init_args, names: tuple[str, ...]) -> None:

@@ -222,6 +222,9 @@ def write_non_utf8_config(folder: Path) -> str:
     (["fit", "--config", "{digits}", "--config", "{broken}"],
      "broken.yaml: not valid YAML at line 3, column 1: expected ',' or ']'"),
     (["fit", "--config", "{digits}", "--data.batch_size", "abc"], "data.batch_size: Expected a <class 'int'>"),
+    (["fit", "--config", "{digits}", "--trainer.limit_train_batches", "1"],
+     "--trainer.limit_train_batches 1 would reach Lightning as 1.0, which means all the batches"),
+    (["test", "--config", "{digits}", "--trainer.limit_test_batches=1"], "limit_test_batches 1 would reach"),
 ])
 def test_errors_keep_their_reason_in_one_line(arguments, message, tmp_path):
     values = {"ckpt": str(tmp_path / "x.ckpt"), "mnist": str(CONFIGS / "mnist.yaml"),
@@ -355,8 +358,8 @@ def test_compile_through_the_cli_trains_the_compiled_network(tmp_path):
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--model.compile", "true", "--trainer.max_epochs", "1",
-                 "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
-                 "--trainer.limit_test_batches", "1")
+                 "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
+                 "--trainer.limit_test_batches", "2")
     assert fitted.trainer.global_step == 3
     assert torch._dynamo.utils.counters["frames"]["ok"] >= 1
     assert "test/acc" in fitted.trainer.callback_metrics
