@@ -46,12 +46,13 @@ def prepared_arguments(args: list[str]) -> list[str]:
     return args
 
 
-def check_batch_limit(option: str, value: str) -> None:
-    """``--trainer.limit_*_batches 1`` reaches Lightning as 1.0, all the batches: the parser tries the
-    signature's float before its int. Any other whole number still counts batches."""
+def check_batch_limit(option: str, value: str, where: str | None = None) -> None:
+    """``--trainer.limit_*_batches 1`` (or 1 in a config) reaches Lightning as 1.0, all the batches: the
+    parser tries the signature's float before its int. Any other whole number still counts batches."""
     if re.fullmatch(r"--trainer\.limit_(train|val|test|predict)_batches", option) and value.strip() == "1":
-        raise ConfigError(f"{option} 1 would reach Lightning as 1.0, which means all the batches; give 2 or more "
-                          "batches, a fraction such as 0.1, or --trainer.fast_dev_run true for one batch of each")
+        raise ConfigError(f"{where or option + ' 1'} would reach Lightning as 1.0, which means all the batches; give "
+                          "2 or more batches, a fraction such as 0.1, or --trainer.fast_dev_run true for one batch "
+                          "of each")
 
 
 def refuse_what_the_data_decides(model_init_args, names: tuple[str, ...]) -> None:
@@ -86,7 +87,7 @@ def config_path(value: str) -> str:
                               "(`cnnclf configs` lists them)")
         path = shipped
     try:
-        yaml.safe_load(path.read_text(encoding="utf-8"))
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#x} at offset {error.start}); "
                           "save the config as UTF-8") from None
@@ -94,6 +95,10 @@ def config_path(value: str) -> str:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', None) or error}") from None
+    trainer = content.get("trainer") if isinstance(content, dict) else None
+    for name, value in (trainer.items() if isinstance(trainer, dict) else ()):
+        if value == 1 and type(value) is int:
+            check_batch_limit(f"--trainer.{name}", "1", where=f"{path}: trainer.{name}: 1")
     return str(path)
 
 

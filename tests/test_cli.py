@@ -225,12 +225,15 @@ def write_non_utf8_config(folder: Path) -> str:
     (["fit", "--config", "{digits}", "--trainer.limit_train_batches", "1"],
      "--trainer.limit_train_batches 1 would reach Lightning as 1.0, which means all the batches"),
     (["test", "--config", "{digits}", "--trainer.limit_test_batches=1"], "limit_test_batches 1 would reach"),
+    (["fit", "--config", "{digits}", "--config", "{one_batch}"],
+     "one_batch.yaml: trainer.limit_val_batches: 1 would reach Lightning as 1.0"),
 ])
 def test_errors_keep_their_reason_in_one_line(arguments, message, tmp_path):
     values = {"ckpt": str(tmp_path / "x.ckpt"), "mnist": str(CONFIGS / "mnist.yaml"),
               "digits": str(CONFIGS / "digits.yaml"), "latin1": write_non_utf8_config(tmp_path),
-              "broken": str(tmp_path / "broken.yaml")}
+              "broken": str(tmp_path / "broken.yaml"), "one_batch": str(tmp_path / "one_batch.yaml")}
     (tmp_path / "broken.yaml").write_text("trainer:\n  max_epochs: [1\n")
+    (tmp_path / "one_batch.yaml").write_text("trainer:\n  limit_train_batches: 1.0\n  limit_val_batches: 1\n")
     torch.save({"state_dict": {}}, tmp_path / "x.ckpt")
     with pytest.raises(SystemExit) as exit_info:
         cli_main([argument.format(**values) for argument in arguments]
