@@ -169,27 +169,28 @@ def test_a_runs_relative_data_path_is_read_from_the_repository_root(repository, 
         assert len(data.data.test[1]) == len(pickle.load(stream)["test"])
 
 
-def test_a_runs_data_path_that_is_not_there_says_what_to_pass_to_load_datamodule(repository, monkeypatch):
+@pytest.fixture
+def mnist_run_checkpoint(repository, monkeypatch) -> Path:
+    """A run whose config reads data/MNIST (not there), seen from a kernel in the repository's notebooks/."""
     run_dir = repository / "runs" / "mnist" / "version_0"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(
         {"data": {"class_path": "cnnclf.data.MNISTDataModule", "init_args": {"path": "data/MNIST"}}}))
     monkeypatch.chdir(repository / "notebooks")
+    return run_dir / "checkpoints" / "best.ckpt"
+
+
+def test_a_runs_data_path_that_is_not_there_says_what_to_pass_to_load_datamodule(mnist_run_checkpoint):
     with pytest.raises(DatasetError, match=r"gives data.path 'data/MNIST'\); pass the dataset's pickle file: "
                                            r"load_datamodule\(checkpoint, path=...\)") as raised:
-        load_datamodule(run_dir / "checkpoints" / "best.ckpt")
+        load_datamodule(mnist_run_checkpoint)
     assert "--data.path" not in str(raised.value)
 
 
-def test_a_data_path_given_to_load_datamodule_is_read_from_the_working_directory(repository, monkeypatch):
-    run_dir = repository / "runs" / "mnist" / "version_0"
-    (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(
-        {"data": {"class_path": "cnnclf.data.MNISTDataModule", "init_args": {"path": "data/MNIST"}}}))
-    monkeypatch.chdir(repository / "notebooks")
+def test_a_data_path_given_to_load_datamodule_is_read_from_the_working_directory(mnist_run_checkpoint):
     write_report_pickle(Path("mine"), report_records(20, (28, 28), list(range(10))),
                         report_records(10, (28, 28), list(range(10)), seed=1))
-    data = load_datamodule(run_dir / "checkpoints" / "best.ckpt", path="mine")
+    data = load_datamodule(mnist_run_checkpoint, path="mine")
     assert len(data.data.test[1]) == 10
 
 
