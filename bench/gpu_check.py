@@ -7,8 +7,8 @@ PyTorch loop over the same device-resident data: the same network, optimizer, pr
 augmentation, whole epochs with a validation pass where the recipe has one, for as many steps as the
 fit took (at most as long). Speed is the plain loop's seconds per epoch over cnnclf's; both count
 whole epochs from the first step, warm-up (and compiling) included. Then ``cifar_best`` for
-``--seeds`` seeds (before the compiled rows, which cost the most). Rows print as they finish; runs
-past ``--budget`` seconds are skipped and listed.
+``--seeds`` seeds, as shipped or with each of ``--seed-variants`` (before the compiled rows, which
+cost the most). Rows print as they finish; runs past ``--budget`` seconds are skipped and listed.
 
 On the device, in one call of about 8 minutes: first, here in the project root (a checkout whose
 ``.git`` is a folder; prepare.sh adds ``.device-carry/`` to ``.git/info/exclude``), run
@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off", "on"])
     parser.add_argument("--max-time", type=int, default=15, help="seconds of training for the report's configs")
     parser.add_argument("--seeds", type=int, default=3, help="cifar_best runs, seeds 0, 1, ...")
+    parser.add_argument("--seed-variants", nargs="+", default=[""], metavar="OPTIONS",
+                        help='cifar_best is run for every seed with each of these option strings ("" is the '
+                             'recipe as shipped), e.g. "--data.hflip alternate"')
     parser.add_argument("--budget", type=float, default=420, help="seconds; later rows are skipped")
     parser.add_argument("--only", nargs="+", help="these configs only (names such as cifar_best, orl)")
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny generated data, one short epoch per run")
@@ -197,23 +200,26 @@ def main(argv: list[str] | None = None) -> None:
     for name, compile, extra in first:
         if within_budget(f"{name} (compile {compile})"):
             table_row(name, compile, extra)
-    seeded = []
+    seeded: dict[str, list[Outcome]] = {variant: [] for variant in args.seed_variants}
     if data_file(data, "cifar_best").is_file():
         for seed in range(args.seeds):
-            if within_budget(f"cifar_best seed {seed}"):
-                seeded.append(fit("cifar_best", data, temporary / "runs", False, args.dry_run,
-                                  ["--seed_everything", str(seed)])[0])
-                shutil.rmtree(temporary / "runs", ignore_errors=True)
+            for variant, outcomes in seeded.items():
+                if within_budget(f"cifar_best seed {seed} {variant}"):
+                    outcomes.append(fit("cifar_best", data, temporary / "runs", False, args.dry_run,
+                                        ["--seed_everything", str(seed), *variant.split()])[0])
+                    shutil.rmtree(temporary / "runs", ignore_errors=True)
     for name, compile, extra in compiled:
         if within_budget(f"{name} (compile {compile})"):
             table_row(name, compile, extra)
-    if seeded:
-        accuracies = [outcome.test_accuracy for outcome in seeded]
+    if any(seeded.values()):
         print("\n| cifar_best, gpu preset, compile off | seeds | mean test acc | accuracies | mean fit s |")
         print("| --- | --- | --- | --- | --- |")
-        print(f"| cifar_best | {len(seeded)} | {statistics.mean(accuracies):.2%} | "
-              f"{', '.join(f'{accuracy:.2%}' for accuracy in accuracies)} | "
-              f"{statistics.mean(outcome.fit_seconds for outcome in seeded):.2f} |")
+    for variant, outcomes in seeded.items():
+        if outcomes:
+            accuracies = [outcome.test_accuracy for outcome in outcomes]
+            print(f"| {f'cifar_best {variant}'.strip()} | {len(outcomes)} | {statistics.mean(accuracies):.2%} | "
+                  f"{', '.join(f'{accuracy:.2%}' for accuracy in accuracies)} | "
+                  f"{statistics.mean(outcome.fit_seconds for outcome in outcomes):.2f} |")
     shutil.rmtree(temporary, ignore_errors=True)
     print(f"\n{time.perf_counter() - started:.0f} s in all" + (f"; skipped for time: {', '.join(skipped)}"
                                                               if skipped else ""))

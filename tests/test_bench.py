@@ -1,4 +1,4 @@
-"""The GPU check script runs its whole path on the CPU in its dry mode."""
+"""The GPU scripts run their whole path on the CPU: the GPU check in its dry mode, the sync finder on tiny data."""
 
 import importlib.util
 from pathlib import Path
@@ -15,7 +15,8 @@ def load_bench_script(name: str):
 
 def test_gpu_check_dry_run_prints_a_row_per_run_and_the_seed_summary(capsys):
     gpu_check = load_bench_script("gpu_check")
-    gpu_check.main(["--dry-run", "--only", "cifar_best", "orl_best", "cifar", "--seeds", "2"])
+    gpu_check.main(["--dry-run", "--only", "cifar_best", "orl_best", "cifar", "--seeds", "2",
+                    "--seed-variants", "", "--data.translate 1"])
     printed = capsys.readouterr().out
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in printed.splitlines()
             if line.startswith("| ") and " | off | " in line}
@@ -23,5 +24,15 @@ def test_gpu_check_dry_run_prints_a_row_per_run_and_the_seed_summary(capsys):
         epochs, fit_seconds, accuracy = rows[name][2:5]
         assert float(epochs) == 1.0 and float(fit_seconds) > 0 and accuracy.endswith("%"), rows[name]
         assert float(rows[name][-1].rstrip("x |")) > 0
-    assert "| cifar_best | 2 |" in printed
+    assert "| cifar_best | 2 |" in printed and "| cifar_best --data.translate 1 | 2 |" in printed
     assert "skipped" not in printed
+
+
+def test_gpu_syncs_counts_the_waits_of_a_short_fit_beside_its_steps(tmp_path, capsys):
+    gpu_check, gpu_syncs = load_bench_script("gpu_check"), load_bench_script("gpu_syncs")
+    data = gpu_check.write_tiny_data(tmp_path)
+    gpu_syncs.main(["cifar_best", "--data", str(data), "--epochs", "1", "--runs", str(tmp_path / "runs"),
+                    *gpu_check.DRY_RUN_ARGS])
+    printed = capsys.readouterr().out
+    assert "cifar_best: 1 training steps, 0 waits for the GPU" in printed  # 120 images, batch 1024; no GPU
+    assert "| waits | where (innermost first) |" in printed

@@ -27,7 +27,10 @@ class AccuracyAndF1(MulticlassConfusionMatrix):
             self.add_state("loss_sum", torch.tensor(0.0), dist_reduce_fx="sum")
 
     def update(self, logits: Tensor, targets: Tensor, loss: Tensor | None = None) -> None:
-        super().update(logits, targets)
+        # Counted here rather than by torchmetrics' torch.bincount, which on a GPU reads the largest
+        # value back to size its output: a wait for the device at every step.
+        cells = targets * self.num_classes + logits.argmax(dim=1)
+        self.confmat.view(-1).scatter_add_(0, cells, torch.ones_like(cells))
         if self.with_loss:
             self.loss_sum += loss.float() * len(targets)
 
