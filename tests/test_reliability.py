@@ -17,9 +17,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tests.conftest import CONFIGS, report_records, write_report_pickle
 from tests.test_cli import run
 
-# ConvBNNet with dropout, translations and a cosine schedule: every source of state a resume must restore.
+# ConvBNNet with dropout, translations, mirroring on alternate epochs and a cosine schedule: every source of
+# state a resume must restore.
 RECIPE = ["--model", "cnnclf.models.ConvBNNet", "--model.widths", "[8, 16]", "--model.dropout", "0.3",
-          "--data.translate", "1", "--trainer.max_epochs", "3", "--test_after_fit", "false"]
+          "--data.translate", "1", "--data.hflip", "alternate", "--trainer.max_epochs", "3",
+          "--test_after_fit", "false"]
 KILL_AT_STEP = 25  # the digits' training split is 19 batches of 64: mid-way through the second epoch
 
 

@@ -9,13 +9,14 @@ the seeded validation split and the normalization statistics, lives here once.
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
 
-from cnnclf.data.augment import random_hflip, random_translate
+from cnnclf.data.augment import Padding, mirror_seeded_half, random_hflip, random_translate
 from cnnclf.data.batches import EpochOrder, TensorBatches
 from cnnclf.data.cache import read_dataset_cached
 from cnnclf.data.image_files import read_image_files
@@ -56,7 +57,11 @@ class PickledImageDataModule(L.LightningDataModule):
         predict_files: image files (PNG, JPEG, PGM; glob patterns allowed) for ``predict``;
             without them ``predict`` runs on the pickle's test split.
         translate: training augmentation: shift each image by up to this many pixels.
+        translate_padding: what fills the border a shift uncovers: ``zeros`` or ``reflect`` (the
+            image's own mirror image, airbench94's; needs ``translate`` smaller than the image).
         hflip: training augmentation: mirror half the images (not for digits or text).
+            ``alternate`` (airbench94's): a fixed half, chosen by ``split_seed``, starts mirrored and every odd
+            epoch mirrors all, so each image alternates; over few epochs more varied than random mirroring.
         cache: keep the checked arrays in a cache (``cnnclf.data.cache``) so the next run with
             the same, unchanged file loads in a fraction of the time.
     """
@@ -70,14 +75,18 @@ class PickledImageDataModule(L.LightningDataModule):
 
     def __init__(self, path: str, batch_size: int = 128, eval_batch_size: int | None = None,
                  val_split: float = 0.1, normalize: bool = True, split_seed: int = 42,
-                 predict_files: list[str] | None = None, translate: int = 0, hflip: bool = False,
-                 cache: bool = True) -> None:
+                 predict_files: list[str] | None = None, translate: int = 0, translate_padding: Padding = "zeros",
+                 hflip: bool | Literal["alternate"] = False, cache: bool = True) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
             raise ConfigError(f"batch sizes must be positive, found batch_size={batch_size}, "
                              f"eval_batch_size={eval_batch_size}")
         if translate < 0:
             raise ConfigError(f"translate must be a number of pixels >= 0, found {translate}")
+        if translate_padding not in ("zeros", "reflect"):
+            raise ConfigError(f"translate_padding must be 'zeros' or 'reflect', found {translate_padding!r}")
+        if hflip not in (True, False, "alternate"):
+            raise ConfigError(f"hflip must be true, false or 'alternate', found {hflip!r}")
         if val_split < 0:
             raise ConfigError(f"val_split must be a fraction in [0, 1) or a count >= 1, found {val_split}")
         self.path = path
@@ -88,6 +97,7 @@ class PickledImageDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.predict_files = predict_files
         self.translate = translate
+        self.translate_padding = translate_padding
         self.hflip = hflip
         self.cache = cache
         self._prepared: PreparedData | None = None
@@ -148,6 +158,7 @@ class PickledImageDataModule(L.LightningDataModule):
             self._check_shape(name, split)
         label_values = list(self.label_values) if self.label_values is not None else _infer_label_values(splits)
         train_x, train_y = self._to_tensors("train", splits["train"], label_values)
+        self._check_translate(train_x.shape[2:])
         test = self._to_tensors("test", splits["test"], label_values)
         train_index, val_index = self._split_indices(len(train_y))
         return PreparedData(
@@ -164,6 +175,11 @@ class PickledImageDataModule(L.LightningDataModule):
                 f"{self.path}: split '{split}': {type(self).__name__} expects images of shape "
                 f"{list(self.file_shape_hwc)} (H, W, C), found {list(found)}; is this the right file?"
             )
+
+    def _check_translate(self, height_width: torch.Size) -> None:
+        if self.translate_padding == "reflect" and self.translate >= min(height_width):
+            raise ConfigError(f"translate_padding='reflect' needs translate smaller than the {height_width[0]}x"
+                              f"{height_width[1]} images of {self.path}, found translate={self.translate}")
 
     def _to_tensors(self, split: str, data: ImageSplit, label_values: list[int]) -> tuple[Tensor, Tensor]:
         known = np.isin(data.labels, label_values)
@@ -205,7 +221,10 @@ class PickledImageDataModule(L.LightningDataModule):
         return len(self.data.val[1]) > 0
 
     def train_dataloader(self) -> TensorBatches:
-        return self._batches("train", *self.data.train, self.batch_size, training=True)
+        images, targets = self.data.train
+        if self.hflip == "alternate":
+            images = mirror_seeded_half(images, self.split_seed)
+        return self._batches("train", images, targets, self.batch_size, training=True)
 
     def val_dataloader(self) -> TensorBatches | list:
         return self._batches("validation", *self.data.val, self.eval_batch_size) if self.has_validation else []
@@ -229,8 +248,12 @@ class PickledImageDataModule(L.LightningDataModule):
             return batch
         images, targets = batch
         if self.translate:
-            images = random_translate(images, self.translate)
-        if self.hflip:
+            images = random_translate(images, self.translate, self.translate_padding)
+        if self.hflip == "alternate":
+            # current_epoch is the epoch this batch belongs to, restored on resume: the sampler's epoch.
+            if self.trainer.current_epoch % 2 == 1:
+                images = images.flip(3)
+        elif self.hflip:
             images = random_hflip(images)
         return images, targets
 
