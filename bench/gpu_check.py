@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
                              'recipe as shipped), e.g. "--data.hflip alternate"')
     parser.add_argument("--budget", type=float, default=420, help="seconds; later rows are skipped")
     parser.add_argument("--only", nargs="+", help="these configs only (names such as cifar_best, orl)")
+    parser.add_argument("--fit-options", default="", metavar="OPTIONS",
+                        help='added to every table row\'s fit, e.g. "--checkpoint.every_n_epochs 1000"')
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny generated data, one short epoch per run")
     args = parser.parse_args(argv)
     for name in ("lightning.pytorch", "lightning.fabric"):  # the table only, not each run's summary and seed
@@ -173,11 +175,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device: {device}; torch {torch.__version__}; data: {data}\n")
     print("| run | compile | epochs | fit s | test acc | cnnclf s/epoch | plain s/epoch | speed vs plain |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
-    report_rows = [(name, "off", ["--trainer.max_time", f"00:00:00:{args.max_time:02d}"]) for name in REPORT_CONFIGS
-                   if data_file(data, name).is_file()]
+    options = args.fit_options.split()
+    report_rows = [(name, "off", ["--trainer.max_time", f"00:00:00:{args.max_time:02d}", *options])
+                   for name in REPORT_CONFIGS if data_file(data, name).is_file()]
     # Compiled runs last: each compiles twice (cnnclf, plain loop), and the budget may not reach them.
-    first = [(name, "off", []) for name in recipes(data) if "off" in compiles] + report_rows
-    compiled = [(name, "on", []) for name in recipes(data) if "on" in compiles]
+    first = [(name, "off", options) for name in recipes(data) if "off" in compiles] + report_rows
+    compiled = [(name, "on", options) for name in recipes(data) if "on" in compiles]
     if args.only:
         first, compiled = ([row for row in rows if row[0] in args.only] for rows in (first, compiled))
     skipped: list[str] = []
