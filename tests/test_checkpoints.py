@@ -233,6 +233,32 @@ def test_an_epoch_with_a_new_best_writes_best_and_last_once_each(tmp_path):
     assert set(counter.saves_per_step.values()) <= {1, 2}
 
 
+@pytest.mark.parametrize("val_split", ["0.1", "0"])
+def test_a_minimum_interval_skips_routine_saves_but_not_a_new_best_or_the_end(tmp_path, val_split):
+    """A learning rate too small to move val/acc: only the first epoch is a new best."""
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3", "--model.lr", "1e-9",
+                 "--data.val_split", val_split, "--checkpoint.min_save_interval", "3600", "--test_after_fit", "false",
+                 "--trainer.callbacks+", "tests.test_checkpoints.SaveCounter")
+    counter = next(callback for callback in fitted.trainer.callbacks if isinstance(callback, SaveCounter))
+    epoch = fitted.trainer.num_training_batches
+    with_validation = {epoch: 2, 3 * epoch: 1}  # best.ckpt and last.ckpt, then last.ckpt as training ends
+    assert counter.saves_per_step == (with_validation if val_split != "0" else {3 * epoch: 1})
+    last = torch.load(Path(fitted.trainer.log_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == fitted.trainer.global_step
+
+
+def test_a_negative_minimum_interval_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match=r"checkpoint.min_save_interval must be seconds >= 0, found -1"):
+        run("fit", CONFIGS / "digits.yaml", tmp_path, "--checkpoint.min_save_interval", "-1")
+
+
+def test_the_gpu_preset_spaces_routine_saves_and_keeps_a_recipes_every_n_epochs(tmp_path, tiny_data):
+    fitted = run("fit", CONFIGS / "orl_fixed.yaml", tmp_path, "--config", str(CONFIGS / "presets/gpu.yaml"),
+                 "--trainer.accelerator", "cpu", "--trainer.fast_dev_run", "true", "--data.path", str(tiny_data["orl"]))
+    checkpoint = fitted.trainer.checkpoint_callback
+    assert (checkpoint.min_save_interval, checkpoint.every_n_epochs) == (30, 10)
+
+
 def test_a_best_checkpoint_with_a_config_is_looked_for_in_its_experiment_only(tmp_path):
     run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false")
     with pytest.raises(SystemExit, match=r"no checkpoint under .*default/\*/checkpoints"):

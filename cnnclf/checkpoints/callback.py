@@ -1,5 +1,6 @@
 """The checkpoint callback: which checkpoints a run keeps, and what resuming from one needs beyond Lightning."""
 
+import time
 from pathlib import Path
 
 import lightning as L
@@ -20,7 +21,13 @@ class RunCheckpoints(ModelCheckpoint):
     Without a validation split there is nothing to rank by: the one checkpoint kept is the newest,
     ``last.ckpt``, written every ``every_n_epochs`` epochs and when training ends (once per save, not
     twice: the report's ORL net makes large checkpoints), and it stands for the best. A fit stopped from outside
-    (SIGTERM from a scheduler, Ctrl-C) saves ``last.ckpt`` between two steps.
+    (SIGTERM from a scheduler, Ctrl-C) saves ``last.ckpt`` between two steps, and the end of training is
+    always saved.
+
+    ``min_save_interval`` (seconds, default 0: every epoch) skips an epoch's routine ``last.ckpt`` until
+    that long has passed since the previous save: for many short epochs, where writing a checkpoint
+    costs a large share of each (small networks on a GPU). A new best, the end of training and a stop
+    from outside still save; only a hard crash loses more, at most that long and an epoch.
 
     Beside Lightning's own state (weights, optimizer, schedule, loop counters) every checkpoint holds
     each process's random generators, which augmentation and dropout draw from, how far into its
@@ -29,9 +36,13 @@ class RunCheckpoints(ModelCheckpoint):
     """
 
     def __init__(self, monitor: str = "val/acc", mode: str = "max", filename: str = "best",
-                 save_last: bool = True, **kwargs) -> None:
+                 save_last: bool = True, min_save_interval: float = 0.0, **kwargs) -> None:
         super().__init__(monitor=monitor, mode=mode, filename=filename, save_last=save_last,
                          auto_insert_metric_name=False, **kwargs)
+        if min_save_interval < 0:
+            raise ConfigError(f"checkpoint.min_save_interval must be seconds >= 0, found {min_save_interval}")
+        self.min_save_interval = min_save_interval
+        self.last_save_time = 0.0
         self.resumed: dict = {}
         self.saved_step: int | None = None
         self.first_step: int | None = None  # this fit's, once training starts
@@ -59,7 +70,7 @@ class RunCheckpoints(ModelCheckpoint):
             states = [None] * trainer.world_size
             torch.distributed.all_gather_object(states, own)
         checkpoint["rng_states"] = states
-        self.saved_step = trainer.global_step
+        self.saved_step, self.last_save_time = trainer.global_step, time.monotonic()
         checkpoint["planned_steps"] = trainer.estimated_stepping_batches
         if hasattr(trainer.train_dataloader, "state_dict"):
             checkpoint["train_position"] = trainer.train_dataloader.state_dict()
@@ -72,7 +83,7 @@ class RunCheckpoints(ModelCheckpoint):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Picks up where the checkpoint left off, as the first resumed step is about to be drawn."""
         super().on_train_start(trainer, pl_module)
-        self.first_step = trainer.global_step
+        self.first_step, self.last_save_time = trainer.global_step, time.monotonic()
         resumed, self.resumed = self.resumed, {}
         planned, steps = resumed.get("planned_steps"), trainer.estimated_stepping_batches
         if trainer.lr_scheduler_configs and planned not in (None, steps):
@@ -94,7 +105,11 @@ class RunCheckpoints(ModelCheckpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A fit resumed at an epoch's end runs that end again, without its validation: the checkpoints
         # ranked by it were written before the one resumed from, and there is no val/acc to rank by.
-        if self.monitor is None or self.monitor in trainer.callback_metrics:
+        if self.monitor is not None:
+            due = self.monitor in trainer.callback_metrics
+        else:  # Lightning's save here is then the routine one, which min_save_interval spaces out
+            due = not self._saved_recently(trainer)
+        if due:
             super().on_train_epoch_end(trainer, pl_module)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -105,18 +120,31 @@ class RunCheckpoints(ModelCheckpoint):
         due = self.every_n_epochs >= 1 and (trainer.current_epoch + 1) % self.every_n_epochs == 0
         if (self.save_last and self.monitor is not None and due and self.saved_step != trainer.global_step
                 and trainer.state.fn == "fit" and not trainer.sanity_checking and not trainer.fast_dev_run
-                and not self._new_best_is_coming(trainer)):
+                and not self._new_best_is_coming(trainer) and not self._saved_recently(trainer)):
             self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
             trainer.save_checkpoint(self.last_model_path, weights_only=False)
 
     def _new_best_is_coming(self, trainer: L.Trainer) -> bool:
         return self.save_top_k != 0 and self.check_monitor_top_k(trainer, trainer.callback_metrics.get(self.monitor))
 
+    def _saved_recently(self, trainer: L.Trainer) -> bool:
+        if not self.min_save_interval:
+            return False
+        # Every process must take rank 0's decision: a save is a collective step.
+        return trainer.strategy.broadcast(time.monotonic() - self.last_save_time < self.min_save_interval)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
-        if self.monitor is None and self.saved_step != trainer.global_step and not trainer.fast_dev_run:
-            self.best_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
-            trainer.save_checkpoint(self.best_model_path, weights_only=False)
+        if self.saved_step == trainer.global_step or trainer.fast_dev_run:
+            return
+        path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+        if self.monitor is None:  # the newest checkpoint stands for the best
+            self.best_model_path = path
+        elif self.save_last:  # skipped by every_n_epochs or min_save_interval
+            self.last_model_path = path
+        else:
+            return
+        trainer.save_checkpoint(path, weights_only=False)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         """Stopped from outside: keeps the work done so far in ``last.ckpt``, with the batch position in the epoch,
