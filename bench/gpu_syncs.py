@@ -27,7 +27,7 @@ import torch
 from cnnclf.cli import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = ("cnnclf", "lightning", "torchmetrics", "bench")  # the frames that say who asked for the value
+OURS = ("cnnclf", "lightning", "torchmetrics")  # the frames that say who asked for the value
 
 
 def call_site(stack: list[traceback.FrameSummary]) -> str:

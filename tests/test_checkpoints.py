@@ -247,6 +247,23 @@ def test_a_minimum_interval_skips_routine_saves_but_not_a_new_best_or_the_end(tm
     assert last["global_step"] == fitted.trainer.global_step
 
 
+def test_an_elapsed_minimum_interval_saves_every_epoch_as_without_one(tmp_path):
+    def saves(*options: str) -> dict[int, int]:
+        fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3", "--model.lr", "1e-9",
+                     "--test_after_fit", "false", "--trainer.callbacks+", "tests.test_checkpoints.SaveCounter",
+                     *options)
+        counter = next(callback for callback in fitted.trainer.callbacks if isinstance(callback, SaveCounter))
+        return counter.saves_per_step
+
+    assert saves("--checkpoint.min_save_interval", "1e-9") == saves()
+
+
+def test_without_save_last_the_end_of_a_run_with_validation_writes_nothing_more(tmp_path):
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", "--model.lr", "1e-9",
+                 "--checkpoint.save_last", "false", "--test_after_fit", "false")
+    assert [path.name for path in (Path(fitted.trainer.log_dir) / "checkpoints").iterdir()] == ["best.ckpt"]
+
+
 def test_a_negative_minimum_interval_is_refused(tmp_path):
     with pytest.raises(SystemExit, match=r"checkpoint.min_save_interval must be seconds >= 0, found -1"):
         run("fit", CONFIGS / "digits.yaml", tmp_path, "--checkpoint.min_save_interval", "-1")

@@ -25,7 +25,7 @@ class RunCheckpoints(ModelCheckpoint):
     always saved.
 
     ``min_save_interval`` (seconds, default 0: every epoch) skips an epoch's routine ``last.ckpt`` until
-    that long has passed since the previous save: for many short epochs, where writing a checkpoint
+    that long has passed since the previous save began: for many short epochs, where writing a checkpoint
     costs a large share of each (small networks on a GPU). A new best, the end of training and a stop
     from outside still save; only a hard crash loses more, at most that long and an epoch.
 

@@ -29,6 +29,9 @@ class Lookahead(L.Callback):
         self.average: dict[str, Tensor] | None = None
         self.pairs: tuple[list[Tensor], list[Tensor]] | None = None  # (averages, weights), in one order
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.pairs = None  # moving the model to its device may have replaced its tensors
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
         step = trainer.global_step  # already counts this batch's optimizer step
@@ -51,7 +54,7 @@ class Lookahead(L.Callback):
             self.pairs = [self.average[name] for name in weights], list(weights.values())
         averages, weights = self.pairs
         # One kernel each for all the tensors, instead of two per tensor: on a GPU a small network's
-        # step launches fewer kernels than this would.
+        # step launches fewer kernels than this would. The multi-tensor ops torch's optimizers use.
         torch._foreach_lerp_(averages, weights, 1 - decay)
         torch._foreach_copy_(weights, averages)
 
