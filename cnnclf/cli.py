@@ -28,7 +28,7 @@ from cnnclf.checkpoints import (
 )
 from cnnclf.data import PickledImageDataModule
 from cnnclf.errors import ConfigError
-from cnnclf.hardware import without_emulated_bf16
+from cnnclf.hardware import fit_to_this_machine
 from cnnclf.models import ImageClassifier
 from cnnclf.noise import silence_lightning_noise
 from cnnclf.shipped import print_shipped_configs
@@ -79,7 +79,7 @@ class CnnclfCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
-        without_emulated_bf16(trainer)
+        fit_to_this_machine(trainer)
         if trainer.enable_progress_bar is False and trainer.callbacks:
             # A preset's progress bar (there for its refresh rate) gives way to a run that asks for none.
             trainer.callbacks = [callback for callback in trainer.callbacks

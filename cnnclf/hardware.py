@@ -1,8 +1,27 @@
-"""What this machine runs fast: the CLI runs a bf16 recipe in fp32 where bf16 would be emulated."""
+"""What this machine can run, and runs fast: the CLI refuses a GPU the machine lacks in one line, and runs
+a bf16 recipe in fp32 where bf16 would be emulated."""
 
 import sys
 
 import torch
+
+from cnnclf.errors import ConfigError
+
+
+def fit_to_this_machine(trainer) -> None:
+    """Check and adjust the trainer config before anything is built."""
+    check_gpu_present(trainer.accelerator)
+    without_emulated_bf16(trainer)
+
+
+def check_gpu_present(accelerator) -> None:
+    """Lightning alone says "No supported gpu backend found!", which names neither the option nor a way out."""
+    gpu = torch.cuda.is_available() or (accelerator == "gpu" and torch.backends.mps.is_available())
+    if accelerator in ("gpu", "cuda") and not gpu:
+        build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+        raise ConfigError(f"--trainer.accelerator {accelerator} (presets/gpu sets it) needs a GPU, and torch "
+                          f"{torch.__version__} ({build}) finds none: leave out presets/gpu to train on the CPU, "
+                          "or install a CUDA build of torch (docs/gpu.md)")
 
 
 def without_emulated_bf16(trainer) -> None:

@@ -352,6 +352,13 @@ def test_bf16_on_a_cpu_without_bf16_arithmetic_trains_in_fp32(native, tmp_path, 
     assert ("running in 32-true instead" in capsys.readouterr().err) is not native
 
 
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="for machines without a GPU")
+def test_the_gpu_preset_on_a_machine_without_a_gpu_is_one_line_with_the_way_out(tmp_path):
+    with pytest.raises(SystemExit, match=r"accelerator gpu \(presets/gpu sets it\) needs a GPU.*leave out presets/gpu"):
+        run("fit", CONFIGS / "digits.yaml", tmp_path, "--config", str(CONFIGS / "presets/gpu.yaml"))
+    assert list(tmp_path.iterdir()) == []  # refused before a run folder exists
+
+
 @pytest.mark.slow
 def test_compile_through_the_cli_trains_the_compiled_network(tmp_path):
     # The model summary and the TensorBoard graph run the network first; compiled before them,
