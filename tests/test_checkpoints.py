@@ -264,6 +264,32 @@ def test_without_save_last_the_end_of_a_run_with_validation_writes_nothing_more(
     assert [path.name for path in (Path(fitted.trainer.log_dir) / "checkpoints").iterdir()] == ["best.ckpt"]
 
 
+RESAVE_TAGGED_FOR_A_GPU = """
+import sys, torch
+torch.serialization.register_package(0, lambda storage: "cuda:0" if storage.device.type == "cpu" else None,
+                                     lambda storage, location: None)
+torch.save(torch.load(sys.argv[1], weights_only=True), sys.argv[2])
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="for machines without a GPU")
+def test_a_checkpoint_from_a_gpu_tests_and_resumes_on_a_machine_without_one(tmp_path):
+    constant = ("--model.lr_schedule", "constant", "--test_after_fit", "false")  # resumable for more epochs
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", *constant)
+    from_a_gpu = tmp_path / "from_a_gpu.ckpt"
+    # As torch.save writes a GPU run's checkpoint: every tensor tagged for cuda:0 (in its own process,
+    # as the tag stays registered).
+    subprocess.run([sys.executable, "-c", RESAVE_TAGGED_FOR_A_GPU, fitted.trainer.checkpoint_callback.last_model_path,
+                    str(from_a_gpu)], check=True)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        torch.load(from_a_gpu, weights_only=True)
+    tested = run("test", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", str(from_a_gpu))
+    assert "test/acc" in tested.trainer.callback_metrics
+    resumed = run("fit", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", str(from_a_gpu),
+                  "--trainer.max_epochs", "2", *constant)
+    assert resumed.trainer.current_epoch == 2
+
+
 def test_a_negative_minimum_interval_is_refused(tmp_path):
     with pytest.raises(SystemExit, match=r"checkpoint.min_save_interval must be seconds >= 0, found -1"):
         run("fit", CONFIGS / "digits.yaml", tmp_path, "--checkpoint.min_save_interval", "-1")

@@ -131,7 +131,9 @@ class SafeCheckpointIO(TorchCheckpointIO):
         write_atomically(path, lambda stream: torch.save(checkpoint, stream))
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
-        return read_checkpoint(path, map_location=map_location)
+        # Lightning passes none, and a GPU run's tensors would then load onto a GPU, which this machine may
+        # lack; it moves the restored weights and optimizer state to the run's device itself.
+        return read_checkpoint(path, map_location=map_location or "cpu")
 
 
 def _checkpoint_folders_of_the_experiment(folder: Path) -> list[Path]:
