@@ -25,15 +25,25 @@ def check_gpu_present(accelerator) -> None:
 
 
 def without_emulated_bf16(trainer) -> None:
-    """Set the trainer config's precision to ``32-true`` where bf16 would be emulated, saying so.
+    """Set the trainer config's precision to one this machine computes natively where bf16 would be emulated,
+    saying so: 32-true on a CPU without bf16 arithmetic, 16-mixed on a GPU older than Ampere (a T4, a V100).
 
-    Emulated bf16 is several times slower than fp32: a recipe that asks for bf16 to be fast must
-    not become the slowest way to run.
+    Emulated bf16 is several times slower: a recipe that asks for bf16 to be fast must not become the
+    slowest way to run.
     """
-    if str(trainer.precision).startswith("bf16") and trains_on_cpu(trainer.accelerator) and not cpu_has_bf16():
-        print(f"cnnclf: this CPU has no bf16 arithmetic (AVX-512 or AMX), where precision {trainer.precision} "
-              "runs several times slower than fp32: running in 32-true instead", file=sys.stderr)
-        trainer.precision = "32-true"
+    precision = str(trainer.precision)
+    if not precision.startswith("bf16"):
+        return
+    if trains_on_cpu(trainer.accelerator) and not cpu_has_bf16():
+        where, instead = "this CPU has no bf16 arithmetic (AVX-512 or AMX)", "32-true"
+    elif trains_on_cuda(trainer.accelerator) and not gpu_has_bf16():
+        where = f"this GPU ({torch.cuda.get_device_name()}) has no bf16 arithmetic (before Ampere)"
+        instead = "16-mixed" if precision == "bf16-mixed" else "32-true"
+    else:
+        return
+    print(f"cnnclf: {where}, where precision {precision} runs several times slower: running in {instead} instead",
+          file=sys.stderr)
+    trainer.precision = instead
 
 
 def trains_on_cpu(accelerator) -> bool:
@@ -41,6 +51,15 @@ def trains_on_cpu(accelerator) -> bool:
                                     and not torch.backends.mps.is_available())
 
 
+def trains_on_cuda(accelerator) -> bool:
+    return accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+
+
 def cpu_has_bf16() -> bool:
     """Whether oneDNN runs bf16 natively here (AVX-512 or AMX; on an AVX2-only CPU it emulates it)."""
     return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def gpu_has_bf16() -> bool:
+    """Whether the GPU has bf16 tensor cores (Ampere and later); torch emulates bf16 on older ones."""
+    return torch.cuda.get_device_capability() >= (8, 0)

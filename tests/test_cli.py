@@ -3,6 +3,7 @@
 import csv
 import json
 import warnings
+from argparse import Namespace
 from pathlib import Path
 
 import lightning as L
@@ -13,6 +14,7 @@ import yaml
 from PIL import Image
 
 from cnnclf.cli import cli_main
+from cnnclf.hardware import without_emulated_bf16
 from tests.conftest import CONFIGS
 
 DATASET_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
@@ -350,6 +352,20 @@ def test_bf16_on_a_cpu_without_bf16_arithmetic_trains_in_fp32(native, tmp_path, 
                  "--test_after_fit", "false")
     assert fitted.trainer.precision == ("bf16-mixed" if native else "32-true")
     assert ("running in 32-true instead" in capsys.readouterr().err) is not native
+
+
+@pytest.mark.parametrize(("precision", "instead"), [("bf16-mixed", "16-mixed"), ("bf16-true", "32-true"),
+                                                  ("16-mixed", "16-mixed")])
+def test_bf16_on_a_gpu_older_than_ampere_trains_in_a_native_precision(precision, instead, monkeypatch, capsys):
+    monkeypatch.setattr("cnnclf.hardware.trains_on_cuda", lambda accelerator: True)
+    monkeypatch.setattr("cnnclf.hardware.gpu_has_bf16", lambda: False)
+    monkeypatch.setattr("torch.cuda.get_device_name", lambda: "Tesla T4")
+    trainer = Namespace(accelerator="gpu", precision=precision)
+    without_emulated_bf16(trainer)
+    assert trainer.precision == instead
+    said = capsys.readouterr().err
+    assert (f"this GPU (Tesla T4) has no bf16 arithmetic (before Ampere), where precision {precision} runs "
+            f"several times slower: running in {instead} instead" in said) is (precision != instead)
 
 
 @pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="for machines without a GPU")
