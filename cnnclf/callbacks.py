@@ -87,8 +87,11 @@ class FitTimer(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Resumed from the end of an epoch, Lightning restores that epoch with its last batch done and
-        # ends it again: the training starts with the next.
-        self.start_epoch = trainer.current_epoch + int(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+        # ends it again: the training starts with the next. A fit stopped between two epochs has ended
+        # its last one (its batch counts still say "last batch"), and the training starts at the current.
+        epochs = trainer.fit_loop.epoch_progress.current
+        ending_again = epochs.started > epochs.completed and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        self.start_epoch = trainer.current_epoch + int(ending_again)
         self.start_step = trainer.global_step
         self.start, self.cpu_start = time.perf_counter(), time.process_time()
 

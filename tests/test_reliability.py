@@ -156,6 +156,29 @@ def test_a_resumed_fit_reports_the_epochs_and_steps_it_trained_itself(tmp_path, 
     assert re.search(r"Trained epochs 3-4 \(38 steps\) in \d+\.\d s \(resumed at epoch 3, step 38\)", printed)
 
 
+class SigtermAtEpochEnd(L.Callback):
+    """Sends this process a real SIGTERM as the first epoch ends: the fit stops between two epochs."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_fit_stopped_between_epochs_and_resumed_reports_the_epochs_it_trained(tmp_path, capsys):
+    constant = ["--model.lr_schedule", "constant", "--test_after_fit", "false", "--trainer.max_epochs", "3"]
+    with pytest.raises(SystemExit):
+        run("fit", CONFIGS / "digits.yaml", tmp_path, *constant,
+            "--trainer.callbacks+=tests.test_reliability.SigtermAtEpochEnd")
+    run("fit", CONFIGS / "digits.yaml", tmp_path, *constant, "--ckpt_path", "last")
+    resumed = json.loads((tmp_path / "digits/version_1/fit_time.json").read_text())
+    assert {key: resumed[key] for key in ("epochs", "steps", "trained_epochs", "trained_steps", "resumed_at_epoch",
+                                          "resumed_at_step")} == {"epochs": 3, "steps": 57, "trained_epochs": 2,
+                                                                  "trained_steps": 38, "resumed_at_epoch": 2,
+                                                                  "resumed_at_step": 19}
+    assert re.search(r"Trained epochs 2-3 \(38 steps\) in \d+\.\d s \(resumed at epoch 2, step 19\)",
+                     capsys.readouterr().out)
+
+
 def test_a_fit_resumed_from_an_epoch_end_logs_its_figures_without_warning(tmp_path):
     constant = ["--model.lr_schedule", "constant", "--test_after_fit", "false"]
     run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", *constant)
