@@ -179,6 +179,31 @@ def test_a_fit_stopped_between_epochs_and_resumed_reports_the_epochs_it_trained(
                      capsys.readouterr().out)
 
 
+def test_a_resumed_fit_keeps_the_best_so_far_until_it_trains_a_better_one(tmp_path):
+    """A learning rate too small to move val/acc: no epoch after the first is better, resumed or not."""
+    settings = ["--model.lr", "1e-9", "--model.lr_schedule", "constant", "--test_after_fit", "false"]
+    first = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", *settings)
+    resumed = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "4", "--ckpt_path", "last",
+                  *settings)
+    best_before, best_after = (Path(cli.trainer.checkpoint_callback.best_model_path) for cli in (first, resumed))
+    assert best_after == tmp_path / "digits/version_1/checkpoints/best.ckpt"  # the resumed run's own folder
+    assert torch.load(best_after, weights_only=True)["epoch"] == 0
+    assert best_before.is_file()  # the first run's best stays where it was
+    assert resumed.trainer.checkpoint_callback.best_model_score == first.trainer.checkpoint_callback.best_model_score
+
+
+def test_a_resumed_fit_that_trains_a_better_model_saves_it_and_leaves_the_earlier_best(tmp_path):
+    settings = ["--model.lr_schedule", "constant", "--test_after_fit", "false"]
+    first = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", *settings)
+    resumed = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3", "--ckpt_path", "last",
+                  *settings)
+    earlier, best = (cli.trainer.checkpoint_callback for cli in (first, resumed))
+    assert best.best_model_score > earlier.best_model_score
+    assert Path(best.best_model_path) == tmp_path / "digits/version_1/checkpoints/best.ckpt"
+    assert torch.load(best.best_model_path, weights_only=True)["epoch"] >= 1
+    assert torch.load(earlier.best_model_path, weights_only=True)["epoch"] == 0
+
+
 def test_a_fit_resumed_from_an_epoch_end_logs_its_figures_without_warning(tmp_path):
     constant = ["--model.lr_schedule", "constant", "--test_after_fit", "false"]
     run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", *constant)

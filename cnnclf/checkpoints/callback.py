@@ -1,5 +1,6 @@
 """The checkpoint callback: which checkpoints a run keeps, and what resuming from one needs beyond Lightning."""
 
+import shutil
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from cnnclf.checkpoints.runs import remove_unstarted_run
 from cnnclf.checkpoints.safe_io import SafeCheckpointIO
 from cnnclf.errors import ConfigError
+from cnnclf.files import write_atomically
 
 
 class RunCheckpoints(ModelCheckpoint):
@@ -80,6 +82,17 @@ class RunCheckpoints(ModelCheckpoint):
             self.resumed = {key: checkpoint[key] for key in ("rng_states", "planned_steps", "train_position")
                             if key in checkpoint}
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """A resumed fit writes into a new run folder, where Lightning would rank afresh: its first epoch
+        would become best.ckpt however it compared with the best so far. The ranking carries on instead;
+        a better epoch writes this run's best.ckpt and leaves the earlier run's (Lightning removes no
+        checkpoint outside the run's folder), and ``on_train_end`` copies a best that stayed there."""
+        super().load_state_dict(state_dict)
+        best, score = state_dict.get("best_model_path"), state_dict.get("best_model_score")
+        if state_dict.get("dirpath") != self.dirpath and best and score is not None:
+            self.best_model_score = self.kth_value = score
+            self.kth_best_model_path, self.best_k_models = best, {best: score}
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Picks up where the checkpoint left off, as the first resumed step is about to be drawn."""
         super().on_train_start(trainer, pl_module)
@@ -135,6 +148,7 @@ class RunCheckpoints(ModelCheckpoint):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
+        self._bring_the_best_home(trainer)
         if self.saved_step == trainer.global_step or trainer.fast_dev_run:
             return
         path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
@@ -145,6 +159,20 @@ class RunCheckpoints(ModelCheckpoint):
         else:
             return
         trainer.save_checkpoint(path, weights_only=False)
+
+    def _bring_the_best_home(self, trainer: L.Trainer) -> None:
+        """A resumed run whose epochs never beat the earlier run's best gets a copy of it as its best.ckpt."""
+        earlier = self.best_model_path
+        if (self.monitor is None or not earlier or Path(earlier).parent == Path(self.dirpath)
+                or not trainer.strategy.broadcast(Path(earlier).is_file())):
+            return
+        here = self.format_checkpoint_name({})
+        if trainer.is_global_zero:
+            with open(earlier, "rb") as source:
+                write_atomically(Path(here), lambda stream: shutil.copyfileobj(source, stream))
+        trainer.strategy.barrier()
+        self.best_k_models = {here: self.best_k_models.pop(earlier, self.best_model_score)}
+        self.best_model_path = self.kth_best_model_path = here
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         """Stopped from outside: keeps the work done so far in ``last.ckpt``, with the batch position in the epoch,
