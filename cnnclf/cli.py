@@ -124,7 +124,7 @@ def cli_main(args: list[str] | None = None) -> CnnclfCLI | None:
     args = list(sys.argv[1:] if from_command_line else args)
     if args[:1] == ["configs"]:
         return print_shipped_configs()
-    silence_lightning_noise()
+    silence_lightning_noise(evaluating=args[:1] != ["fit"])
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on recent NVIDIA GPUs
     try:

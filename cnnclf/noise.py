@@ -21,6 +21,12 @@ WARNINGS = (
     r"The number of training batches \(\d+\) is smaller than the logging interval",
 )
 
+EVALUATION_WARNINGS = (
+    # test, validate and predict need none of the state a training callback (Lookahead) keeps; a resumed fit
+    # does, so there the warning stays.
+    r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint",
+)
+
 INFO_MESSAGES = (
     "💡 Tip: For seamless cloud logging",  # an advertisement
     "Loading `train_dataloader` to estimate number of stepping batches",  # step-wise schedules count the steps
@@ -32,8 +38,8 @@ class DropMessages(logging.Filter):
         return not str(record.msg).startswith(INFO_MESSAGES)
 
 
-def silence_lightning_noise() -> None:
-    for message in WARNINGS:
+def silence_lightning_noise(evaluating: bool) -> None:
+    for message in WARNINGS + (EVALUATION_WARNINGS if evaluating else ()):
         warnings.filterwarnings("ignore", message=message, module=r"(lightning|torch)\b")
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info logs
     if not any(isinstance(existing, DropMessages) for existing in logger.filters):

@@ -159,6 +159,18 @@ def test_predict_needs_only_the_checkpoint_and_image_files(tmp_path, monkeypatch
     assert [path.name for path in run_dir.parent.iterdir()] == [run_dir.name]
 
 
+def test_predict_from_a_recipe_with_a_training_callback_does_not_ask_for_that_callback(tiny_data, tmp_path):
+    fitted = run("fit", CONFIGS / "cifar_best.yaml", tmp_path, "--data.path", str(tiny_data["cifar"]),
+                 "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--test_after_fit", "false")
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")  # below the filters cnnclf adds
+        cli_main(["predict", "--ckpt_path", fitted.trainer.checkpoint_callback.best_model_path, "--data.predict_files",
+                  str(image), "--trainer.enable_progress_bar", "false"])
+    assert not [warning for warning in shown if "callbacks used to create" in str(warning.message)]  # Lookahead's
+
+
 def test_best_without_a_config_is_the_newest_finished_run_of_any_experiment(tmp_path, monkeypatch):
     fitted = run("fit", CONFIGS / "digits.yaml", tmp_path / "runs", "--trainer.max_epochs", "1", "--test_after_fit",
                  "false")
