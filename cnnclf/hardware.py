@@ -21,7 +21,7 @@ def check_gpu_present(accelerator) -> None:
         build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
         raise ConfigError(f"--trainer.accelerator {accelerator} (presets/gpu sets it) needs a GPU, and torch "
                           f"{torch.__version__} ({build}) finds none: leave out presets/gpu to train on the CPU, "
-                          "or install a CUDA build of torch (docs/gpu.md)")
+                          "or install a CUDA build of torch (pytorch.org's install selector)")
 
 
 def without_emulated_bf16(trainer) -> None:

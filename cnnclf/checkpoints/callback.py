@@ -26,15 +26,17 @@ class RunCheckpoints(ModelCheckpoint):
     (SIGTERM from a scheduler, Ctrl-C) saves ``last.ckpt`` between two steps, and the end of training is
     always saved.
 
-    ``min_save_interval`` (seconds, default 0: every epoch) skips an epoch's routine ``last.ckpt`` until
-    that long has passed since the previous save began: for many short epochs, where writing a checkpoint
-    costs a large share of each (small networks on a GPU). A new best, the end of training and a stop
-    from outside still save; only a hard crash loses more, at most that long and an epoch.
-
     Beside Lightning's own state (weights, optimizer, schedule, loop counters) every checkpoint holds
     each process's random generators, which augmentation and dropout draw from, how far into its
     epoch the training batches had gone, and the number of steps the learning-rate schedule was
     planned for. A fit resumed from it restores the first two and refuses to stretch the schedule.
+
+    Args:
+        min_save_interval: seconds; an epoch's routine last.ckpt is skipped until this long has passed
+            since the previous save began (0: every epoch). For many short epochs, where writing a
+            checkpoint costs much of each (small networks on a GPU; presets/gpu sets 30). A new best, the
+            end of training and a stop from outside still save; a hard crash loses at most this long and
+            an epoch.
     """
 
     def __init__(self, monitor: str = "val/acc", mode: str = "max", filename: str = "best",
