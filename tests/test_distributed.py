@@ -70,3 +70,18 @@ def test_fewer_training_images_than_a_batch_per_process_is_refused_before_traini
     assert result.returncode != 0
     assert "the train split has 80 images, 40 for each of 2 processes: fewer than one batch of 64" in result.stderr
     assert not list(tmp_path.glob("**/*.ckpt"))
+
+
+def test_two_processes_space_their_saves_and_resume_ranking_from_the_best_so_far(pickle_45, tmp_path):
+    # Both decisions are rank 0's, broadcast: a process deciding alone would leave the other waiting forever.
+    runs = tmp_path / "runs"
+    common = ["--config", str(CONFIGS / "mnist_fixed.yaml"), "--data.path", str(pickle_45),
+              "--trainer.logger.init_args.save_dir", str(runs), *OPTIONS, *DDP, "--model.lr_schedule", "constant",
+              "--checkpoint.min_save_interval", "3600", "--test_after_fit", "false"]
+    fitted = cnnclf("fit", *common)
+    assert fitted.returncode == 0, fitted.stderr[-3000:]
+    resumed = cnnclf("fit", *common, "--trainer.max_epochs", "3", "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for run_dir in sorted((runs / "mnist-fixed").iterdir()):
+        assert sorted(path.name for path in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert json.loads((run_dir / "fit_time.json").read_text())["trained_epochs"] == 1
