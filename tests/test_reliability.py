@@ -36,6 +36,17 @@ class SigtermAtStep(L.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+class CtrlCAtStep(L.Callback):
+    """Presses Ctrl-C after training step ``step``: a real SIGINT to this process."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
 def fit(runs: Path, *extra: str):
     return run("fit", CONFIGS / "digits.yaml", runs, *RECIPE, *extra)
 
@@ -64,6 +75,20 @@ def test_killed_and_resumed_run_ends_exactly_like_a_straight_run(straight, tmp_p
     assert metrics == pytest.approx(straight_metrics, rel=1e-5)
     for name, tensor in straight_weights.items():
         torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_ctrl_c_saves_where_training_stopped_and_says_how_to_resume(tmp_path, capsys):
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            fit(tmp_path, "--trainer.callbacks+=tests.test_reliability.CtrlCAtStep",
+                f"--trainer.callbacks.step={KILL_AT_STEP}")
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores a second Ctrl-C from then on
+    assert stopped.value.code == 1
+    last = tmp_path / "digits/version_0/checkpoints/last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == KILL_AT_STEP
+    assert f"Stopped at step {KILL_AT_STEP}; saved {last}; resume with --ckpt_path last" in capsys.readouterr().out
+    assert fit(tmp_path, "--ckpt_path", "last").trainer.current_epoch == 3
 
 
 def test_a_killed_run_with_lookahead_averaging_resumes_exactly(tmp_path):

@@ -186,7 +186,9 @@ class RunCheckpoints(ModelCheckpoint):
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
             self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
             trainer.save_checkpoint(self.last_model_path, weights_only=False)
-            print(f"Stopped at step {trainer.global_step}; saved {self.last_model_path}")
+            # After a SIGTERM the CLI says how to resume.
+            hint = "; resume with --ckpt_path last" if isinstance(exception, KeyboardInterrupt) else ""
+            print(f"Stopped at step {trainer.global_step}; saved {self.last_model_path}{hint}")
         elif (self.first_step in (None, trainer.global_step) and trainer.is_global_zero
               and isinstance(trainer.logger, TensorBoardLogger)):
             trainer.logger.finalize("failed")  # closes its event file before the folder goes
