@@ -25,26 +25,16 @@ RECIPE = ["--model", "cnnclf.models.ConvBNNet", "--model.widths", "[8, 16]", "--
 KILL_AT_STEP = 25  # the digits' training split is 19 batches of 64: mid-way through the second epoch
 
 
-class SigtermAtStep(L.Callback):
-    """Sends this process a real SIGTERM after training step ``step``, as a cluster scheduler would."""
+class SignalAtStep(L.Callback):
+    """Sends this process a real signal after training step ``step``: SIGTERM as a cluster scheduler
+    would, or SIGINT (2) as Ctrl-C does."""
 
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
-class CtrlCAtStep(L.Callback):
-    """Presses Ctrl-C after training step ``step``: a real SIGINT to this process."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
+    def __init__(self, step: int, signal_number: int = int(signal.SIGTERM)) -> None:
+        self.step, self.signal_number = step, signal_number
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), self.signal_number)
 
 
 def fit(runs: Path, *extra: str):
@@ -63,7 +53,7 @@ def straight(tmp_path_factory):
 
 def test_killed_and_resumed_run_ends_exactly_like_a_straight_run(straight, tmp_path):
     with pytest.raises(SystemExit) as stopped:
-        fit(tmp_path, "--trainer.callbacks+=tests.test_reliability.SigtermAtStep",
+        fit(tmp_path, "--trainer.callbacks+=tests.test_reliability.SignalAtStep",
             f"--trainer.callbacks.step={KILL_AT_STEP}")
     assert stopped.value.code == 128 + signal.SIGTERM
     saved = torch.load(tmp_path / "digits/version_0/checkpoints/last.ckpt", weights_only=True)
@@ -80,8 +70,8 @@ def test_killed_and_resumed_run_ends_exactly_like_a_straight_run(straight, tmp_p
 def test_ctrl_c_saves_where_training_stopped_and_says_how_to_resume(tmp_path, capsys):
     try:
         with pytest.raises(SystemExit) as stopped:
-            fit(tmp_path, "--trainer.callbacks+=tests.test_reliability.CtrlCAtStep",
-                f"--trainer.callbacks.step={KILL_AT_STEP}")
+            fit(tmp_path, "--trainer.callbacks+=tests.test_reliability.SignalAtStep",
+                f"--trainer.callbacks.step={KILL_AT_STEP}", f"--trainer.callbacks.signal_number={signal.SIGINT:d}")
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores a second Ctrl-C from then on
     assert stopped.value.code == 1
@@ -96,7 +86,7 @@ def test_a_killed_run_with_lookahead_averaging_resumes_exactly(tmp_path):
                  "--trainer.callbacks.every_n_steps=2"]
     straight_steps, straight_metrics, straight_weights = final_state(fit(tmp_path / "straight", *lookahead))
     with pytest.raises(SystemExit):
-        fit(tmp_path / "killed", *lookahead, "--trainer.callbacks+=tests.test_reliability.SigtermAtStep",
+        fit(tmp_path / "killed", *lookahead, "--trainer.callbacks+=tests.test_reliability.SignalAtStep",
             f"--trainer.callbacks.step={KILL_AT_STEP}")
     steps, metrics, weights = final_state(fit(tmp_path / "killed", *lookahead, "--ckpt_path", "last"))
     assert steps == straight_steps
