@@ -56,9 +56,10 @@ class PickledImageDataModule(L.LightningDataModule):
         split_seed: seed of the validation split (independent of the training seed).
         predict_files: image files (PNG, JPEG, PGM; glob patterns allowed) for ``predict``;
             without them ``predict`` runs on the pickle's test split.
-        translate: training augmentation: shift each image by up to this many pixels.
+        translate: training augmentation: shift each image by up to this many pixels (fewer than
+            the image's height and width).
         translate_padding: what fills the border a shift uncovers: ``zeros`` or ``reflect`` (the
-            image's own mirror image, airbench94's; needs ``translate`` smaller than the image).
+            image's own mirror image, airbench94's).
         hflip: training augmentation: mirror half the images (not for digits or text).
             ``alternate`` (airbench94's): a fixed half, chosen by ``split_seed``, starts mirrored and every odd
             epoch mirrors all, so each image alternates; over few epochs more varied than random mirroring.
@@ -177,9 +178,10 @@ class PickledImageDataModule(L.LightningDataModule):
             )
 
     def _check_translate(self, height_width: torch.Size) -> None:
-        if self.translate_padding == "reflect" and self.translate >= min(height_width):
-            raise ConfigError(f"translate_padding='reflect' needs translate smaller than the {height_width[0]}x"
-                              f"{height_width[1]} images of {self.path}, found translate={self.translate}")
+        # Zero-filled, such a shift blanks whole images; reflected, it has no image to reflect.
+        if self.translate >= min(height_width):
+            raise ConfigError(f"translate must be smaller than the {height_width[0]}x{height_width[1]} images of "
+                              f"{self.path}, found translate={self.translate}")
 
     def _to_tensors(self, split: str, data: ImageSplit, label_values: list[int]) -> tuple[Tensor, Tensor]:
         known = np.isin(data.labels, label_values)
