@@ -126,7 +126,9 @@ def test_a_diverging_loss_stops_training_and_keeps_no_checkpoint_from_it(tmp_pat
         run("fit", config, tmp_path, "--data.path", str(huge_file), "--trainer.max_epochs", "2",
             "--ckpt_path", "last", *options)
     checkpoints = sorted(tmp_path.glob("**/*.ckpt"))
-    assert [path.name for path in checkpoints] == ["best.ckpt", "last.ckpt"]  # the first run's only
+    # The first run's two, and the copy of its best the resumed run started from (the best so far).
+    assert [path.relative_to(tmp_path / "mnist-fixed").as_posix() for path in checkpoints] == [
+        "version_0/checkpoints/best.ckpt", "version_0/checkpoints/last.ckpt", "version_1/checkpoints/best.ckpt"]
     for path in checkpoints:
         state = torch.load(path, weights_only=True)
         assert state["global_step"] == 4
@@ -217,6 +219,27 @@ def test_a_resumed_fit_that_trains_a_better_model_saves_it_and_leaves_the_earlie
     assert Path(best.best_model_path) == tmp_path / "digits/version_1/checkpoints/best.ckpt"
     assert torch.load(best.best_model_path, weights_only=True)["epoch"] >= 1
     assert torch.load(earlier.best_model_path, weights_only=True)["epoch"] == 0
+
+
+def test_a_resume_whose_earlier_best_is_gone_ranks_afresh_and_tests_its_own_best(tmp_path):
+    settings = ["--model.lr_schedule", "constant"]
+    first = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false",
+                *settings)
+    Path(first.trainer.checkpoint_callback.best_model_path).unlink()  # a cleaned-out folder, a copied last.ckpt
+    resumed = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", "last",
+                  "--test_after_fit", "true", *settings)
+    best = Path(resumed.trainer.checkpoint_callback.best_model_path)
+    assert best == tmp_path / "digits/version_1/checkpoints/best.ckpt"
+    assert torch.load(best, weights_only=True)["epoch"] == 1
+    assert "test/acc" in resumed.trainer.callback_metrics
+
+
+def test_a_resume_that_keeps_no_best_carries_none(tmp_path):
+    settings = ["--model.lr_schedule", "constant", "--test_after_fit", "false"]
+    run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", *settings)
+    run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", "last",
+        "--checkpoint.save_top_k", "0", *settings)
+    assert [path.name for path in (tmp_path / "digits/version_1/checkpoints").iterdir()] == ["last.ckpt"]
 
 
 def test_a_fit_resumed_from_an_epoch_end_logs_its_figures_without_warning(tmp_path):

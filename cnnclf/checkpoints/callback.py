@@ -48,6 +48,7 @@ class RunCheckpoints(ModelCheckpoint):
         self.min_save_interval = min_save_interval
         self.last_save_time = 0.0
         self.resumed: dict = {}
+        self.carried_best: tuple[str, torch.Tensor] | None = None
         self.saved_step: int | None = None
         self.first_step: int | None = None  # this fit's, once training starts
         self.configured_state_key = super().state_key
@@ -85,15 +86,17 @@ class RunCheckpoints(ModelCheckpoint):
                             if key in checkpoint}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """A resumed fit writes into a new run folder, where Lightning would rank afresh: its first epoch
-        would become best.ckpt however it compared with the best so far. The ranking carries on instead;
-        a better epoch writes this run's best.ckpt and leaves the earlier run's (Lightning removes no
-        checkpoint outside the run's folder), and ``on_train_end`` copies a best that stayed there."""
+        """A resumed fit writes into a new run folder, where Lightning ranks afresh: its first epoch would
+        become best.ckpt however it compared with the best so far. That best is carried instead, into a
+        copy in the new folder as training starts (``_carry_best``)."""
         super().load_state_dict(state_dict)
+        earlier = state_dict.get("dirpath")
+        if earlier is None or Path(earlier).resolve() == Path(self.dirpath).resolve():
+            return  # the same folder: Lightning's own restore
         best, score = state_dict.get("best_model_path"), state_dict.get("best_model_score")
-        if state_dict.get("dirpath") != self.dirpath and best and score is not None:
-            self.best_model_score = self.kth_value = score
-            self.kth_best_model_path, self.best_k_models = best, {best: score}
+        ranked_alike = self.monitor is not None and state_dict.get("monitor") == self.monitor and self.save_top_k != 0
+        self.carried_best = (best, score) if ranked_alike and best and score is not None else None
+        self.best_model_path = ""  # the earlier folder's, until a best is carried or ranked here
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Picks up where the checkpoint left off, as the first resumed step is about to be drawn."""
@@ -116,6 +119,22 @@ class RunCheckpoints(ModelCheckpoint):
             torch.set_rng_state(own["torch"])
             if own["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(own["cuda"])
+        self._carry_best(trainer)
+
+    def _carry_best(self, trainer: L.Trainer) -> None:
+        """Copies the best so far into this run's folder and ranks it there: a better epoch replaces the
+        copy, and the run's best.ckpt is the best of the whole training. Gone, it is not carried."""
+        carried, self.carried_best = self.carried_best, None
+        if carried is None or not trainer.strategy.broadcast(Path(carried[0]).is_file()):
+            return
+        (earlier, score), here = carried, self.format_checkpoint_name({})
+        if trainer.is_global_zero:
+            with open(earlier, "rb") as source:
+                write_atomically(Path(here), lambda stream: shutil.copyfileobj(source, stream))
+        trainer.strategy.barrier()
+        self.best_model_path = self.kth_best_model_path = here
+        self.best_model_score = self.kth_value = score
+        self.best_k_models = {here: score}
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A fit resumed at an epoch's end runs that end again, without its validation: the checkpoints
@@ -150,7 +169,6 @@ class RunCheckpoints(ModelCheckpoint):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
-        self._bring_the_best_home(trainer)
         if self.saved_step == trainer.global_step or trainer.fast_dev_run:
             return
         path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
@@ -161,20 +179,6 @@ class RunCheckpoints(ModelCheckpoint):
         else:
             return
         trainer.save_checkpoint(path, weights_only=False)
-
-    def _bring_the_best_home(self, trainer: L.Trainer) -> None:
-        """A resumed run whose epochs never beat the earlier run's best gets a copy of it as its best.ckpt."""
-        earlier = self.best_model_path
-        if (self.monitor is None or not earlier or Path(earlier).parent == Path(self.dirpath)
-                or not trainer.strategy.broadcast(Path(earlier).is_file())):
-            return
-        here = self.format_checkpoint_name({})
-        if trainer.is_global_zero:
-            with open(earlier, "rb") as source:
-                write_atomically(Path(here), lambda stream: shutil.copyfileobj(source, stream))
-        trainer.strategy.barrier()
-        self.best_k_models = {here: self.best_k_models.pop(earlier, self.best_model_score)}
-        self.best_model_path = self.kth_best_model_path = here
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         """Stopped from outside: keeps the work done so far in ``last.ckpt``, with the batch position in the epoch,
