@@ -36,7 +36,7 @@ def without_emulated_bf16(trainer) -> None:
         return
     if trains_on_cpu(trainer.accelerator) and not cpu_has_bf16():
         where, instead = "this CPU has no bf16 arithmetic (AVX-512 or AMX)", "32-true"
-    elif trains_on_cuda(trainer.accelerator) and not gpu_has_bf16():
+    elif trains_on_cuda(trainer.accelerator) and may_start_cuda(trainer.strategy) and not gpu_has_bf16():
         where = f"this GPU ({torch.cuda.get_device_name()}) has no bf16 arithmetic (before Ampere)"
         instead = "16-mixed" if precision == "bf16-mixed" else "32-true"
     else:
@@ -53,6 +53,13 @@ def trains_on_cpu(accelerator) -> bool:
 
 def trains_on_cuda(accelerator) -> bool:
     return accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+
+
+def may_start_cuda(strategy) -> bool:
+    """Whether asking the GPU its generation (which starts CUDA here) leaves Lightning free to launch its
+    processes: not where it forks them (ddp_fork, ddp_notebook, which it picks for an interactive session)."""
+    forks = any(name in str(strategy) for name in ("fork", "notebook"))
+    return not (forks or hasattr(sys, "ps1") or sys.flags.interactive)
 
 
 def cpu_has_bf16() -> bool:

@@ -372,12 +372,24 @@ def test_bf16_on_a_gpu_older_than_ampere_trains_in_a_native_precision(precision,
     monkeypatch.setattr("cnnclf.hardware.trains_on_cuda", lambda accelerator: True)
     monkeypatch.setattr("cnnclf.hardware.gpu_has_bf16", lambda: False)
     monkeypatch.setattr("torch.cuda.get_device_name", lambda: "Tesla T4")
-    trainer = Namespace(accelerator="gpu", precision=precision)
+    trainer = Namespace(accelerator="gpu", precision=precision, strategy="auto")
     without_emulated_bf16(trainer)
     assert trainer.precision == instead
     said = capsys.readouterr().err
     assert (f"this GPU (Tesla T4) has no bf16 arithmetic (before Ampere), where precision {precision} runs "
             f"several times slower: running in {instead} instead" in said) is (precision != instead)
+
+
+@pytest.mark.parametrize("strategy", ["ddp_fork", "ddp_notebook"])
+def test_a_forking_strategy_keeps_cuda_unstarted_and_the_precision_asked_for(strategy, monkeypatch):
+    def started_cuda() -> bool:
+        raise AssertionError("asked the GPU: CUDA started before Lightning forks its processes")
+
+    monkeypatch.setattr("cnnclf.hardware.trains_on_cuda", lambda accelerator: True)
+    monkeypatch.setattr("cnnclf.hardware.gpu_has_bf16", started_cuda)
+    trainer = Namespace(accelerator="gpu", precision="bf16-mixed", strategy=strategy)
+    without_emulated_bf16(trainer)
+    assert trainer.precision == "bf16-mixed"
 
 
 @pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="for machines without a GPU")
