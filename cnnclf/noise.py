@@ -39,8 +39,10 @@ class DropMessages(logging.Filter):
 
 
 def silence_lightning_noise(evaluating: bool) -> None:
-    for message in WARNINGS + (EVALUATION_WARNINGS if evaluating else ()):
+    for message in WARNINGS:
         warnings.filterwarnings("ignore", message=message, module=r"(lightning|torch)\b")
+    for message in EVALUATION_WARNINGS:  # shown again for a fit after a test in the same process (a notebook)
+        warnings.filterwarnings("ignore" if evaluating else "default", message=message, module=r"(lightning|torch)\b")
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info logs
     if not any(isinstance(existing, DropMessages) for existing in logger.filters):
         logger.addFilter(DropMessages())

@@ -15,6 +15,7 @@ from PIL import Image
 
 from cnnclf.cli import cli_main
 from cnnclf.hardware import without_emulated_bf16
+from cnnclf.noise import silence_lightning_noise
 from tests.conftest import CONFIGS
 
 DATASET_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
@@ -169,6 +170,18 @@ def test_predict_from_a_recipe_with_a_training_callback_does_not_ask_for_that_ca
         cli_main(["predict", "--ckpt_path", fitted.trainer.checkpoint_callback.best_model_path, "--data.predict_files",
                   str(image), "--trainer.enable_progress_bar", "false"])
     assert not [warning for warning in shown if "callbacks used to create" in str(warning.message)]  # Lookahead's
+
+
+def test_the_callback_request_is_silenced_for_evaluating_only_also_within_one_process():
+    def shown(evaluating: bool) -> bool:
+        silence_lightning_noise(evaluating=evaluating)
+        with warnings.catch_warnings(record=True) as caught:  # under the filters as they are
+            warnings.warn_explicit("Be aware that when using `ckpt_path`, callbacks used to create the checkpoint "
+                                   "need to be provided", UserWarning, "call.py", 284,
+                                   module="lightning.pytorch.trainer.call", registry={})
+        return bool(caught)
+
+    assert (shown(evaluating=True), shown(evaluating=False), shown(evaluating=True)) == (False, True, False)
 
 
 def test_best_without_a_config_is_the_newest_finished_run_of_any_experiment(tmp_path, monkeypatch):
