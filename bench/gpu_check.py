@@ -114,7 +114,7 @@ def plain_loop(cli, steps: int, seconds: float) -> float:
             index = order[first : first + batch]
             x = images[index]
             if data.translate:
-                x = random_translate(x, data.translate)
+                x = random_translate(x, data.translate, data.translate_padding)
             if data.hflip:
                 x = random_hflip(x)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):

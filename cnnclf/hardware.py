@@ -1,5 +1,5 @@
 """What this machine can run, and runs fast: the CLI refuses a GPU the machine lacks in one line, and runs
-a bf16 recipe in fp32 where bf16 would be emulated."""
+a bf16 recipe in a native precision where bf16 would be emulated."""
 
 import sys
 

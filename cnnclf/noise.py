@@ -39,10 +39,11 @@ class DropMessages(logging.Filter):
 
 
 def silence_lightning_noise(evaluating: bool) -> None:
+    theirs = r"(lightning|torch)\b"  # the modules that warn
     for message in WARNINGS:
-        warnings.filterwarnings("ignore", message=message, module=r"(lightning|torch)\b")
+        warnings.filterwarnings("ignore", message=message, module=theirs)
     for message in EVALUATION_WARNINGS:  # shown again for a fit after a test in the same process (a notebook)
-        warnings.filterwarnings("ignore" if evaluating else "default", message=message, module=r"(lightning|torch)\b")
+        warnings.filterwarnings("ignore" if evaluating else "default", message=message, module=theirs)
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info logs
     if not any(isinstance(existing, DropMessages) for existing in logger.filters):
         logger.addFilter(DropMessages())

@@ -62,7 +62,7 @@ class Lookahead(L.Callback):
         return {"average": self.average}
 
     def load_state_dict(self, state: dict) -> None:
-        self.average, self.pairs = state["average"], None
+        self.average = state["average"]
 
 
 def _averaged(pl_module: L.LightningModule):
