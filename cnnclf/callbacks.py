@@ -4,7 +4,6 @@ fit time, the layer table, the test summary, the predictions CSV."""
 import csv
 import io
 import json
-import math
 import time
 from pathlib import Path
 
@@ -40,30 +39,26 @@ def class_names(model: L.LightningModule) -> list[str]:
 class NonFiniteLossGuard(L.Callback):
     """Stops training with a clear error at the first NaN or infinite training loss.
 
-    On the CPU every step's loss is read as a Python number (free there). On an accelerator,
-    reading the loss would wait for the device every step, so a device-side flag collects the
-    first bad step and is read every ``log_every_n_steps`` and at each epoch's last batch, before
-    validation and checkpoints can keep anything from a diverged model.
+    Each step's loss is kept, and the kept losses are read at once every ``log_every_n_steps`` and at
+    each epoch's last batch, before validation and checkpoints can keep anything from a diverged model:
+    on a GPU each read makes the CPU wait for it, and keeping a loss launches nothing there.
     """
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=pl_module.device)
+        self.unread: list[tuple[int, Tensor]] = []  # (step, loss)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
         loss = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach()
         step = trainer.global_step  # already counts this batch's optimizer step
-        if loss.device.type == "cpu":
-            if not math.isfinite(loss.item()):
-                self._stop(trainer, step)
-            return
-        unseen = self.first_bad_step < 0
-        self.first_bad_step = torch.where(unseen & ~torch.isfinite(loss), step, self.first_bad_step)
+        self.unread.append((step, loss))
         every = trainer.log_every_n_steps
         if batch_idx + 1 == trainer.num_training_batches or (every > 0 and step % every == 0):
-            bad_step = int(self.first_bad_step)
-            if bad_step >= 0:
-                self._stop(trainer, bad_step)
+            steps, losses = zip(*self.unread, strict=True)
+            self.unread = []
+            finite = torch.stack(losses).isfinite().tolist()
+            if not all(finite):
+                self._stop(trainer, steps[finite.index(False)])
 
     def _stop(self, trainer: L.Trainer, bad_step: int) -> None:
         raise NonFiniteLossError(

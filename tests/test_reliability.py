@@ -111,28 +111,45 @@ def test_a_random_seed_is_recorded_in_the_run_config(tmp_path):
     assert isinstance(saved["seed_everything"], int) and saved["seed_everything"] is not True
 
 
-def test_a_diverging_loss_stops_training_and_keeps_no_checkpoint_from_it(tmp_path):
-    # Two files of the same 10 classes; the second's pixels are so large that the logits overflow.
-    calm = write_report_pickle(tmp_path / "calm", report_records(100, (28, 28), list(range(10))),
+def diverging_fit(runs: Path, *extra: str) -> None:
+    """A fit of 4 steps on calm data, resumed on data whose huge pixels overflow the logits at step 6."""
+    calm = write_report_pickle(runs / "calm", report_records(100, (28, 28), list(range(10))),
                                report_records(20, (28, 28), list(range(10)), seed=1))
     huge = [{"image": record["image"].astype(np.float32) * 1e36, "label": record["label"]}
             for record in report_records(100, (28, 28), list(range(10)))]
-    huge_file = write_report_pickle(tmp_path / "huge", huge, report_records(20, (28, 28), list(range(10)), seed=1))
+    huge_file = write_report_pickle(runs / "huge", huge, report_records(20, (28, 28), list(range(10)), seed=1))
     options = ["--data.val_split", "20", "--data.batch_size", "20", "--data.normalize", "false",
                "--model.lr_schedule", "constant", "--model.lr", "0.001", "--test_after_fit", "false"]
     config = CONFIGS / "mnist_fixed.yaml"
-    run("fit", config, tmp_path, "--data.path", str(calm), "--trainer.max_epochs", "1", *options)
-    with pytest.raises(SystemExit, match=r"loss became non-finite \(NaN or inf\) at step 6 \(epoch 1\)"):
-        run("fit", config, tmp_path, "--data.path", str(huge_file), "--trainer.max_epochs", "2",
-            "--ckpt_path", "last", *options)
-    checkpoints = sorted(tmp_path.glob("**/*.ckpt"))
+    run("fit", config, runs, "--data.path", str(calm), "--trainer.max_epochs", "1", *options)
+    run("fit", config, runs, "--data.path", str(huge_file), "--trainer.max_epochs", "2", "--ckpt_path", "last",
+        *options, *extra)
+
+
+def assert_no_checkpoint_after_step_4(runs: Path) -> None:
+    checkpoints = sorted(runs.glob("**/*.ckpt"))
     # The first run's two, and the copy of its best the resumed run started from (the best so far).
-    assert [path.relative_to(tmp_path / "mnist-fixed").as_posix() for path in checkpoints] == [
+    assert [path.relative_to(runs / "mnist-fixed").as_posix() for path in checkpoints] == [
         "version_0/checkpoints/best.ckpt", "version_0/checkpoints/last.ckpt", "version_1/checkpoints/best.ckpt"]
     for path in checkpoints:
         state = torch.load(path, weights_only=True)
         assert state["global_step"] == 4
         assert all(torch.isfinite(tensor).all() for tensor in state["state_dict"].values())
+
+
+def test_a_diverging_loss_stops_training_and_keeps_no_checkpoint_from_it(tmp_path):
+    with pytest.raises(SystemExit, match=r"loss became non-finite \(NaN or inf\) at step 6 \(epoch 1\)"):
+        diverging_fit(tmp_path)
+    assert_no_checkpoint_after_step_4(tmp_path)
+
+
+def test_a_run_stopped_between_its_divergence_and_the_guards_read_saves_nothing(tmp_path):
+    # The guard reads the losses at the epoch's end (step 8); SIGTERM comes after step 6.
+    with pytest.raises(SystemExit) as stopped:
+        diverging_fit(tmp_path, "--trainer.callbacks+=tests.test_reliability.SignalAtStep",
+                      "--trainer.callbacks.step=6")
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert_no_checkpoint_after_step_4(tmp_path)
 
 
 def test_a_schedule_cannot_be_stretched_on_resume(tmp_path):

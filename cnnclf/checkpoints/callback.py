@@ -182,12 +182,15 @@ class RunCheckpoints(ModelCheckpoint):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         """Stopped from outside: keeps the work done so far in ``last.ckpt``, with the batch position in the epoch,
-        so ``--ckpt_path last`` carries on exactly where training stopped. Other errors (a bug, a diverged
-        loss) save nothing: the previous ``last.ckpt`` is the one to trust."""
+        so ``--ckpt_path last`` carries on exactly where training stopped, unless the weights are no longer finite.
+        Other errors (a bug, a diverged loss) save nothing: the previous ``last.ckpt`` is the one to trust."""
         super().on_exception(trainer, pl_module, exception)
         if trainer.state.fn != "fit":
             return
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+            if not all(weight.isfinite().all() for weight in pl_module.parameters()):  # the guard reads the loss later
+                print(f"Stopped at step {trainer.global_step}, after the loss diverged: nothing saved")
+                return
             self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
             trainer.save_checkpoint(self.last_model_path, weights_only=False)
             # After a SIGTERM the CLI says how to resume.

@@ -147,14 +147,13 @@ class ImageClassifier(L.LightningModule):
         loss = self.criterion(logits, targets)
         self.train_metrics.update(logits, targets)
         if self._loss_is_read_after(batch_index):
-            self.log("train/loss", loss, prog_bar=True)
+            # On the CPU: Lightning reads bar values after every later step of the epoch (a GPU wait each)
+            self.log("train/loss", loss.detach().cpu(), prog_bar=True)
         return loss
 
     def _loss_is_read_after(self, batch_index: int) -> bool:
-        """Whether the logger or the progress bar reads ``train/loss`` after this step.
-
-        Logged only then: each ``self.log`` costs Lightning a good part of a small network's step.
-        """
+        """Whether the logger or the progress bar reads ``train/loss`` after this step: logged only then,
+        as each ``self.log`` costs Lightning a good part of a small network's step."""
         trainer = self.trainer
         bar = trainer.progress_bar_callback
         redrawn = bar is not None and bar.is_enabled and (

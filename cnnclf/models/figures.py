@@ -29,7 +29,7 @@ class AccuracyAndF1(MulticlassConfusionMatrix):
     def update(self, logits: Tensor, targets: Tensor, loss: Tensor | None = None) -> None:
         # Counted here rather than by torchmetrics' torch.bincount, which on a GPU reads the largest
         # value back to size its output: a wait for the device at every step.
-        cells = targets * self.num_classes + logits.argmax(dim=1)
+        cells = logits.argmax(dim=1).add_(targets, alpha=self.num_classes)
         self.confmat.view(-1).scatter_add_(0, cells, torch.ones_like(cells))
         if self.with_loss:
             self.loss_sum += loss.float() * len(targets)
