@@ -1,6 +1,6 @@
 """``cnnclf fit|validate|test|predict|configs``: LightningCLI with the data deciding the model's shape.
 
-The data module's ``num_classes``, ``image_shape``, label names and channel statistics are
+The data module's ``num_classes``, ``image_shape``, class names and channel statistics are
 linked into the model at instantiation, so they are never configured twice. ``--ckpt_path``
 also takes ``best`` or ``last``; test, validate and predict write into the run that made the
 checkpoint (``cnnclf.checkpoints`` holds how checkpoints are found, read, written and resumed).

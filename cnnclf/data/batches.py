@@ -46,7 +46,7 @@ class EpochOrder:
 
 
 class TensorBatches:
-    """Iterate ``(images, labels)`` mini-batches by slicing in-memory tensors in ``sampler`` order.
+    """Iterate ``(images, targets)`` mini-batches by slicing in-memory tensors in ``sampler`` order.
 
     Stateful for Lightning: a checkpoint records how far into the epoch the batches had gone,
     and a run resumed from it starts the epoch's iteration there instead of at its beginning.
@@ -54,9 +54,9 @@ class TensorBatches:
 
     batch_sampler = None  # Lightning inspects loaders for one; batches here are slices, not sampled lists
 
-    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, sampler: EpochOrder,
+    def __init__(self, images: Tensor, targets: Tensor, batch_size: int, sampler: EpochOrder,
                  drop_last: bool = False) -> None:
-        self.images, self.labels = images, labels
+        self.images, self.targets = images, targets
         self.batch_size, self.sampler, self.drop_last = batch_size, sampler, drop_last
         self.batches_taken = 0
         self.resume_at: dict | None = None
@@ -82,4 +82,4 @@ class TensorBatches:
             # taken every batch handed out has been trained on: the count is where to resume.
             self.batches_taken = batch + 1
             index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
-            yield self.images[index], self.labels[index]
+            yield self.images[index], self.targets[index]

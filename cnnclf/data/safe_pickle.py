@@ -276,13 +276,13 @@ def load_pickle(path: str | Path) -> object:
 
 def _unpickle_without_cycle_collection(data: bytes) -> object:
     """Unpickle ``data``, with the cycle collector paused: it would otherwise walk every record
-    built so far again and again (half the unpickling time of a 70,000-record MNIST). The bounds
+    built so far again and again, for much of a large dataset's unpickling time. The bounds
     pass refuses containers fetched again from the memo, so the pickle builds no cycles to collect."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         # Buffered: the unpickler then reads ahead instead of calling read() for each opcode
-        # (protocols 2 and 3 have no frames), which took 60% longer on a protocol 2 MNIST.
+        # (protocols 2 and 3 have no frames to read at once).
         return _NumpyOnlyUnpickler(io.BufferedReader(io.BytesIO(data))).load()
     finally:
         if was_enabled:

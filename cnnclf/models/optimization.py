@@ -53,10 +53,10 @@ def optimizer_and_schedule(model: L.LightningModule):
 
 
 def has_fused_kernel(model: L.LightningModule) -> bool | None:
-    """Whether Adam's one-kernel step applies: parameters on the CPU or a CUDA GPU. Its step is
-    several times cheaper than torch's default, which runs a few kernels per parameter (a good part
-    of a small network's step); SGD's step is short either way, and stays torch's default so the
-    report's runs reproduce as measured. ``None`` leaves the choice to torch."""
+    """Whether Adam's one-kernel step applies: parameters on the CPU or a CUDA GPU. torch's default
+    runs a few kernels per parameter (docs/results.md, Framework overhead: the two plain loops); SGD's
+    step is short either way, and stays torch's default so the report's runs reproduce as measured.
+    ``None`` leaves the choice to torch."""
     return True if all(p.device.type in ("cpu", "cuda") for p in model.parameters()) else None
 
 
