@@ -5,11 +5,13 @@ configs/presets/gpu.yaml, torch.compile off and on) and the report's own configs
 cifar.yaml in fp32, cut at ``--max-time`` seconds), one ``cnnclf fit`` with its test, then a plain
 PyTorch loop over the same device-resident data: the same network, optimizer, precision and batch
 augmentation, whole epochs with a validation pass where the recipe has one, for as many steps as the
-fit took (at most as long), after a 3-step fit of the same recipe that loads the CUDA kernels both
-use. Speed is the plain loop's seconds per epoch over cnnclf's; both count whole epochs from the
-first step, compiling included. Then ``cifar_best`` for ``--seeds`` seeds, as shipped or with each
-of ``--seed-variants`` (before the compiled rows, which cost the most). Rows print as they finish;
-runs past ``--budget`` seconds are skipped and listed.
+fit took (at most as long), and a bare ``L.Trainer.fit`` of the same network over the same data
+module (no metrics, logging, checkpoints or other callbacks), after a 3-step fit of the same recipe
+that loads the CUDA kernels all three use. Speed is the plain loop's seconds per epoch over cnnclf's
+(and over bare Lightning's); all count whole epochs from the first step, compiling included (bare
+Lightning runs uncompiled rows only). Then ``cifar_best`` for ``--seeds`` seeds, as shipped or with
+each of ``--seed-variants`` (before the compiled rows, which cost the most). Rows print as they
+finish; runs past ``--budget`` seconds are skipped and listed.
 
 On the device, in one call of about 8 minutes: first, here in the project root (a checkout whose
 ``.git`` is a folder; prepare.sh adds ``.device-carry/`` to ``.git/info/exclude``), run
@@ -38,6 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 
@@ -132,6 +135,41 @@ def plain_loop(cli, steps: int, seconds: float) -> float:
     return (time.perf_counter() - start) / (done / steps_per_epoch)
 
 
+class BareModule(L.LightningModule):
+    """A fitted recipe's network trained by Lightning alone: its loss and optimizer, nothing logged."""
+
+    def __init__(self, network: L.LightningModule) -> None:
+        super().__init__()
+        self.network = network
+
+    def training_step(self, batch, batch_index):
+        images, targets = batch
+        return self.network.criterion(self.network(images), targets)
+
+    def validation_step(self, batch, batch_index):
+        images, targets = batch
+        return (self.network.evaluation_logits(images).argmax(1) == targets).sum()
+
+    def configure_optimizers(self):
+        return self.network.configure_optimizers()
+
+
+def bare_lightning(cli, runs: Path) -> float:
+    """Seconds per epoch of ``L.Trainer.fit`` alone, for as many steps as the fit took, on its data module."""
+    fitted, trainer = cli.model, cli.trainer
+    hparams = {key: value for key, value in fitted.hparams.items() if not key.startswith("_")}
+    network = type(fitted)(**{**hparams, "lr_schedule": "constant"})
+    network.configure_model()
+    clock = FitTimer()
+    bare = L.Trainer(accelerator=trainer.strategy.root_device.type, devices=1, precision=trainer.precision,
+                     max_steps=trainer.global_step, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                     callbacks=[clock], default_root_dir=runs)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        bare.fit(BareModule(network), datamodule=cli.datamodule)
+    return clock.seconds / (bare.global_step / bare.num_training_batches)
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -174,8 +212,9 @@ def main(argv: list[str] | None = None) -> None:
     compiles = ["off"] if args.dry_run else args.compile
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and not args.dry_run else "CPU (dry run)"
     print(f"device: {device}; torch {torch.__version__}; data: {data}\n")
-    print("| run | compile | epochs | fit s | test acc | cnnclf s/epoch | plain s/epoch | speed vs plain |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    print("| run | compile | epochs | fit s | test acc | cnnclf s/epoch | bare s/epoch | plain s/epoch | "
+          "bare vs plain | speed vs plain |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     options = args.fit_options.split()
     report_rows = [(name, "off", ["--trainer.max_time", f"00:00:00:{args.max_time:02d}", *options])
                    for name in REPORT_CONFIGS if data_file(data, name).is_file()]
@@ -200,10 +239,11 @@ def main(argv: list[str] | None = None) -> None:
                                                     "--trainer.limit_train_batches", "3"])
         outcome, cli = fit(name, data, runs, compile == "on", args.dry_run, extra)
         plain = plain_loop(cli, cli.trainer.global_step, outcome.fit_seconds)
+        bare = bare_lightning(cli, runs) if compile == "off" else float("nan")  # bare runs uncompiled
         shutil.rmtree(runs, ignore_errors=True)
         print(f"| {name} | {compile} | {outcome.epochs:.1f} | {outcome.fit_seconds:.2f} | "
-              f"{outcome.test_accuracy:.2%} | {outcome.seconds_per_epoch:.3f} | {plain:.3f} | "
-              f"{plain / outcome.seconds_per_epoch:.2f}x |", flush=True)
+              f"{outcome.test_accuracy:.2%} | {outcome.seconds_per_epoch:.3f} | {bare:.3f} | {plain:.3f} | "
+              f"{plain / bare:.2f}x | {plain / outcome.seconds_per_epoch:.2f}x |", flush=True)
 
     for name, compile, extra in first:
         if within_budget(f"{name} (compile {compile})"):

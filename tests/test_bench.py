@@ -23,6 +23,8 @@ def test_gpu_check_dry_run_prints_a_row_per_run_and_the_seed_summary(capsys):
     for name in ("cifar_best", "orl_best", "cifar"):
         epochs, fit_seconds, accuracy = rows[name][2:5]
         assert float(epochs) == 1.0 and float(fit_seconds) > 0 and accuracy.endswith("%"), rows[name]
+        cnnclf_seconds, bare_seconds, plain_seconds = (float(value) for value in rows[name][5:8])
+        assert min(cnnclf_seconds, bare_seconds, plain_seconds) > 0, rows[name]
         assert float(rows[name][-1].rstrip("x |")) > 0
     assert "| cifar_best | 2 |" in printed and "| cifar_best --data.translate 1 | 2 |" in printed
     assert "skipped" not in printed
