@@ -39,9 +39,9 @@ def class_names(model: L.LightningModule) -> list[str]:
 class NonFiniteLossGuard(L.Callback):
     """Stops training with a clear error at the first NaN or infinite training loss.
 
-    Each step's loss is kept, and the kept losses are read at once every ``log_every_n_steps`` and at
-    each epoch's last batch, before validation and checkpoints can keep anything from a diverged model:
-    on a GPU each read makes the CPU wait for it, and keeping a loss launches nothing there.
+    Each step's loss is kept, and the kept losses are read at once every ``log_every_n_steps`` (or 50)
+    and at each epoch's last batch, before validation and checkpoints can keep anything from a
+    diverged model: on a GPU each read makes the CPU wait for it, and keeping a loss launches nothing.
     """
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -52,8 +52,8 @@ class NonFiniteLossGuard(L.Callback):
         loss = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach()
         step = trainer.global_step  # already counts this batch's optimizer step
         self.unread.append((step, loss))
-        every = trainer.log_every_n_steps
-        if batch_idx + 1 == trainer.num_training_batches or (every > 0 and step % every == 0):
+        every = trainer.log_every_n_steps or 50  # 0 turns the logging off, not the guard
+        if batch_idx + 1 == trainer.num_training_batches or step % every == 0:
             steps, losses = zip(*self.unread, strict=True)
             self.unread = []
             finite = torch.stack(losses).isfinite().tolist()
