@@ -6,7 +6,8 @@ cifar.yaml in fp32, cut at ``--max-time`` seconds), one ``cnnclf fit`` with its 
 PyTorch loop over the same device-resident data: the same network, optimizer, precision and batch
 augmentation, whole epochs with a validation pass where the recipe has one, for as many steps as the
 fit took (at most as long), and a bare ``L.Trainer.fit`` of the same network over the same data
-module (no metrics, logging, checkpoints or other callbacks), after a 3-step fit of the same recipe
+module (like the plain loop, no schedule or Lookahead; no metrics, logging, checkpoints or other
+callbacks), after a 3-step fit of the same recipe
 that loads the CUDA kernels all three use. Speed is the plain loop's seconds per epoch over cnnclf's
 (and over bare Lightning's); all count whole epochs from the first step, compiling included (bare
 Lightning runs uncompiled rows only). Then ``cifar_best`` for ``--seeds`` seeds, as shipped or with

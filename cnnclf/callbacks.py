@@ -39,33 +39,51 @@ def class_names(model: L.LightningModule) -> list[str]:
 class NonFiniteLossGuard(L.Callback):
     """Stops training with a clear error at the first NaN or infinite training loss.
 
-    Each step's loss is kept, and the kept losses are read at once every ``log_every_n_steps`` (or 50)
-    and at each epoch's last batch, before validation and checkpoints can keep anything from a
-    diverged model: on a GPU each read makes the CPU wait for it, and keeping a loss launches nothing.
+    Each step's loss is kept, and the kept losses are read at once every ``log_every_n_steps`` (or 50),
+    at each epoch's last batch, and before anything runs on or saves the model: validation, a
+    checkpoint, the end of training. On a GPU each read makes the CPU wait for it; keeping a loss
+    launches nothing.
     """
 
+    def __init__(self) -> None:
+        self.unread: list[tuple[int, int, Tensor]] = []  # (step, epoch, loss)
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.unread: list[tuple[int, Tensor]] = []  # (step, loss)
+        self.unread = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        self.step = trainer.global_step + 1  # the optimizer step this batch's loss goes into (or accumulates for)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
         loss = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach()
-        step = trainer.global_step  # already counts this batch's optimizer step
-        self.unread.append((step, loss))
+        self.unread.append((self.step, trainer.current_epoch, loss))
         every = trainer.log_every_n_steps or 50  # 0 turns the logging off, not the guard
-        if batch_idx + 1 == trainer.num_training_batches or step % every == 0:
-            steps, losses = zip(*self.unread, strict=True)
-            self.unread = []
-            finite = torch.stack(losses).isfinite().tolist()
-            if not all(finite):
-                self._stop(trainer, steps[finite.index(False)])
+        if batch_idx + 1 == trainer.num_training_batches or self.step % every == 0:
+            self.read()
 
-    def _stop(self, trainer: L.Trainer, bad_step: int) -> None:
-        raise NonFiniteLossError(
-            f"the training loss became non-finite (NaN or inf) at step {bad_step} (epoch "
-            f"{trainer.current_epoch}); training stopped and no checkpoint was written from it. "
-            "Lower --model.lr, or check the input data"
-        )
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.read()
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self.read()  # raising here stops the write
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.read()
+
+    def read(self) -> None:
+        """Read the kept losses: stop at the first non-finite one."""
+        if not self.unread:
+            return
+        steps, epochs, losses = zip(*self.unread, strict=True)
+        self.unread = []
+        finite = torch.stack(losses).isfinite().tolist()
+        if not all(finite):
+            first = finite.index(False)
+            raise NonFiniteLossError(
+                f"the training loss became non-finite (NaN or inf) at step {steps[first]} (epoch "
+                f"{epochs[first]}); training stopped and no checkpoint was written from it. "
+                "Lower --model.lr, or check the input data")
 
 
 class FitTimer(L.Callback):

@@ -111,19 +111,25 @@ def test_a_random_seed_is_recorded_in_the_run_config(tmp_path):
     assert isinstance(saved["seed_everything"], int) and saved["seed_everything"] is not True
 
 
-def diverging_fit(runs: Path, *extra: str) -> None:
-    """A fit of 4 steps on calm data, resumed on data whose huge pixels overflow the logits at step 6."""
-    calm = write_report_pickle(runs / "calm", report_records(100, (28, 28), list(range(10))),
-                               report_records(20, (28, 28), list(range(10)), seed=1))
+DIVERGING_OPTIONS = ["--data.val_split", "20", "--data.batch_size", "20", "--data.normalize", "false",
+                     "--model.lr_schedule", "constant", "--model.lr", "0.001", "--test_after_fit", "false"]
+
+
+def huge_pixels_file(runs: Path) -> Path:
+    """10 classes whose pixels are so large that the logits overflow."""
     huge = [{"image": record["image"].astype(np.float32) * 1e36, "label": record["label"]}
             for record in report_records(100, (28, 28), list(range(10)))]
-    huge_file = write_report_pickle(runs / "huge", huge, report_records(20, (28, 28), list(range(10)), seed=1))
-    options = ["--data.val_split", "20", "--data.batch_size", "20", "--data.normalize", "false",
-               "--model.lr_schedule", "constant", "--model.lr", "0.001", "--test_after_fit", "false"]
+    return write_report_pickle(runs / "huge", huge, report_records(20, (28, 28), list(range(10)), seed=1))
+
+
+def diverging_fit(runs: Path, *extra: str) -> None:
+    """A fit of 4 steps on calm data, resumed on huge pixels: the loss overflows at step 6."""
+    calm = write_report_pickle(runs / "calm", report_records(100, (28, 28), list(range(10))),
+                               report_records(20, (28, 28), list(range(10)), seed=1))
     config = CONFIGS / "mnist_fixed.yaml"
-    run("fit", config, runs, "--data.path", str(calm), "--trainer.max_epochs", "1", *options)
-    run("fit", config, runs, "--data.path", str(huge_file), "--trainer.max_epochs", "2", "--ckpt_path", "last",
-        *options, *extra)
+    run("fit", config, runs, "--data.path", str(calm), "--trainer.max_epochs", "1", *DIVERGING_OPTIONS)
+    run("fit", config, runs, "--data.path", str(huge_pixels_file(runs)), "--trainer.max_epochs", "2",
+        "--ckpt_path", "last", *DIVERGING_OPTIONS, *extra)
 
 
 def assert_no_checkpoint_after_step_4(runs: Path) -> None:
@@ -137,10 +143,25 @@ def assert_no_checkpoint_after_step_4(runs: Path) -> None:
         assert all(torch.isfinite(tensor).all() for tensor in state["state_dict"].values())
 
 
-def test_a_diverging_loss_stops_training_and_keeps_no_checkpoint_from_it(tmp_path):
+@pytest.mark.parametrize("ending", [[], ["--trainer.val_check_interval", "2"]], ids=["epoch end", "validation"])
+def test_a_diverging_loss_stops_training_and_keeps_no_checkpoint_from_it(tmp_path, ending):
+    # The guard reads the losses every 50 steps and at each epoch's end (step 8), and before a
+    # validation (here after step 6).
     with pytest.raises(SystemExit, match=r"loss became non-finite \(NaN or inf\) at step 6 \(epoch 1\)"):
-        diverging_fit(tmp_path)
+        diverging_fit(tmp_path, *ending)
     assert_no_checkpoint_after_step_4(tmp_path)
+
+
+@pytest.mark.parametrize("options", [["--trainer.max_steps", "3"], ["--trainer.accumulate_grad_batches", "2"]],
+                         ids=["training ends mid-epoch", "accumulated gradients"])
+def test_the_guard_names_the_step_and_epoch_of_the_first_bad_loss(tmp_path, options):
+    # The first batch's loss overflows: step 1 of epoch 0. A fit ending after step 3 (mid-epoch)
+    # reads it as training ends, before the last checkpoint; a batch whose gradients are
+    # accumulated belongs to the step it accumulates for.
+    with pytest.raises(SystemExit, match=r"non-finite \(NaN or inf\) at step 1 \(epoch 0\)"):
+        run("fit", CONFIGS / "mnist_fixed.yaml", tmp_path, "--data.path", str(huge_pixels_file(tmp_path)),
+            "--trainer.max_epochs", "2", *DIVERGING_OPTIONS, *options)
+    assert not list(tmp_path.glob("**/*.ckpt"))
 
 
 def test_a_run_stopped_between_its_divergence_and_the_guards_read_saves_nothing(tmp_path):

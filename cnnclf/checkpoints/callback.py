@@ -188,7 +188,8 @@ class RunCheckpoints(ModelCheckpoint):
         if trainer.state.fn != "fit":
             return
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
-            if not all(weight.isfinite().all() for weight in pl_module.parameters()):  # the guard reads the loss later
+            state = pl_module.state_dict().values()  # batch-norm statistics too: fp16 skips inf steps, not them
+            if not all(value.isfinite().all() for value in state if value.is_floating_point()):
                 print(f"Stopped at step {trainer.global_step}, after the loss diverged: nothing saved")
                 return
             self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
