@@ -60,30 +60,31 @@ class NonFiniteLossGuard(L.Callback):
         self.unread.append((self.step, trainer.current_epoch, loss))
         every = trainer.log_every_n_steps or 50  # 0 turns the logging off, not the guard
         if batch_idx + 1 == trainer.num_training_batches or self.step % every == 0:
-            self.read()
+            self.read(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.read()
+        self.read(trainer)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        self.read()  # raising here stops the write
+        self.read(trainer)  # raising here stops the write
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.read()
+        self.read(trainer)
 
-    def read(self) -> None:
-        """Read the kept losses: stop at the first non-finite one."""
-        if not self.unread:
+    def read(self, trainer: L.Trainer) -> None:
+        """Read the kept losses: stop at the first non-finite one, in every process at once."""
+        if not self.unread:  # the same in every process: they step in lock-step
             return
         steps, epochs, losses = zip(*self.unread, strict=True)
         self.unread = []
         finite = torch.stack(losses).isfinite().tolist()
-        if not all(finite):
-            first = finite.index(False)
-            raise NonFiniteLossError(
-                f"the training loss became non-finite (NaN or inf) at step {steps[first]} (epoch "
-                f"{epochs[first]}); training stopped and no checkpoint was written from it. "
-                "Lower --model.lr, or check the input data")
+        if trainer.strategy.reduce_boolean_decision(all(finite), all=True):
+            return
+        first, where = (finite.index(False), "at") if False in finite else (-1, "in another process by")
+        raise NonFiniteLossError(
+            f"the training loss became non-finite (NaN or inf) {where} step {steps[first]} (epoch "
+            f"{epochs[first]}); training stopped and no checkpoint was written from it. "
+            "Lower --model.lr, or check the input data")
 
 
 class FitTimer(L.Callback):
