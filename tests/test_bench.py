@@ -1,4 +1,5 @@
-"""The GPU scripts run their whole path on the CPU: the GPU check in its dry mode, the sync finder on tiny data."""
+"""The GPU scripts run their whole path on the CPU: the GPU check and the profiler in their dry mode, the sync
+finder on tiny data."""
 
 import importlib.util
 from pathlib import Path
@@ -38,3 +39,13 @@ def test_gpu_syncs_counts_the_waits_of_a_short_fit_beside_its_steps(tmp_path, ca
     printed = capsys.readouterr().out
     assert "cifar_best: 1 training steps, 0 waits for the GPU" in printed  # 120 images, batch 1024; no GPU
     assert "| waits | where (innermost first) |" in printed
+
+
+def test_profile_fit_dry_run_prints_the_fit_and_the_plain_loop_profiled(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # it imports gpu_check, as when run as a script
+    load_bench_script("profile_fit").main(["cifar_best", "--dry-run", "--top", "3"])
+    printed = capsys.readouterr().out
+    assert "## cifar_best: 1 steps; fit " in printed and "plain loop" in printed
+    for title in ("cnnclf's Trainer.fit, profiled", "the plain loop, profiled"):
+        table = printed.split(f"### cifar_best: {title}")[1].strip().split("\n\n")[0].splitlines()
+        assert table[0] == "| own ms | with callees ms | calls | function |" and len(table) == 2 + 3, table
