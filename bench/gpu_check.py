@@ -93,14 +93,20 @@ def fit(config: str, data: Path, runs: Path, compile: bool, dry_run: bool, extra
     return outcome, cli
 
 
+def fresh_network(fitted):
+    """A new, untrained network of the fitted one's class and options, channels-last if it was. The
+    schedule is left out: it needs a trainer to count its steps, and costs nothing per step."""
+    hparams = {key: value for key, value in fitted.hparams.items() if not key.startswith("_")}
+    network = type(fitted)(**{**hparams, "lr_schedule": "constant"})
+    network.configure_model()
+    return network
+
+
 def plain_loop(cli, steps: int, seconds: float) -> float:
     """Seconds per epoch of a hand-written loop doing the fit's work: ``steps`` steps or ``seconds``."""
-    fitted, data, trainer = cli.model, cli.datamodule, cli.trainer
-    hparams = {key: value for key, value in fitted.hparams.items() if not key.startswith("_")}
-    # The schedule is left out: it needs a trainer to count its steps, and costs nothing per step.
+    data, trainer = cli.datamodule, cli.trainer
     device = trainer.strategy.root_device  # the fitted model itself is back on the CPU after the run
-    model = type(fitted)(**{**hparams, "lr_schedule": "constant"}).to(device)
-    model.configure_model()
+    model = fresh_network(cli.model).to(device)
     model.compile_network()
     optimizer = model.configure_optimizers()
     images, targets = (tensor.to(device) for tensor in data.data.train)
@@ -157,17 +163,13 @@ class BareModule(L.LightningModule):
 
 def bare_lightning(cli, runs: Path) -> float:
     """Seconds per epoch of ``L.Trainer.fit`` alone, for as many steps as the fit took, on its data module."""
-    fitted, trainer = cli.model, cli.trainer
-    hparams = {key: value for key, value in fitted.hparams.items() if not key.startswith("_")}
-    network = type(fitted)(**{**hparams, "lr_schedule": "constant"})
-    network.configure_model()
-    clock = FitTimer()
+    trainer, clock = cli.trainer, FitTimer()
     bare = L.Trainer(accelerator=trainer.strategy.root_device.type, devices=1, precision=trainer.precision,
                      max_steps=trainer.global_step, logger=False, enable_checkpointing=False,
                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                      callbacks=[clock], default_root_dir=runs)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        bare.fit(BareModule(network), datamodule=cli.datamodule)
+        bare.fit(BareModule(fresh_network(cli.model)), datamodule=cli.datamodule)
     return clock.seconds / (bare.global_step / bare.num_training_batches)
 
 
