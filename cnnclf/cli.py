@@ -39,10 +39,8 @@ FROM_THE_DATA = ("num_classes", "image_shape", "class_names", "input_mean", "inp
 TRAINER_DEFAULTS = {
     "default_root_dir": "runs",
     "enable_model_summary": False,  # the layer table is cnnclf's own (--model_summary.max_depth)
-    "logger": {
-        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": "runs", "name": UNNAMED_EXPERIMENT, "log_graph": True, "default_hp_metric": False},
-    },
+    "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {
+        "save_dir": "runs", "name": UNNAMED_EXPERIMENT, "log_graph": True, "default_hp_metric": False}},
 }
 
 
@@ -116,10 +114,8 @@ class CnnclfCLI(LightningCLI):
 
 
 def cli_main(args: list[str] | None = None) -> CnnclfCLI | None:
-    """Run the CLI on ``args`` (default: the command line); tests and notebooks pass a list.
-
-    Returns the CLI, whose ``trainer``, ``model`` and ``datamodule`` hold the finished run.
-    """
+    """Run the CLI on ``args`` (default: the command line; tests and notebooks pass a list). Returns the CLI,
+    whose ``trainer``, ``model`` and ``datamodule`` hold the finished run."""
     from_command_line = args is None
     args = list(sys.argv[1:] if from_command_line else args)
     if args[:1] == ["configs"]:
@@ -147,4 +143,8 @@ def cli_main(args: list[str] | None = None) -> CnnclfCLI | None:
 
 def main() -> None:
     """The ``cnnclf`` console script."""
-    cli_main()
+    try:
+        cli_main()
+    finally:  # Lightning closes only NCCL's process group; gloo's threads (DDP on CPUs) can abort the exit
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
