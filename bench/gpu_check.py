@@ -102,6 +102,15 @@ def fresh_network(fitted):
     return network
 
 
+def warmed_up_fit(config: str, data: Path, runs: Path, compile: bool, dry_run: bool,
+                  extra: list[str]) -> tuple[Outcome, object]:
+    """``fit``, after a 3-step fit of the same recipe. CUDA loads each kernel on its first use: unwarmed,
+    the fit (measured first) would pay for every kernel of its network alone. The warm-up is uncompiled,
+    so a compiled fit compiles afresh."""
+    fit(config, data, runs, False, dry_run, [*extra, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3"])
+    return fit(config, data, runs, compile, dry_run, extra)
+
+
 def plain_loop(cli, steps: int, seconds: float) -> float:
     """Seconds per epoch of a hand-written loop doing the fit's work: ``steps`` steps or ``seconds``."""
     data, trainer = cli.datamodule, cli.trainer
@@ -236,11 +245,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def table_row(name: str, compile: str, extra: list[str]) -> None:
         runs = temporary / "runs"
-        # CUDA loads each kernel on its first use: unwarmed, the fit (measured before the plain loop)
-        # would pay for every kernel of its network alone. Uncompiled, so a compiled row compiles afresh.
-        fit(name, data, runs, False, args.dry_run, [*extra, "--trainer.max_epochs", "1",
-                                                    "--trainer.limit_train_batches", "3"])
-        outcome, cli = fit(name, data, runs, compile == "on", args.dry_run, extra)
+        outcome, cli = warmed_up_fit(name, data, runs, compile == "on", args.dry_run, extra)
         plain = plain_loop(cli, cli.trainer.global_step, outcome.fit_seconds)
         bare = bare_lightning(cli, runs) if compile == "off" else float("nan")  # bare runs uncompiled
         shutil.rmtree(runs, ignore_errors=True)

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import lightning as L
-from gpu_check import DRY_RUN_ARGS, REPORT_CONFIGS, ROOT, fit, plain_loop, write_tiny_data
+from gpu_check import REPORT_CONFIGS, ROOT, fit, plain_loop, warmed_up_fit, write_tiny_data
 
 
 def profiled(function, *args, **kwargs) -> tuple[object, pstats.Stats]:
@@ -73,11 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = Path(tempfile.mkdtemp(prefix="profile_fit_"))
     data = write_tiny_data(runs) if args.dry_run else args.data
     for config in args.configs:
-        extra = [*(DRY_RUN_ARGS[:2] if args.dry_run else []),
-                 *(["--trainer.max_time", f"00:00:00:{args.max_time:02d}"] if config in REPORT_CONFIGS else [])]
-        fit(config, data, runs / "runs", False, args.dry_run,
-            [*extra, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3"])
-        outcome, cli = fit(config, data, runs / "runs", False, args.dry_run, extra)
+        extra = ["--trainer.max_time", f"00:00:00:{args.max_time:02d}"] if config in REPORT_CONFIGS else []
+        outcome, cli = warmed_up_fit(config, data, runs / "runs", False, args.dry_run, extra)
         plain = plain_loop(cli, cli.trainer.global_step, outcome.fit_seconds)
         print(f"\n## {config}: {cli.trainer.global_step} steps; fit {outcome.fit_seconds:.2f} s "
               f"({outcome.seconds_per_epoch:.3f} s/epoch), plain loop {plain:.3f} s/epoch")
