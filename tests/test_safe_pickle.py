@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from cnnclf.data import DatasetError, load_pickle
+from cnnclf.data import DatasetError, load_pickle, read_pickled_dataset
 
 
 class _CallOnLoad:
@@ -96,7 +96,7 @@ def test_unreadable_files_give_one_clear_error(tmp_path, content):
     path = tmp_path / "broken"
     path.write_bytes(content)
     with pytest.raises(DatasetError, match=str(path)):
-        load_pickle(path)
+        read_pickled_dataset(path)
 
 
 def test_truncated_real_pickle(tmp_path):
@@ -104,12 +104,12 @@ def test_truncated_real_pickle(tmp_path):
     path = tmp_path / "cut"
     path.write_bytes(full[: len(full) // 2])
     with pytest.raises(DatasetError, match="truncated"):
-        load_pickle(path)
+        read_pickled_dataset(path)
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(DatasetError, match="no such file"):
-        load_pickle(tmp_path / "nope")
+        read_pickled_dataset(tmp_path / "nope")
 
 
 def test_a_folder_given_for_a_dataset_file_names_the_pickles_in_it(tmp_path):
@@ -119,9 +119,9 @@ def test_a_folder_given_for_a_dataset_file_names_the_pickles_in_it(tmp_path):
     (tmp_path / "sub").mkdir()
     with pytest.raises(DatasetError, match=f"^{tmp_path}: a folder, not a pickle file; pickles in it: CIFAR, MNIST, "
                                            "ORL, a.pkl, b.pickle, ... \\(expected a pickled dataset\\)$"):
-        load_pickle(tmp_path)
+        read_pickled_dataset(tmp_path)
     with pytest.raises(DatasetError, match="sub: a folder, not a pickle file \\(expected"):
-        load_pickle(tmp_path / "sub")
+        read_pickled_dataset(tmp_path / "sub")
 
 
 def _npz(path):
@@ -139,4 +139,4 @@ def test_a_file_of_another_format_is_named_as_such(tmp_path, write, message):
     path = tmp_path / "dataset"
     path.write_bytes(write(tmp_path / "made"))
     with pytest.raises(DatasetError, match=f"^{path}: {message}"):
-        load_pickle(path)
+        read_pickled_dataset(path)

@@ -10,7 +10,8 @@ from cnnclf.data.digits import DigitsDataModule
 from cnnclf.data.mnist import MNISTDataModule
 from cnnclf.data.orl import ORLDataModule
 from cnnclf.data.predict_only import ImageFilesDataModule
-from cnnclf.data.records import ImageSplit, read_pickled_dataset
+from cnnclf.data.convert import read_pickled_dataset
+from cnnclf.data.records import ImageSplit
 from cnnclf.data.safe_pickle import load_pickle
 from cnnclf.errors import DatasetError
 

@@ -19,8 +19,9 @@ from torch import Tensor
 from cnnclf.data.augment import Padding, mirror_seeded_half, random_hflip, random_translate
 from cnnclf.data.batches import EpochOrder, TensorBatches
 from cnnclf.data.cache import read_dataset_cached
+from cnnclf.data.convert import read_pickled_dataset
 from cnnclf.data.image_files import read_image_files
-from cnnclf.data.records import ImageSplit, read_pickled_dataset
+from cnnclf.data.records import ImageSplit
 from cnnclf.data.safe_pickle import not_a_file
 from cnnclf.errors import ConfigError, DatasetError
 

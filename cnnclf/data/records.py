@@ -6,7 +6,8 @@ The report's format, one pickle per dataset::
 
 Images are 2-D gray (H, W) or (H, W, C) arrays of any integer or float dtype (the course's
 MNIST file stores int64); labels are Python or numpy integers. Every problem is reported as
-a ``DatasetError`` naming the file, the split and the record index.
+a ``DatasetError`` naming the file, the split and the record index. ``cnnclf.data.convert``
+runs these checks in the child process that unpickles the file.
 """
 
 from dataclasses import dataclass
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnclf.data.safe_pickle import load_pickle
 from cnnclf.errors import DatasetError
 
 SPLITS = ("train", "test")
@@ -35,10 +35,8 @@ class ImageSplit:
         return len(self.labels)
 
 
-def read_pickled_dataset(path: str | Path) -> dict[str, ImageSplit]:
-    """Safely unpickle ``path`` and return its validated ``train`` and ``test`` splits."""
-    path = Path(path)
-    content = load_pickle(path)
+def check_records(path: Path, content: object) -> dict[str, ImageSplit]:
+    """The validated ``train`` and ``test`` splits of ``content``, unpickled from ``path``."""
     if not isinstance(content, dict):
         raise DatasetError(
             f"{path}: expected a dict with keys 'train' and 'test', found {describe(content)}"

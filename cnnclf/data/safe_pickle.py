@@ -6,45 +6,37 @@ whatever it names (``os.system`` included). Dataset files arrive from shared dri
 needs, for numpy 1.x (``numpy.core``) and 2.x (``numpy._core``) writers alike, and refuses
 everything else before it can be called. There is deliberately no unrestricted fallback.
 
-An allowlist bounds what runs, not how much work or memory it takes, so the file is read once
-into memory and:
+An allowlist bounds what runs, not how much work or memory it takes: ``cnnclf.data.convert`` runs
+this in a child process under resource limits, so a crash, hang or memory bomb of the unpickler
+ends only the child. Within the allowlist:
 
-- ``check_pickle_bounds`` walks its opcodes first (no container reused through the memo, no
-  nesting deeper than 32, no memo index past the next free one: see ``pickle_bounds``);
 - each allowed callable accepts only the arguments numpy's own pickles give it: ``ndarray``
   only as ``_reconstruct``'s subtype with an empty shape, dtypes only from a plain type code
   (numbers, bytes and text: never objects, fields or subarrays), array data only as bytes whose
   length matches shape times item size, and contiguous buffers;
-- the bytes those callables create add up to at most ``ALLOCATION_FACTOR`` times the file.
+- the bytes those callables create add up to at most ``ALLOCATION_FACTOR`` times the file (what
+  bounds memory where address-space limits are not enforced, as on macOS).
 """
 
 import _codecs
 import contextvars
 import functools
-import gc
-import io
 import math
+import os
 import pickle
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
-from cnnclf.data.pickle_bounds import MAX_DEPTH, check_pickle_bounds
 from cnnclf.errors import DatasetError
 
 ALLOCATION_FACTOR = 3  # protocol 2 holds each image twice: latin-1 bytes, then the array's copy
 DTYPE_KINDS = "biufcSU"  # bool, integers, floats, complex, bytes, text: data without pointers
+MAX_DIMENSIONS = 32  # numpy's own limit on an array's dimensions
 
 FOLDER_ENTRIES_LOOKED_AT = 100  # naming the pickles in a folder given for a file stays quick in a huge folder
 PICKLES_NAMED = 5
-#: what a dataset file begins with when it is no pickle at all, and what to tell the user
-OTHER_FORMATS = {
-    b"PK\x03\x04": "a zip archive (such as numpy's .npz), not a pickle",
-    b"\x1f\x8b": "gzip-compressed: decompress it first (gunzip)",
-    b"\x93NUMPY": "a numpy .npy array, not a pickle",
-}
-
 Refused = pickle.UnpicklingError
 _budget: contextvars.ContextVar["_Budget"] = contextvars.ContextVar("pickle_allocation_budget")
 
@@ -117,13 +109,13 @@ def _dtype_of_code(code: str | bytes, what: str) -> np.dtype:
 
 
 def _checked_shape(shape: object, what: str) -> tuple[int, ...]:
-    if isinstance(shape, tuple) and len(shape) <= MAX_DEPTH:
+    if isinstance(shape, tuple) and len(shape) <= MAX_DIMENSIONS:
         for size in shape:  # a loop, not all(...): this runs twice per array, 140,000 times for MNIST
             if type(size) is not int or not 0 <= size < 2**63:
                 break
         else:
             return shape
-    raise Refused(f"{what}: expected a shape (a tuple of at most {MAX_DEPTH} sizes), found {type(shape).__name__}")
+    raise Refused(f"{what}: expected a shape (a tuple of at most {MAX_DIMENSIONS} sizes), found {type(shape).__name__}")
 
 
 class _UnpickledArray(np.ndarray):
@@ -243,47 +235,23 @@ def _looks_like_a_pickle(path: Path) -> bool:
 def load_pickle(path: str | Path) -> object:
     """Unpickle ``path`` allowing only numpy arrays, dtypes, scalars and plain Python data.
 
-    Raises ``DatasetError`` naming the file for a missing, empty, truncated, non-pickle or
-    unsafe file; nothing the file names outside the allowlist is ever imported or called.
-    Arrays come back as a subclass of ``numpy.ndarray`` whose only change is a checked
-    ``__setstate__``.
+    Raises ``DatasetError`` naming the file for a truncated, non-pickle or unsafe file; nothing the
+    file names outside the allowlist is ever imported or called. Arrays come back as a subclass of
+    ``numpy.ndarray`` whose only change is a checked ``__setstate__``. Only bounded in time and
+    memory when run as ``cnnclf.data.convert`` runs it.
     """
     path = Path(path)
-    if not path.is_file():  # also refuses a FIFO or device, whose reading could block or never end
-        raise DatasetError(f"{path}: {not_a_file(path)} (expected a pickled dataset)")
-    data = path.read_bytes()
-    if not data:
-        raise DatasetError(f"{path}: the file is empty (expected a pickled dataset)")
-    other_format = next((what for magic, what in OTHER_FORMATS.items() if data.startswith(magic)), None)
-    if other_format:
-        raise DatasetError(f"{path}: {other_format}")
-    token = _budget.set(_Budget(ALLOCATION_FACTOR * len(data)))
     try:
-        check_pickle_bounds(data)
-        return _unpickle_without_cycle_collection(data)
+        with path.open("rb") as stream:  # buffered: the unpickler reads ahead instead of once per opcode
+            token = _budget.set(_Budget(ALLOCATION_FACTOR * os.fstat(stream.fileno()).st_size))
+            try:
+                return _NumpyOnlyUnpickler(stream).load()
+            finally:
+                _budget.reset(token)
     except pickle.UnpicklingError as error:
         raise DatasetError(f"{path}: not a safe dataset pickle: {error}") from None
-    except MemoryError:
-        raise DatasetError(f"{path}: not a safe dataset pickle: it needs more memory than this machine has") from None
     except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as error:
         raise DatasetError(
             f"{path}: not a readable pickle (truncated or another format): "
             f"{type(error).__name__}: {str(error)[:200]}"
         ) from None
-    finally:
-        _budget.reset(token)
-
-
-def _unpickle_without_cycle_collection(data: bytes) -> object:
-    """Unpickle ``data``, with the cycle collector paused: it would otherwise walk every record
-    built so far again and again, for much of a large dataset's unpickling time. The bounds
-    pass refuses containers fetched again from the memo, so the pickle builds no cycles to collect."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        # Buffered: the unpickler then reads ahead instead of calling read() for each opcode
-        # (protocols 2 and 3 have no frames to read at once).
-        return _NumpyOnlyUnpickler(io.BufferedReader(io.BytesIO(data))).load()
-    finally:
-        if was_enabled:
-            gc.enable()
