@@ -399,3 +399,36 @@ def test_a_fifo_named_as_an_image_is_refused_without_opening_it(tmp_path):
     child = subprocess.run([sys.executable, "-c", FIFO_READER, str(fifo)], capture_output=True, text=True,
                            timeout=60, cwd=Path(__file__).resolve().parents[1])
     assert child.stdout.strip() == f"{fifo}: not a regular file (a FIFO, device or socket); expected an image file"
+
+
+# -- second round: what the data sizes, files read whole, special files --------------------------
+
+def test_images_that_would_size_a_huge_dense_layer_are_refused_before_it_is_built():
+    from cnnclf.errors import ConfigError
+    from cnnclf.models import ReportMNISTNet
+
+    with pytest.raises(ConfigError, match=r"ReportMNISTNet for 10 classes of 1x724x724 \(C, H, W\) images: its weights "
+                                          r"in millions: 417, more than the 200 cnnclf allows \(set "
+                                          "CNNCLF_MAX_MILLION_WEIGHTS"):
+        ReportMNISTNet(10, [1, 724, 724])
+
+
+@pytest.mark.parametrize("gigabytes", [4, 8])
+def test_a_huge_sparse_file_is_refused_by_its_size_before_it_is_read(tmp_path, gigabytes):
+    path = tmp_path / "huge.pkl"
+    with path.open("wb") as stream:  # sparse: no disk used
+        stream.write(pickle.dumps({"train": [], "test": []}, protocol=4))
+        stream.truncate(gigabytes * 2**30)
+    with pytest.raises(DatasetError, match=f"^{path}: the file's size in MiB: {gigabytes * 1024}, more than the 2048 "
+                                           "cnnclf allows \\(set CNNCLF_MAX_DATASET_MB to raise it\\)$"):
+        read_pickled_dataset(path)
+
+
+@pytest.mark.parametrize("target", ["/proc/self/pagemap", "/proc/self/mem"])
+def test_a_dataset_path_linking_to_a_special_file_is_refused(tmp_path, target):
+    if not Path(target).exists():
+        pytest.skip(f"no {target} here")
+    path = tmp_path / "MNIST"
+    path.symlink_to(target)
+    with pytest.raises(DatasetError, match=f"^{path}: .* is a special file of the system, not a dataset$"):
+        read_pickled_dataset(path)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from cnnclf.data import DatasetError, read_pickled_dataset
 from tests.conftest import report_records, write_report_pickle
@@ -86,3 +87,34 @@ def test_test_split_is_checked_too(tmp_path):
     path = _write(tmp_path, [GOOD], test=[{"image": np.zeros((4, 4), np.uint8), "label": None}])
     with pytest.raises(DatasetError, match="split 'test', record 0: 'label' must be an integer"):
         read_pickled_dataset(path)
+
+
+def test_more_classes_than_allowed_are_refused_before_anything_is_built(tmp_path, monkeypatch):
+    path = _write(tmp_path, report_records(12, (2, 2), list(range(12))))
+    monkeypatch.setenv("CNNCLF_MAX_CLASSES", "11")
+    with pytest.raises(DatasetError, match=f"^{path}: the number of distinct labels \\(classes\\): 12, more than the "
+                                           "11 cnnclf allows \\(set CNNCLF_MAX_CLASSES to raise it\\)$"):
+        read_pickled_dataset(path)
+    monkeypatch.setenv("CNNCLF_MAX_CLASSES", "12")
+    assert len(read_pickled_dataset(path)["train"]) == 12
+
+
+def test_more_channels_than_allowed_are_refused(tmp_path):
+    """A 2 MB file of (1, 1, 1000000) images hung in the per-channel statistics; 65 channels is enough to refuse."""
+    path = _write(tmp_path, report_records(2, (1, 1, 65), [0, 1]))
+    with pytest.raises(DatasetError, match="the images' channels: 65, more than the 64 cnnclf allows"):
+        read_pickled_dataset(path)
+
+
+def test_the_channel_statistics_are_each_channels_mean_and_std(tmp_path):
+    from cnnclf.data import PickledImageDataModule
+
+    rng = np.random.default_rng(0)
+    records = [{"image": (rng.normal(1e6, 3, (5, 4, 7)) * [1, 2, 0, 1, 1, 1, 1]).astype(np.float64), "label": i % 2}
+               for i in range(30)]
+    data = PickledImageDataModule(str(_write(tmp_path, records)), val_split=0, cache=False)
+    images = data.data.train[0].to(torch.float64)
+    mean, std = data.channel_stats
+    np.testing.assert_allclose(mean, images.mean(dim=(0, 2, 3)).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(std, images.std(dim=(0, 2, 3)).clamp(min=1e-6).numpy(), rtol=1e-9)
+    assert std[2] == 1e-6  # a constant channel

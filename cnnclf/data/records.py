@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnclf.errors import DatasetError
+from cnnclf.limits import check_limit
 
 SPLITS = ("train", "test")
 NUMERIC_KINDS = "uif"  # unsigned, signed, float; bool, complex and object images are refused
@@ -58,11 +59,15 @@ def check_records(path: Path, content: object) -> dict[str, ImageSplit]:
 
 
 def check_splits_match(path: Path | str, splits: dict[str, ImageSplit]) -> None:
-    """A model trained on one image size or channel count cannot be tested on another."""
+    """A model trained on one image size or channel count cannot be tested on another; and the
+    channels and classes, which size the model and its metrics, stay within ``cnnclf.limits``."""
     train, test = (tuple(splits[split].images.shape[1:]) for split in SPLITS)
     if train != test:
         raise DatasetError(f"{path}: split 'train' holds images of shape {list(train)} (H, W, C) but split 'test' "
                            f"holds {list(test)}; both splits must have the same size and channels")
+    check_limit("CHANNELS", train[2], f"{path}: the images' channels", DatasetError)
+    labels = np.unique(np.concatenate([splits[split].labels for split in SPLITS]))
+    check_limit("CLASSES", len(labels), f"{path}: the number of distinct labels (classes)", DatasetError)
 
 
 def _split_to_arrays(path: Path, split: str, records: object, budget: int) -> tuple[ImageSplit, int]:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from cnnclf.checkpoints import check_fits, check_retired
 from cnnclf.errors import ConfigError
+from cnnclf.limits import check_limit
 from cnnclf.models.figures import AccuracyAndF1
 from cnnclf.models.optimization import Optimizer, Schedule, check_optimization_options, optimizer_and_schedule
 
@@ -83,6 +84,10 @@ class ImageClassifier(L.LightningModule):
 
         features = self.features(channels)
         width = self._flat_width(features, image_shape)
+        with torch.device("meta"):  # counted before it is built: the images' size decides the dense layer's
+            weights = sum(p.numel() for p in [*features.parameters(), *self.classifier(width, num_classes).parameters()])
+        check_limit("MILLION_WEIGHTS", weights // 10**6, f"{type(self).__name__} for {num_classes} classes of "
+                    f"{'x'.join(map(str, image_shape))} (C, H, W) images: its weights in millions", ConfigError)
         self.net = nn.Sequential(features, nn.Flatten(), self.classifier(width, num_classes))
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.example_input_array = torch.zeros(1, *image_shape)
