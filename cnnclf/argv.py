@@ -6,16 +6,17 @@ checkpoint. Values that cnnclf can judge better than jsonargparse (a model name,
 file's encoding) are checked here, so their error names what to do.
 """
 
+import os
 import re
 import sys
 from pathlib import Path
 
-import yaml
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
 from cnnclf import data, models
+from cnnclf.config_text import read_yaml
 from cnnclf.errors import CnnclfError, ConfigError
 from cnnclf.shipped import shipped_config
 
@@ -78,23 +79,20 @@ def collect_list(args: list[str], option: str) -> list[str]:
 
 def config_path(value: str) -> str:
     path = Path(value)
-    if not path.is_file():
-        shipped = shipped_config(value)
+    if not os.path.isfile(path):  # False, not OSError, for an inline config longer than a file name
+        shipped = None if value.startswith("{") else shipped_config(value)
         if shipped is None:
             if ":" in value:  # a config written inline: `--config '{trainer: {max_epochs: 2}}'`
+                read_yaml(value, "--config")
                 return value
             raise ConfigError(f"--config {value}: no such file, nor a config shipped with cnnclf "
                               "(`cnnclf configs` lists them)")
         path = shipped
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        content = read_yaml(path.read_text(encoding="utf-8"), str(path))
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#x} at offset {error.start}); "
                           "save the config as UTF-8") from None
-    except yaml.YAMLError as error:  # jsonargparse's message names no file
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', None) or error}") from None
     trainer = content.get("trainer") if isinstance(content, dict) else None
     for name, value in (trainer.items() if isinstance(trainer, dict) else ()):
         if value == 1 and type(value) is int:

@@ -10,6 +10,7 @@ unpickled in a reader process of its own, whose address space ``cnnclf.data.conv
 import json
 import os
 import pickle
+import re
 import socket
 import struct
 import subprocess
@@ -432,3 +433,36 @@ def test_a_dataset_path_linking_to_a_special_file_is_refused(tmp_path, target):
     path.symlink_to(target)
     with pytest.raises(DatasetError, match=f"^{path}: .* is a special file of the system, not a dataset$"):
         read_pickled_dataset(path)
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """840 bytes whose aliases expand to 9**9 values."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (_alias_bomb(), "more than 100000 values once its aliases are expanded"),
+    # libyaml stops at 1000 levels itself
+    ("max_steps: " + "[" * 50_000 + "]" * 50_000 + "\n", "collections nested deeper than 64|exceeded maximum nesting"),
+    ("# " + "x" * 2**21 + "\n", r"its size in KiB: 2049, more than the 1024 cnnclf allows \(set CNNCLF_MAX_CONFIG_KB"),
+], ids=["alias_bomb", "deep_flow_sequence", "2_MB"])
+def test_a_config_that_would_hang_or_crash_the_parser_is_one_line(tmp_path, text, message):
+    from cnnclf.errors import ConfigError
+    from cnnclf.sweeps import load_sweep
+
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    assert re.search(message, _one_line_exit("fit", path, tmp_path))
+    if len(text) < 2**20:
+        assert re.search(message, _one_line_exit("fit", text.replace("\n", ", ").join("{}"), tmp_path))
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(path)
+
+
+def test_a_config_with_a_few_aliases_still_reads():
+    from cnnclf.config_text import read_yaml
+
+    assert read_yaml("a: &n 3\nb: *n\nc: &l [1, 2]\nd: [*l, *l]\n", "x") == {"a": 3, "b": 3, "c": [1, 2],
+                                                                           "d": [[1, 2], [1, 2]]}

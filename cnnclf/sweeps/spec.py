@@ -19,8 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from cnnclf.config_text import read_yaml
 from cnnclf.errors import ConfigError
 from cnnclf.shipped import shipped_config
 
@@ -67,10 +66,7 @@ def load_sweep(path: str | Path) -> Sweep:
         path = shipped_config(f"sweeps/{str(path).removeprefix('configs/').removeprefix('sweeps/')}") or path
     if not path.is_file():
         raise ConfigError(f"{path}: no such sweep file, nor a sweep shipped with cnnclf (`cnnclf configs` lists them)")
-    try:
-        content = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {str(error).splitlines()[0]}") from None
+    content = read_yaml(path.read_text(encoding="utf-8", errors="replace"), str(path))
     if not isinstance(content, dict):
         raise ConfigError(f"{path}: expected a mapping with 'base' and 'grid', found {type(content).__name__}")
     unknown = set(content) - FIELDS
