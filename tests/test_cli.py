@@ -247,7 +247,7 @@ def write_non_utf8_config(folder: Path) -> str:
     (["fit", "--config", "{digits}", "--trainer.max_epochs", "-5"], "`max_epochs` must be a non-negative integer"),
     (["fit", "--config", "{latin1}"], "latin1.yaml: not UTF-8 text (byte 0xe9 at offset 3); save the config as UTF-8"),
     (["fit", "--config", "{digits}", "--config", "{broken}"],
-     "broken.yaml: not valid YAML at line 3, column 1: expected ',' or ']'"),
+     "broken.yaml: not valid YAML at line 3, column 1: did not find expected ',' or ']'"),
     (["fit", "--config", "{digits}", "--data.batch_size", "abc"], "data.batch_size: Expected a <class 'int'>"),
     (["fit", "--config", "{digits}", "--trainer.limit_train_batches", "1"],
      "--trainer.limit_train_batches 1 would reach Lightning as 1.0, which means all the batches"),
