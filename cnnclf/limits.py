@@ -11,7 +11,7 @@ from cnnclf.errors import CnnclfError, ConfigError
 
 DEFAULTS = {
     "DATASET_MB": 2048,  # a dataset pickle's size (the course's int64 MNIST is 421 MiB)
-    "CLASSES": 10_000,
+    "CLASSES": 1000,  # the metrics keep a classes x classes matrix per stage
     "CHANNELS": 64,
     "MILLION_WEIGHTS": 200,  # a model's parameters, in millions (ResNet-9 on CIFAR: 6.6)
     "CONFIG_KB": 1024,  # a config or sweep file, or an inline --config

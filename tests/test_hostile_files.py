@@ -466,3 +466,33 @@ def test_a_config_with_a_few_aliases_still_reads():
 
     assert read_yaml("a: &n 3\nb: *n\nc: &l [1, 2]\nd: [*l, *l]\n", "x") == {"a": 3, "b": 3, "c": [1, 2],
                                                                            "d": [[1, 2], [1, 2]]}
+
+
+def _nan_weights(path: Path) -> Path:
+    content = torch.load(_checkpoint(path), weights_only=True)
+    next(iter(content["state_dict"].values())).fill_(float("nan"))
+    torch.save(content, path)
+    return path
+
+
+@pytest.mark.parametrize(("hparams", "message"), [
+    ({"num_classes": 30_000}, "num_classes must be a whole number from 2 to 1000 (CNNCLF_MAX_CLASSES), found 30000"),
+    ({"class_names": ["a", "b"]}, "class_names must be 10 names (one per class) of at most 200 characters, found list"),
+    ({"input_mean": [0.0, 0.0, 0.0], "input_std": [1.0]}, "input_mean must be 1 finite number(s), one per channel"),
+    ({"input_mean": [0.0], "input_std": [0.0]}, "input_std must be 1 finite number(s) above 0"),
+    ({"image_shape": [3, 8, 8]}, "image_shape has 3 channel(s) but the first convolution takes 1"),
+    ({"num_classes": 12, "class_names": None}, "num_classes is 12 but the last layer has 10 outputs"),
+], ids=["30000_classes", "short_class_names", "mean_of_3_channels", "std_0", "rgb_shape", "12_classes"])
+def test_checkpoint_hyperparameters_are_checked_against_the_weights_and_each_other(tmp_path, hparams, message):
+    from cnnclf.errors import CheckpointError
+
+    path = _checkpoint(tmp_path / "odd.ckpt", **hparams)
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(path))}: {re.escape(message)}"):
+        read_checkpoint(path)
+
+
+def test_a_checkpoint_with_nan_weights_is_an_error_not_a_result(tmp_path):
+    path = _nan_weights(tmp_path / "nan.ckpt")
+    for subcommand in ("test", "predict"):
+        text = _one_line_exit(subcommand, CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", str(path))
+        assert f"{path}: the weights net." in text and "hold NaN or infinite values" in text

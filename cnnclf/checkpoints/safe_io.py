@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins import TorchCheckpointIO
 
+from cnnclf.checkpoints.hyperparameters import check_hyperparameters
 from cnnclf.errors import CheckpointError
 from cnnclf.files import remove_leftovers, write_atomically
 
@@ -46,6 +47,7 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
                               ) from None
     if not isinstance(content, dict) or "state_dict" not in content:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict' in it)")
+    check_hyperparameters(content.get("hyper_parameters", {}), content["state_dict"], path)
     return content
 
 
