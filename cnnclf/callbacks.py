@@ -15,7 +15,8 @@ from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
-from cnnclf.errors import NonFiniteLossError
+from cnnclf.csv_cells import safe_cell
+from cnnclf.errors import ConfigError, NonFiniteLossError
 from cnnclf.evaluation import (
     most_confused,
     most_confused_text,
@@ -270,11 +271,15 @@ class PredictionCSV(BasePredictionWriter):
         if not trainer.is_global_zero:
             return
         names = class_names(pl_module)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(["source", "label", "probability"])
-            # limit_predict_batches and fast_dev_run predict the first sources only
-            for source, (label, confidence) in zip(trainer.datamodule.predict_sources[:len(rows)], rows, strict=True):
-                writer.writerow([source, names[label], f"{confidence:.6f}"])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w", newline="", encoding="utf-8") as stream:
+                writer = csv.writer(stream)
+                writer.writerow(["source", "label", "probability"])
+                # limit_predict_batches and fast_dev_run predict the first sources only
+                for source, (label, confidence) in zip(trainer.datamodule.predict_sources[:len(rows)], rows,
+                                                       strict=True):
+                    writer.writerow([safe_cell(source), safe_cell(names[label]), f"{confidence:.6f}"])
+        except OSError as error:  # a folder, a full or read-only disk
+            raise ConfigError(f"--prediction_csv.output {path}: cannot be written: {error.strerror}") from None
         print(f"Wrote {len(rows)} predictions to {path}")

@@ -496,3 +496,50 @@ def test_a_checkpoint_with_nan_weights_is_an_error_not_a_result(tmp_path):
     for subcommand in ("test", "predict"):
         text = _one_line_exit(subcommand, CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", str(path))
         assert f"{path}: the weights net." in text and "hold NaN or infinite values" in text
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralized():
+    from cnnclf.csv_cells import safe_cell
+
+    assert [safe_cell(v) for v in ["=cmd|' /C calc'!A0", "=HYPERLINK(\"x\")", "+1", "@SUM(A1)", "cat", 0.5, -2]] == [
+        "'=cmd|' /C calc'!A0", "'=HYPERLINK(\"x\")", "'+1", "'@SUM(A1)", "cat", 0.5, -2]
+    assert safe_cell(b"caf\xe9.png".decode("utf-8", "surrogateescape")) == "caf\ufffd.png"  # a Latin-1 file name
+
+
+@pytest.fixture(scope="module")
+def formula_checkpoint(tmp_path_factory) -> Path:
+    """A digits checkpoint whose class names are spreadsheet formulas."""
+    folder = tmp_path_factory.mktemp("formulas")
+    fitted = run("fit", CONFIGS / "digits.yaml", folder, "--trainer.max_epochs", "1", "--trainer.limit_train_batches",
+                 "2", "--test_after_fit", "false")
+    content = torch.load(fitted.trainer.checkpoint_callback.last_model_path, weights_only=True)
+    content["hyper_parameters"]["class_names"] = ["=cmd|' /C calc'!A0"] * 10
+    torch.save(content, folder / "formulas.ckpt")
+    return folder / "formulas.ckpt"
+
+
+def test_formula_class_names_and_odd_file_names_are_written_safely_to_the_predictions(formula_checkpoint, tmp_path,
+                                                                                     monkeypatch):
+    """Without a config, predict takes the class names from the checkpoint."""
+    import csv
+
+    from PIL import Image
+
+    from cnnclf.cli import cli_main
+
+    (tmp_path / "images").mkdir()
+    image = tmp_path / "images" / os.fsdecode(b"caf\xe9=1.png")  # a Latin-1 name: not UTF-8, found in the folder
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
+    output = tmp_path / "predictions.csv"
+    monkeypatch.chdir(tmp_path)
+    cli_main(["predict", "--ckpt_path", str(formula_checkpoint), "--data.predict_files", str(image.parent),
+              "--prediction_csv.output", str(output), "--trainer.enable_progress_bar", "false"])
+    with output.open(encoding="utf-8") as stream:
+        (row,) = list(csv.DictReader(stream))
+    assert row["label"] == "'=cmd|' /C calc'!A0" and row["source"].endswith("caf\ufffd=1.png")
+
+
+def test_a_prediction_output_that_is_a_folder_is_one_line(formula_checkpoint, tmp_path):
+    text = _one_line_exit("predict", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", str(formula_checkpoint),
+                          "--prediction_csv.output", str(tmp_path))
+    assert f"--prediction_csv.output {tmp_path}: cannot be written: Is a directory" in text

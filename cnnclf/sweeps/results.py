@@ -12,6 +12,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from cnnclf.csv_cells import safe_cell
 from cnnclf.errors import ConfigError
 from cnnclf.sweeps.spec import cli_value
 
@@ -68,7 +69,7 @@ def write_tables(results: list[RunResult], folder: Path, title: str) -> list[Pat
     with csv_path.open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=header)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: safe_cell(value) for key, value in row.items()} for row in rows)
     markdown_path.write_text(markdown_table(results, title))
     accuracy_chart(results, title).savefig(chart_path, dpi=120)
     return [csv_path, markdown_path, chart_path]
