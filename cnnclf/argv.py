@@ -13,11 +13,12 @@ from pathlib import Path
 import yaml
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning import Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 
 from cnnclf import data, models
 from cnnclf.errors import CnnclfError, ConfigError
-from cnnclf.shipped import shipped_config
+from cnnclf.shipped import print_shipped_configs, shipped_config
 
 CONFIG_OPTIONS = ("--config", "-c")
 LIST_OPTION = "--data.predict_files"
@@ -33,7 +34,6 @@ def prepared_arguments(args: list[str]) -> list[str]:
             args[index] = config_path(arg)
         elif index > 0 and args[index - 1] in ("--model", "--data"):
             check_class_name(arg, args[index - 1])
-        check_batch_limit(*((option, value) if equals else (args[index - 1] if index else "", arg)))
     given = {arg.partition("=")[0] for arg in args}
     asks_for_help = any(option in ("--help", "-h", "--print_config") or option.endswith(".help") for option in given)
     if args[:1] == ["predict"] and not given & {*CONFIG_OPTIONS, "--data", LIST_OPTION} and not asks_for_help:
@@ -44,15 +44,6 @@ def prepared_arguments(args: list[str]) -> list[str]:
         if not given & {*CONFIG_OPTIONS, "--model"}:  # LightningCLI replaces it with the class the checkpoint names
             args.append("--model=cnnclf.models.ImageClassifier")
     return args
-
-
-def check_batch_limit(option: str, value: str, where: str | None = None) -> None:
-    """``--trainer.limit_*_batches 1`` (or 1 in a config) reaches Lightning as 1.0, all the batches: the
-    parser tries the signature's float before its int. Any other whole number still counts batches."""
-    if re.fullmatch(r"--trainer\.limit_(train|val|test|predict)_batches", option) and value.strip() == "1":
-        raise ConfigError(f"{where or option + ' 1'} would reach Lightning as 1.0, which means all the batches; give "
-                          "2 or more batches, a fraction such as 0.1, or --trainer.fast_dev_run true for one batch "
-                          "of each")
 
 
 def refuse_what_the_data_decides(model_init_args, names: tuple[str, ...]) -> None:
@@ -87,7 +78,7 @@ def config_path(value: str) -> str:
                               "(`cnnclf configs` lists them)")
         path = shipped
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#x} at offset {error.start}); "
                           "save the config as UTF-8") from None
@@ -95,10 +86,6 @@ def config_path(value: str) -> str:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', None) or error}") from None
-    trainer = content.get("trainer") if isinstance(content, dict) else None
-    for name, value in (trainer.items() if isinstance(trainer, dict) else ()):
-        if value == 1 and type(value) is int:
-            check_batch_limit(f"--trainer.{name}", "1", where=f"{path}: trainer.{name}: 1")
     return str(path)
 
 
@@ -115,9 +102,25 @@ def check_class_name(value: str, option: str) -> None:
 PARSER_KEY = re.compile(r'\s*Parser key "([^"]+)":')
 
 
-MAIN_DESCRIPTION = ("Train, evaluate and use CNN image classifiers on pickled image datasets. Besides the "
-                    "subcommands below, `cnnclf configs` lists the configs shipped with cnnclf, which --config "
-                    "takes by name (e.g. fit --config digits).")
+MAIN_DESCRIPTION = "Train, evaluate and use CNN image classifiers on pickled image datasets."
+
+# cnnclf's own subcommands, which ``cli_main`` runs before LightningCLI: name -> (function of the arguments after
+# it, one-line help). The main help lists them beside Lightning's.
+COMMANDS = {"configs": (lambda args: print_shipped_configs(),
+                        "List the configs shipped with cnnclf, which --config takes by name (fit --config digits).")}
+
+# One line each, where Lightning's help is its docstring's first line, cut mid-sentence.
+LIGHTNING_COMMANDS = {
+    "fit": "Train a model (and with --test_after_fit test its best checkpoint).",
+    "validate": "Evaluate a checkpoint on the validation split.",
+    "test": "Evaluate a checkpoint on the test split and write its test summary.",
+    "predict": "Predict the labels of image files, or of a pickle's test split, into a CSV.",
+}
+
+# The batch limits as Lightning means them: a whole number counts batches, a float is a fraction. Its signature's
+# Optional[Union[int, float]] reaches jsonargparse as Union[float, int] (typing caches unions regardless of order),
+# which makes 1 into 1.0, all the batches.
+BATCH_LIMITS = {f"limit_{split}_batches": int | float | None for split in ("train", "val", "test", "predict")}
 
 
 class ConciseErrorParser(LightningArgumentParser):
@@ -125,12 +128,33 @@ class ConciseErrorParser(LightningArgumentParser):
 
     jsonargparse wraps the reason of a model or data argument (raised as an ``ArgumentError`` by
     the class's own parser) in every type it tried; the innermost ``ArgumentError`` is the reason.
-    The main parser (the only one made without a description) describes cnnclf, ``configs`` included,
-    which ``cli_main`` runs before LightningCLI sees the command line.
+    The main parser (the only one made without a description) describes cnnclf, its own subcommands included.
+    No option may be abbreviated: a prefix that names one option today may name another tomorrow.
     """
 
     def __init__(self, *args, description: str = MAIN_DESCRIPTION, **kwargs) -> None:
-        super().__init__(*args, description=description, **kwargs)
+        super().__init__(*args, description=description, allow_abbrev=False, **kwargs)
+
+    def add_class_arguments(self, theclass, nested_key=None, *args, skip=None, **kwargs):
+        if not (isinstance(theclass, type) and issubclass(theclass, Trainer)):
+            return super().add_class_arguments(theclass, nested_key, *args, skip=skip, **kwargs)
+        added = super().add_class_arguments(theclass, nested_key, *args, skip={*(skip or ()), *BATCH_LIMITS}, **kwargs)
+        for name, kind in BATCH_LIMITS.items():
+            self.add_argument(f"--{nested_key}.{name}", type=kind, default=None,
+                              help="batches per epoch (a whole number) or the fraction of them (a float); all: 1.0")
+        return added
+
+    def add_subcommands(self, *args, **kwargs):
+        subcommands = super().add_subcommands(*args, **kwargs)
+        add = subcommands.add_subcommand
+        for name, (_, text) in COMMANDS.items():
+            add(name, ConciseErrorParser(description=text), help=text)
+
+        def add_with_whole_help(name, parser, **options):
+            return add(name, parser, **{**options, "help": LIGHTNING_COMMANDS.get(name, options.get("help"))})
+
+        subcommands.add_subcommand = add_with_whole_help
+        return subcommands
 
     def error(self, message: str, ex: Exception | None = None):
         if not self.exit_on_error:

@@ -249,18 +249,20 @@ def write_non_utf8_config(folder: Path) -> str:
     (["fit", "--config", "{digits}", "--config", "{broken}"],
      "broken.yaml: not valid YAML at line 3, column 1: expected ',' or ']'"),
     (["fit", "--config", "{digits}", "--data.batch_size", "abc"], "data.batch_size: Expected a <class 'int'>"),
-    (["fit", "--config", "{digits}", "--trainer.limit_train_batches", "1"],
-     "--trainer.limit_train_batches 1 would reach Lightning as 1.0, which means all the batches"),
-    (["test", "--config", "{digits}", "--trainer.limit_test_batches=1"], "limit_test_batches 1 would reach"),
-    (["fit", "--config", "{digits}", "--config", "{one_batch}"],
-     "one_batch.yaml: trainer.limit_val_batches: 1 would reach Lightning as 1.0"),
+    (["fit", "--config", "{digits}", "--trainer.max_epochs", "-1"],
+     "--trainer.max_epochs -1 trains until stopped, and the cosine learning-rate schedule is planned to its last "
+     "step: give --trainer.max_epochs N or --trainer.max_steps N"),
+    (["fit", "--config", "{digits}", "--trainer.max_steps", "-3"], "`max_steps` must be a non-negative integer"),
+    (["fit", "--config", "{digits}", "--trainer.max_epoch", "2"], "unrecognized arguments: --trainer.max_epoch 2"),
+    (["fit", "--config", "{digits}", "--data.batch", "2"], "data: Option 'batch' is not accepted"),
+    (["fit", "--conf", "{digits}"], "unrecognized arguments: --conf"),
+    (["predict", "--config", "{digits}", "--weights_only", "false"], "unrecognized arguments: --weights_only false"),
 ])
 def test_errors_keep_their_reason_in_one_line(arguments, message, tmp_path):
     values = {"ckpt": str(tmp_path / "x.ckpt"), "mnist": str(CONFIGS / "mnist.yaml"),
               "digits": str(CONFIGS / "digits.yaml"), "latin1": write_non_utf8_config(tmp_path),
-              "broken": str(tmp_path / "broken.yaml"), "one_batch": str(tmp_path / "one_batch.yaml")}
+              "broken": str(tmp_path / "broken.yaml")}
     (tmp_path / "broken.yaml").write_text("trainer:\n  max_epochs: [1\n")
-    (tmp_path / "one_batch.yaml").write_text("trainer:\n  limit_train_batches: 1.0\n  limit_val_batches: 1\n")
     torch.save({"state_dict": {}}, tmp_path / "x.ckpt")
     with pytest.raises(SystemExit) as exit_info:
         cli_main([argument.format(**values) for argument in arguments]
@@ -289,13 +291,15 @@ def test_model_help_describes_every_option(architecture, own_option, capsys):
 
 NOISE = ("litlogger", "LeafSpec", "log_every_n_steps", "already configured with model summary",
          "not supported by the model summary", "The dirpath has changed", "Couldn't infer the batch indices",
-         "train_metrics", "test_metrics", "Warning", "estimate number of stepping batches")
+         "train_metrics", "test_metrics", "Warning", "estimate number of stepping batches", "GPU available",
+         "TPU available", "\r")
 
 
 def test_the_demo_prints_no_lightning_noise(tmp_path, capfd):
     fitted = run("fit", "digits", tmp_path, "--trainer.max_epochs", "1", "--config", str(CONFIGS / "presets/bf16.yaml"))
     run("test", "digits", tmp_path / "elsewhere", "--ckpt_path", fitted.trainer.checkpoint_callback.best_model_path)
-    run("predict", "digits", tmp_path, "--ckpt_path", "best")
+    cli_main(["predict", "--config", "digits", "--trainer.logger.init_args.save_dir", str(tmp_path),
+              "--ckpt_path", "best"])  # its progress bar is left on: standard output here is no terminal
     printed = capfd.readouterr()
     for noise in NOISE:
         assert noise not in printed.out + printed.err, noise
@@ -447,3 +451,73 @@ def test_predict_with_a_checkpoint_without_hyper_parameters_is_one_line(tmp_path
     text = str(exit_info.value.code)
     assert text.startswith("cnnclf: error: ") and "do not say the classes and image shape" in text, text
     assert "\n" not in text
+
+
+class StopAfterOneEpoch(L.Callback):
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        trainer.should_stop = True
+
+
+@pytest.mark.parametrize("limits", [["--trainer.max_epochs", "-1", "--model.lr_schedule", "constant",
+                                     "--trainer.callbacks+=tests.test_cli.StopAfterOneEpoch"],
+                                    ["--trainer.max_epochs", "-1", "--trainer.max_steps", "3"],
+                                    ["--trainer.max_epochs", "null", "--trainer.max_steps", "2"]])
+def test_every_epoch_limit_lightning_accepts_trains(limits, tmp_path):
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--test_after_fit", "false", *limits)
+    steps = {"3": 3, "2": 2}.get(limits[-1], fitted.trainer.num_training_batches)
+    assert fitted.trainer.global_step == steps
+
+
+def test_a_batch_limit_of_1_is_one_batch_and_1_0_all_of_them(tmp_path):
+    config = tmp_path / "one_batch.yaml"
+    config.write_text("trainer:\n  limit_val_batches: 1\n  limit_test_batches: 1.0\n")
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--config", str(config), "--trainer.max_epochs", "1",
+                 "--trainer.limit_train_batches", "1", "--trainer.limit_predict_batches=1")
+    trainer = fitted.trainer
+    assert (trainer.limit_train_batches, trainer.limit_val_batches, trainer.limit_test_batches) == (1, 1, 1.0)
+    assert type(trainer.limit_train_batches) is int and type(trainer.limit_test_batches) is float
+    assert (trainer.global_step, trainer.num_val_batches) == (1, [1]) and trainer.num_test_batches[0] > 1
+    assert trainer.limit_predict_batches == 1 and type(trainer.limit_predict_batches) is int
+
+
+@pytest.mark.parametrize("subcommand", ["test", "predict"])
+def test_weights_only_is_not_offered(subcommand, capsys):
+    with pytest.raises(SystemExit):
+        cli_main([subcommand, "--help"])
+    assert "--weights_only" not in capsys.readouterr().out
+
+
+def test_the_main_help_lists_every_subcommand_in_whole_sentences(capsys):
+    from cnnclf.argv import COMMANDS
+
+    with pytest.raises(SystemExit):
+        cli_main(["--help"])
+    printed = capsys.readouterr().out
+    subcommands = " ".join(printed.partition("Available subcommands:")[2].split())
+    for name in [*COMMANDS, "fit", "validate", "test", "predict"]:
+        assert f" {name} " in subcommands and name in printed.splitlines()[0], name
+    assert "never run on your" not in subcommands and "Useful to" not in subcommands
+    assert subcommands.count(".") >= len(COMMANDS) + 4  # each description ends its sentence
+
+
+def test_a_command_that_fails_at_once_says_nothing_of_bf16_and_one_that_runs_says_it_once(tmp_path, monkeypatch,
+                                                                                          capfd):
+    monkeypatch.setattr("cnnclf.hardware.cpu_has_bf16", lambda: False)
+    bf16 = ["--config", str(CONFIGS / "presets/bf16.yaml"), "--trainer.accelerator", "cpu"]
+    with pytest.raises(SystemExit):
+        run("fit", CONFIGS / "mnist.yaml", tmp_path, *bf16, "--data.path", str(tmp_path / "missing"))
+    assert "bf16" not in capfd.readouterr().err
+    run("fit", CONFIGS / "digits.yaml", tmp_path, *bf16, "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "2")
+    printed = capfd.readouterr()
+    assert (printed.out + printed.err).count("running in 32-true instead") == 1
+    assert "GPU available" not in printed.out + printed.err and "TPU available" not in printed.out + printed.err
+
+
+def test_a_label_smoothed_test_loss_is_logged_beside_the_plain_cross_entropy(tmp_path):
+    short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
+             "--trainer.limit_test_batches", "2"]
+    metrics = run("fit", CONFIGS / "digits.yaml", tmp_path, *short, "--model.label_smoothing", "0.3").trainer.callback_metrics
+    assert {"test/nll", "test/loss", "val/nll"} <= set(metrics) and metrics["test/nll"] != metrics["test/loss"]
+    plain = run("fit", CONFIGS / "digits.yaml", tmp_path, *short, "--test_after_fit", "false")
+    assert "val/loss" in plain.trainer.callback_metrics and "val/nll" not in plain.trainer.callback_metrics
