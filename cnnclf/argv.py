@@ -3,7 +3,8 @@
 Config names become the shipped files' paths, a shell-expanded list of image files becomes one
 list, and a predict with image files and no config gets the data module that needs only the
 checkpoint. Values that cnnclf can judge better than jsonargparse (a model name, a config
-file's encoding) are checked here, so their error names what to do.
+file's encoding) are checked here, so their error names what to do. The parser class refuses abbreviated
+options, types the batch limits as Lightning means them and lists cnnclf's own subcommands in the help.
 """
 
 import re
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import yaml
 from jsonargparse import ArgumentError
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning import Trainer
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
 from cnnclf import data, models

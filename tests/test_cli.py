@@ -385,14 +385,13 @@ def test_bf16_on_a_cpu_without_bf16_arithmetic_trains_in_fp32(native, tmp_path, 
 
 @pytest.mark.parametrize(("precision", "instead"), [("bf16-mixed", "16-mixed"), ("bf16-true", "32-true"),
                                                   ("16-mixed", "16-mixed")])
-def test_bf16_on_a_gpu_older_than_ampere_trains_in_a_native_precision(precision, instead, monkeypatch, capsys):
+def test_bf16_on_a_gpu_older_than_ampere_trains_in_a_native_precision(precision, instead, monkeypatch):
     monkeypatch.setattr("cnnclf.hardware.trains_on_cuda", lambda accelerator: True)
     monkeypatch.setattr("cnnclf.hardware.gpu_has_bf16", lambda: False)
     monkeypatch.setattr("torch.cuda.get_device_name", lambda: "Tesla T4")
     trainer = Namespace(accelerator="gpu", precision=precision, strategy="auto")
-    without_emulated_bf16(trainer)
+    said = without_emulated_bf16(trainer) or ""
     assert trainer.precision == instead
-    said = capsys.readouterr().err
     assert (f"this GPU (Tesla T4) has no bf16 arithmetic (before Ampere), where precision {precision} runs "
             f"several times slower: running in {instead} instead" in said) is (precision != instead)
 
@@ -517,7 +516,18 @@ def test_a_command_that_fails_at_once_says_nothing_of_bf16_and_one_that_runs_say
 def test_a_label_smoothed_test_loss_is_logged_beside_the_plain_cross_entropy(tmp_path):
     short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
              "--trainer.limit_test_batches", "2"]
-    metrics = run("fit", CONFIGS / "digits.yaml", tmp_path, *short, "--model.label_smoothing", "0.3").trainer.callback_metrics
-    assert {"test/nll", "test/loss", "val/nll"} <= set(metrics) and metrics["test/nll"] != metrics["test/loss"]
+    smoothed = run("fit", CONFIGS / "digits.yaml", tmp_path, *short, "--model.label_smoothing", "0.3")
+    metrics = smoothed.trainer.callback_metrics
+    assert {"test/nll", "test/loss"} <= set(metrics) and metrics["test/nll"] != metrics["test/loss"]
     plain = run("fit", CONFIGS / "digits.yaml", tmp_path, *short, "--test_after_fit", "false")
     assert "val/loss" in plain.trainer.callback_metrics and "val/nll" not in plain.trainer.callback_metrics
+
+
+def test_seed_data_without_the_shared_data_says_what_it_needs(tmp_path):
+    import subprocess
+
+    done = subprocess.run(["make", "-s", "seed-data", f"SHARED={tmp_path}", f"VENV={tmp_path}/venv"],
+                          cwd=CONFIGS.parent, capture_output=True, text=True)
+    assert done.returncode != 0 and not (tmp_path / "venv").exists()  # refused before installing anything
+    assert f"make seed-data needs {tmp_path}/data/make_seed_pickles.py" in done.stderr
+    assert "make fit DATASET=mnist DATA=folder, or pass --data.path FILE" in done.stderr
