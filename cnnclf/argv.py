@@ -105,23 +105,13 @@ PARSER_KEY = re.compile(r'\s*Parser key "([^"]+)":')
 
 MAIN_DESCRIPTION = "Train, evaluate and use CNN image classifiers on pickled image datasets."
 
-# cnnclf's own subcommands, which ``cli_main`` runs before LightningCLI: name -> (function of the arguments after
-# it, one-line help). The main help lists them beside Lightning's.
-COMMANDS = {"configs": (lambda args: print_shipped_configs(),
-                        "List the configs shipped with cnnclf, which --config takes by name (fit --config digits).")}
+# cnnclf's own subcommands, run by ``cli_main`` before LightningCLI and listed in its help: name -> (a function
+# of the arguments after the name, its help).
+COMMANDS = {"configs": (print_shipped_configs, "List the configs shipped with cnnclf; --config takes them by name.")}
 
-# One line each, where Lightning's help is its docstring's first line, cut mid-sentence.
-LIGHTNING_COMMANDS = {
-    "fit": "Train a model (and with --test_after_fit test its best checkpoint).",
-    "validate": "Evaluate a checkpoint on the validation split.",
-    "test": "Evaluate a checkpoint on the test split and write its test summary.",
-    "predict": "Predict the labels of image files, or of a pickle's test split, into a CSV.",
-}
-
-# The batch limits as Lightning means them: a whole number counts batches, a float is a fraction. Its signature's
-# Optional[Union[int, float]] reaches jsonargparse as Union[float, int] (typing caches unions regardless of order),
-# which makes 1 into 1.0, all the batches.
-BATCH_LIMITS = {f"limit_{split}_batches": int | float | None for split in ("train", "val", "test", "predict")}
+# A whole number counts batches. Lightning's Optional[Union[int, float]] reaches jsonargparse as Union[float, int]
+# (typing caches unions whatever their order), which makes 1 into 1.0, all the batches.
+BATCH_LIMITS = [f"limit_{split}_batches" for split in ("train", "val", "test", "predict")]
 
 
 class ConciseErrorParser(LightningArgumentParser):
@@ -137,24 +127,23 @@ class ConciseErrorParser(LightningArgumentParser):
         super().__init__(*args, description=description, allow_abbrev=False, **kwargs)
 
     def add_class_arguments(self, theclass, nested_key=None, *args, skip=None, **kwargs):
-        if not (isinstance(theclass, type) and issubclass(theclass, Trainer)):
-            return super().add_class_arguments(theclass, nested_key, *args, skip=skip, **kwargs)
-        added = super().add_class_arguments(theclass, nested_key, *args, skip={*(skip or ()), *BATCH_LIMITS}, **kwargs)
-        for name, kind in BATCH_LIMITS.items():
-            self.add_argument(f"--{nested_key}.{name}", type=kind, default=None,
+        trainer = isinstance(theclass, type) and issubclass(theclass, Trainer)
+        added = super().add_class_arguments(theclass, nested_key, *args, **kwargs,
+                                            skip={*(skip or ()), *(BATCH_LIMITS if trainer else ())})
+        for name in BATCH_LIMITS if trainer else ():
+            self.add_argument(f"--{nested_key}.{name}", type=int | float | None, default=None,
                               help="batches per epoch (a whole number) or the fraction of them (a float); all: 1.0")
         return added
 
     def add_subcommands(self, *args, **kwargs):
+        """Lightning's subcommands, each helped by its docstring's first sentence (not its first line), after
+        cnnclf's own."""
         subcommands = super().add_subcommands(*args, **kwargs)
         add = subcommands.add_subcommand
         for name, (_, text) in COMMANDS.items():
             add(name, ConciseErrorParser(description=text), help=text)
-
-        def add_with_whole_help(name, parser, **options):
-            return add(name, parser, **{**options, "help": LIGHTNING_COMMANDS.get(name, options.get("help"))})
-
-        subcommands.add_subcommand = add_with_whole_help
+        subcommands.add_subcommand = lambda name, parser, help=None, **options: add(
+            name, parser, help=help and help.partition(". ")[0].removesuffix(".") + ".", **options)
         return subcommands
 
     def error(self, message: str, ex: Exception | None = None):
