@@ -53,7 +53,8 @@ def test_every_config_runs_a_fast_dev_run(config, tiny_data, tmp_path, capsys):
 
 
 def test_fit_then_test_from_checkpoint_reproduces_accuracy(tmp_path):
-    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3")
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2",
+                 "--trainer.limit_train_batches", "3")
     accuracy_at_fit = fitted.trainer.callback_metrics["test/acc"].item()
     run_dir = Path(fitted.trainer.log_dir)
     for name in ("config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "test/summary.txt",
@@ -79,7 +80,7 @@ def test_fit_then_test_from_checkpoint_reproduces_accuracy(tmp_path):
 
 def test_orl_report_uses_labels_1_to_40(tiny_data, tmp_path):
     cli = run("fit", CONFIGS / "orl_fixed.yaml", tmp_path, "--data.path", str(tiny_data["orl"]),
-              "--data.resize", "[46, 46]", "--trainer.max_epochs", "1")
+              "--data.resize", "[46, 46]", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1")
     summary = json.loads((Path(cli.trainer.log_dir) / "test/summary.json").read_text())
     assert summary["class_names"] == [str(label) for label in range(1, 41)]
     assert set(summary["per_class"]) >= {"1", "40", "macro avg"} and "0" not in summary["per_class"]
@@ -112,7 +113,8 @@ def test_a_fit_of_zero_epochs_or_steps_is_refused_before_anything_is_created(lim
 
 def test_predict_writes_labels_in_the_dataset_label_space(tiny_data, tmp_path):
     run("fit", CONFIGS / "orl_fixed.yaml", tmp_path, "--data.path", str(tiny_data["orl"]),
-        "--data.resize", "[46, 46]", "--trainer.max_epochs", "1", "--test_after_fit", "false")
+        "--data.resize", "[46, 46]", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+        "--test_after_fit", "false")
     predicted = run("predict", CONFIGS / "orl_fixed.yaml", tmp_path, "--data.path", str(tiny_data["orl"]),
                     "--data.resize", "[46, 46]", "--ckpt_path", "best")
     with (Path(predicted.trainer.log_dir) / "predictions.csv").open() as stream:
@@ -123,7 +125,8 @@ def test_predict_writes_labels_in_the_dataset_label_space(tiny_data, tmp_path):
 
 
 def test_predict_on_image_files(tmp_path):
-    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false")
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false",
+                 "--trainer.limit_train_batches", "2")
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -139,7 +142,8 @@ def test_predict_on_image_files(tmp_path):
 
 
 def test_predict_needs_only_the_checkpoint_and_image_files(tmp_path, monkeypatch):
-    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false")
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false",
+                 "--trainer.limit_train_batches", "2")
     run_dir = Path(fitted.trainer.log_dir)
     images = tmp_path / "images"
     images.mkdir()
@@ -343,6 +347,7 @@ class LastCheckpointSteps(L.Callback):
 
 def test_without_validation_only_last_is_kept_every_epoch_and_stands_for_best(tmp_path):
     fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3", "--data.val_split", "0",
+                 "--trainer.limit_train_batches", "2",
                  "--trainer.callbacks+=tests.test_cli.LastCheckpointSteps")
     checkpoints = Path(fitted.trainer.log_dir) / "checkpoints"
     assert sorted(path.name for path in checkpoints.iterdir()) == ["last.ckpt"]
