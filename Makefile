@@ -7,6 +7,7 @@ PYTHON ?= python3
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 DATA   ?= data/seed
+SHARED ?= ../shared
 DATASET ?= mnist
 CONFIG ?= configs/$(DATASET)_fixed.yaml
 SWEEP  ?= configs/sweeps/digits_report_ablations.yaml
@@ -43,8 +44,12 @@ format: install ## ruff format and import order
 	$(BIN)/ruff check --fix --select I cnnclf tests bench
 	$(BIN)/ruff format cnnclf tests bench
 
-seed-data: install ## write the report-format pickles from ../shared/data into $(DATA) (git-ignored)
-	$(BIN)/python ../shared/data/make_seed_pickles.py $(DATA)
+seed-data: ## write the report-format pickles from $(SHARED)/data into $(DATA) (git-ignored)
+	@test -f $(SHARED)/data/make_seed_pickles.py || { echo "make seed-data needs $(SHARED)/data/make_seed_pickles.py \
+	(the course's data beside this repository; SHARED=folder names another). With the course's MNIST, ORL and \
+	CIFAR files, put them in one folder and run make fit DATASET=mnist DATA=folder, or pass --data.path FILE." >&2; exit 2; }
+	@$(MAKE) --no-print-directory install
+	$(BIN)/python $(SHARED)/data/make_seed_pickles.py $(DATA)
 
 bench-load: install ## load time and peak memory of the course-format int64 MNIST pickle
 	$(BIN)/python bench/load_mnist.py

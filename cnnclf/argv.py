@@ -3,7 +3,8 @@
 Config names become the shipped files' paths, a shell-expanded list of image files becomes one
 list, and a predict with image files and no config gets the data module that needs only the
 checkpoint. Values that cnnclf can judge better than jsonargparse (a model name, a config
-file's encoding) are checked here, so their error names what to do.
+file's encoding) are checked here, so their error names what to do. The parser class refuses abbreviated
+options, types the batch limits as Lightning means them and lists cnnclf's own subcommands in the help.
 """
 
 import os
@@ -12,13 +13,14 @@ import sys
 from pathlib import Path
 
 from jsonargparse import ArgumentError
+from lightning import Trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
 from cnnclf import data, models
 from cnnclf.config_text import read_yaml
 from cnnclf.errors import CnnclfError, ConfigError
-from cnnclf.shipped import shipped_config
+from cnnclf.shipped import print_shipped_configs, shipped_config
 
 CONFIG_OPTIONS = ("--config", "-c")
 LIST_OPTION = "--data.predict_files"
@@ -34,7 +36,6 @@ def prepared_arguments(args: list[str]) -> list[str]:
             args[index] = config_path(arg)
         elif index > 0 and args[index - 1] in ("--model", "--data"):
             check_class_name(arg, args[index - 1])
-        check_batch_limit(*((option, value) if equals else (args[index - 1] if index else "", arg)))
     given = {arg.partition("=")[0] for arg in args}
     asks_for_help = any(option in ("--help", "-h", "--print_config") or option.endswith(".help") for option in given)
     if args[:1] == ["predict"] and not given & {*CONFIG_OPTIONS, "--data", LIST_OPTION} and not asks_for_help:
@@ -45,15 +46,6 @@ def prepared_arguments(args: list[str]) -> list[str]:
         if not given & {*CONFIG_OPTIONS, "--model"}:  # LightningCLI replaces it with the class the checkpoint names
             args.append("--model=cnnclf.models.ImageClassifier")
     return args
-
-
-def check_batch_limit(option: str, value: str, where: str | None = None) -> None:
-    """``--trainer.limit_*_batches 1`` (or 1 in a config) reaches Lightning as 1.0, all the batches: the
-    parser tries the signature's float before its int. Any other whole number still counts batches."""
-    if re.fullmatch(r"--trainer\.limit_(train|val|test|predict)_batches", option) and value.strip() == "1":
-        raise ConfigError(f"{where or option + ' 1'} would reach Lightning as 1.0, which means all the batches; give "
-                          "2 or more batches, a fraction such as 0.1, or --trainer.fast_dev_run true for one batch "
-                          "of each")
 
 
 def refuse_what_the_data_decides(model_init_args, names: tuple[str, ...]) -> None:
@@ -89,14 +81,10 @@ def config_path(value: str) -> str:
                               "(`cnnclf configs` lists them)")
         path = shipped
     try:
-        content = read_yaml(path.read_text(encoding="utf-8"), str(path))
+        read_yaml(path.read_text(encoding="utf-8"), str(path))  # bounded, and its errors name the file
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#x} at offset {error.start}); "
                           "save the config as UTF-8") from None
-    trainer = content.get("trainer") if isinstance(content, dict) else None
-    for name, value in (trainer.items() if isinstance(trainer, dict) else ()):
-        if value == 1 and type(value) is int:
-            check_batch_limit(f"--trainer.{name}", "1", where=f"{path}: trainer.{name}: 1")
     return str(path)
 
 
@@ -113,9 +101,15 @@ def check_class_name(value: str, option: str) -> None:
 PARSER_KEY = re.compile(r'\s*Parser key "([^"]+)":')
 
 
-MAIN_DESCRIPTION = ("Train, evaluate and use CNN image classifiers on pickled image datasets. Besides the "
-                    "subcommands below, `cnnclf configs` lists the configs shipped with cnnclf, which --config "
-                    "takes by name (e.g. fit --config digits).")
+MAIN_DESCRIPTION = "Train, evaluate and use CNN image classifiers on pickled image datasets."
+
+# cnnclf's own subcommands, run by ``cli_main`` before LightningCLI and listed in its help: name -> (a function
+# of the arguments after the name, its help).
+COMMANDS = {"configs": (print_shipped_configs, "List the configs shipped with cnnclf; --config takes them by name.")}
+
+# A whole number counts batches. Lightning's Optional[Union[int, float]] reaches jsonargparse as Union[float, int]
+# (typing caches unions whatever their order), which makes 1 into 1.0, all the batches.
+BATCH_LIMITS = [f"limit_{split}_batches" for split in ("train", "val", "test", "predict")]
 
 
 class ConciseErrorParser(LightningArgumentParser):
@@ -123,12 +117,32 @@ class ConciseErrorParser(LightningArgumentParser):
 
     jsonargparse wraps the reason of a model or data argument (raised as an ``ArgumentError`` by
     the class's own parser) in every type it tried; the innermost ``ArgumentError`` is the reason.
-    The main parser (the only one made without a description) describes cnnclf, ``configs`` included,
-    which ``cli_main`` runs before LightningCLI sees the command line.
+    The main parser (the only one made without a description) describes cnnclf, its own subcommands included.
+    No option may be abbreviated: a prefix that names one option today may name another tomorrow.
     """
 
     def __init__(self, *args, description: str = MAIN_DESCRIPTION, **kwargs) -> None:
-        super().__init__(*args, description=description, **kwargs)
+        super().__init__(*args, description=description, allow_abbrev=False, **kwargs)
+
+    def add_class_arguments(self, theclass, nested_key=None, *args, skip=None, **kwargs):
+        trainer = isinstance(theclass, type) and issubclass(theclass, Trainer)
+        added = super().add_class_arguments(theclass, nested_key, *args, **kwargs,
+                                            skip={*(skip or ()), *(BATCH_LIMITS if trainer else ())})
+        for name in BATCH_LIMITS if trainer else ():
+            self.add_argument(f"--{nested_key}.{name}", type=int | float | None, default=None,
+                              help="batches per epoch (a whole number) or the fraction of them (a float); all: 1.0")
+        return added
+
+    def add_subcommands(self, *args, **kwargs):
+        """Lightning's subcommands, each helped by its docstring's first sentence (not its first line), after
+        cnnclf's own."""
+        subcommands = super().add_subcommands(*args, **kwargs)
+        add = subcommands.add_subcommand
+        for name, (_, text) in COMMANDS.items():
+            add(name, ConciseErrorParser(description=text), help=text)
+        subcommands.add_subcommand = lambda name, parser, help=None, **options: add(
+            name, parser, help=help and help.partition(". ")[0].removesuffix(".") + ".", **options)
+        return subcommands
 
     def error(self, message: str, ex: Exception | None = None):
         if not self.exit_on_error:

@@ -6,17 +6,15 @@ also takes ``best`` or ``last``; test, validate and predict write into the run t
 checkpoint (``cnnclf.checkpoints`` holds how checkpoints are found, read, written and resumed).
 """
 
-import pydoc
 import signal
 import sys
 
 import torch
-from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cnnclf import checkpoints, models
-from cnnclf.argv import ConciseErrorParser, prepared_arguments, refuse_what_the_data_decides, user_error_in
+from cnnclf.argv import COMMANDS, ConciseErrorParser, prepared_arguments, refuse_what_the_data_decides, user_error_in
 from cnnclf.callbacks import FitTimer, LayerTable, NonFiniteLossGuard, PredictionCSV, TestSummary
 from cnnclf.checkpoints import (
     UNNAMED_EXPERIMENT,
@@ -30,8 +28,8 @@ from cnnclf.data import PickledImageDataModule
 from cnnclf.errors import ConfigError
 from cnnclf.hardware import fit_to_this_machine
 from cnnclf.models import ImageClassifier
-from cnnclf.noise import silence_lightning_noise
-from cnnclf.shipped import print_shipped_configs
+from cnnclf.models.optimization import check_schedule_has_an_end
+from cnnclf.noise import progress_bar_for_this_output, silence_lightning_noise
 
 # Data module properties, read into the model's same-named arguments: the first read loads and checks the file.
 FROM_THE_DATA = ("num_classes", "image_shape", "class_names", "input_mean", "input_std")
@@ -45,6 +43,11 @@ TRAINER_DEFAULTS = {
 
 
 class CnnclfCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # weights_only: every checkpoint loads with weights_only=True whatever it says, so the option is not offered.
+        return {name: {*skipped, "weights_only"} for name, skipped in LightningCLI.subcommands().items()}
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(RunCheckpoints, "checkpoint")
         parser.add_lightning_class_args(NonFiniteLossGuard, "nonfinite_guard")
@@ -76,12 +79,11 @@ class CnnclfCLI(LightningCLI):
         checkpoints.check_training_left(config, subcommand)
 
     def before_instantiate_classes(self) -> None:
-        trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
-        fit_to_this_machine(trainer)
-        if trainer.enable_progress_bar is False and trainer.callbacks:
-            # A preset's progress bar (there for its refresh rate) gives way to a run that asks for none.
-            trainer.callbacks = [callback for callback in trainer.callbacks
-                                 if not issubclass(pydoc.locate(callback.class_path), ProgressBar)]
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand == "fit" and not config.trainer.fast_dev_run:
+            check_schedule_has_an_end(config.model.init_args.get("lr_schedule"), config.trainer)
+        self.fallback = fit_to_this_machine(config.trainer)
+        progress_bar_for_this_output(config.trainer)
 
     def before_fit(self) -> None:
         self.before_running()
@@ -103,6 +105,8 @@ class CnnclfCLI(LightningCLI):
 
     def before_running(self) -> None:
         """Refuses a checkpoint that cannot be restored into the model, before the command writes into a run."""
+        if self.fallback and self.trainer.is_global_zero:  # said once, by a command under way, not by one that fails
+            print(self.fallback, file=sys.stderr)
         ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
         if ckpt_path is not None:
             check_restorable(ckpt_path, self.model)
@@ -118,8 +122,8 @@ def cli_main(args: list[str] | None = None) -> CnnclfCLI | None:
     whose ``trainer``, ``model`` and ``datamodule`` hold the finished run."""
     from_command_line = args is None
     args = list(sys.argv[1:] if from_command_line else args)
-    if args[:1] == ["configs"]:
-        return print_shipped_configs()
+    if args[:1] and args[0] in COMMANDS:
+        return COMMANDS[args[0]][0](args[1:])
     silence_lightning_noise(evaluating=args[:1] != ["fit"])
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on recent NVIDIA GPUs

@@ -8,10 +8,10 @@ import torch
 from cnnclf.errors import ConfigError
 
 
-def fit_to_this_machine(trainer) -> None:
-    """Check and adjust the trainer config before anything is built."""
+def fit_to_this_machine(trainer) -> str | None:
+    """Check and adjust the trainer config before anything is built; returns what to tell the user, if anything."""
     check_gpu_present(trainer.accelerator)
-    without_emulated_bf16(trainer)
+    return without_emulated_bf16(trainer)
 
 
 def check_gpu_present(accelerator) -> None:
@@ -24,26 +24,26 @@ def check_gpu_present(accelerator) -> None:
                           "or install a CUDA build of torch (pytorch.org's install selector)")
 
 
-def without_emulated_bf16(trainer) -> None:
+def without_emulated_bf16(trainer) -> str | None:
     """Set the trainer config's precision to one this machine computes natively where bf16 would be emulated,
-    saying so: 32-true on a CPU without bf16 arithmetic, 16-mixed on a GPU older than Ampere (a T4, a V100).
+    returning the sentence that says so: 32-true on a CPU without bf16 arithmetic, 16-mixed on a GPU older than
+    Ampere (a T4, a V100).
 
     Emulated bf16 is several times slower: a recipe that asks for bf16 to be fast must not become the
     slowest way to run.
     """
     precision = str(trainer.precision)
     if not precision.startswith("bf16"):
-        return
+        return None
     if trains_on_cpu(trainer.accelerator) and not cpu_has_bf16():
         where, instead = "this CPU has no bf16 arithmetic (AVX-512 or AMX)", "32-true"
     elif trains_on_cuda(trainer.accelerator) and may_start_cuda(trainer.strategy) and not gpu_has_bf16():
         where = f"this GPU ({torch.cuda.get_device_name()}) has no bf16 arithmetic (before Ampere)"
         instead = "16-mixed" if precision == "bf16-mixed" else "32-true"
     else:
-        return
-    print(f"cnnclf: {where}, where precision {precision} runs several times slower: running in {instead} instead",
-          file=sys.stderr)
+        return None
     trainer.precision = instead
+    return f"cnnclf: {where}, where precision {precision} runs several times slower: running in {instead} instead"
 
 
 def trains_on_cpu(accelerator) -> bool:

@@ -1,10 +1,15 @@
 """Lightning's messages that a cnnclf user cannot act on, silenced one by one by their text.
 
-Each one is named here, not all warnings: anything new from Lightning or torch still shows.
+Each one is named here, not all warnings: anything new from Lightning or torch still shows. A progress bar
+redrawn with carriage returns is noise in a log: it shows only on a terminal.
 """
 
 import logging
+import pydoc
+import sys
 import warnings
+
+from lightning.pytorch.callbacks import ProgressBar
 
 WARNINGS = (
     # cli_main(args) is how tests and notebooks run the CLI, whatever their own process's argv.
@@ -29,6 +34,8 @@ EVALUATION_WARNINGS = (
 
 INFO_MESSAGES = (
     "💡 Tip: For seamless cloud logging",  # an advertisement
+    # Lightning's device report; a GPU that is there but unused is still said (Lightning warns of it).
+    "GPU available: False", "TPU available: False",
     "Loading `train_dataloader` to estimate number of stepping batches",  # step-wise schedules count the steps
 )
 
@@ -47,3 +54,13 @@ def silence_lightning_noise(evaluating: bool) -> None:
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info logs
     if not any(isinstance(existing, DropMessages) for existing in logger.filters):
         logger.addFilter(DropMessages())
+
+
+def progress_bar_for_this_output(trainer) -> None:
+    """No progress bar where standard output (Lightning's bars write there) is not a terminal, nor where the
+    config asks for none: then a preset's progress bar (there for its refresh rate) gives way too."""
+    if not sys.stdout.isatty():
+        trainer.enable_progress_bar = False
+    if trainer.enable_progress_bar is False and trainer.callbacks:
+        trainer.callbacks = [callback for callback in trainer.callbacks
+                             if not issubclass(pydoc.locate(callback.class_path), ProgressBar)]

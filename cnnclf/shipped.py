@@ -34,8 +34,8 @@ def purpose(path: Path) -> str:
     return first.removeprefix("#").strip() if first.startswith("#") else ""
 
 
-def print_shipped_configs() -> None:
-    """``cnnclf configs``."""
+def print_shipped_configs(args: list[str]) -> None:
+    """``cnnclf configs`` (it reads no arguments)."""
     configs = shipped_configs()
     width = max(map(len, configs))
     print(f"Configs shipped with cnnclf ({configs_folder()}); pass one by name, e.g. --config digits:")

@@ -53,7 +53,8 @@ def test_every_config_runs_a_fast_dev_run(config, tiny_data, tmp_path, capsys):
 
 
 def test_fit_then_test_from_checkpoint_reproduces_accuracy(tmp_path):
-    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3")
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2",
+                 "--trainer.limit_train_batches", "3")
     accuracy_at_fit = fitted.trainer.callback_metrics["test/acc"].item()
     run_dir = Path(fitted.trainer.log_dir)
     for name in ("config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "test/summary.txt",
@@ -79,7 +80,7 @@ def test_fit_then_test_from_checkpoint_reproduces_accuracy(tmp_path):
 
 def test_orl_report_uses_labels_1_to_40(tiny_data, tmp_path):
     cli = run("fit", CONFIGS / "orl_fixed.yaml", tmp_path, "--data.path", str(tiny_data["orl"]),
-              "--data.resize", "[46, 46]", "--trainer.max_epochs", "1")
+              "--data.resize", "[46, 46]", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1")
     summary = json.loads((Path(cli.trainer.log_dir) / "test/summary.json").read_text())
     assert summary["class_names"] == [str(label) for label in range(1, 41)]
     assert set(summary["per_class"]) >= {"1", "40", "macro avg"} and "0" not in summary["per_class"]
@@ -112,7 +113,8 @@ def test_a_fit_of_zero_epochs_or_steps_is_refused_before_anything_is_created(lim
 
 def test_predict_writes_labels_in_the_dataset_label_space(tiny_data, tmp_path):
     run("fit", CONFIGS / "orl_fixed.yaml", tmp_path, "--data.path", str(tiny_data["orl"]),
-        "--data.resize", "[46, 46]", "--trainer.max_epochs", "1", "--test_after_fit", "false")
+        "--data.resize", "[46, 46]", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+        "--test_after_fit", "false")
     predicted = run("predict", CONFIGS / "orl_fixed.yaml", tmp_path, "--data.path", str(tiny_data["orl"]),
                     "--data.resize", "[46, 46]", "--ckpt_path", "best")
     with (Path(predicted.trainer.log_dir) / "predictions.csv").open() as stream:
@@ -123,7 +125,8 @@ def test_predict_writes_labels_in_the_dataset_label_space(tiny_data, tmp_path):
 
 
 def test_predict_on_image_files(tmp_path):
-    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false")
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false",
+                 "--trainer.limit_train_batches", "2")
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -139,7 +142,8 @@ def test_predict_on_image_files(tmp_path):
 
 
 def test_predict_needs_only_the_checkpoint_and_image_files(tmp_path, monkeypatch):
-    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false")
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false",
+                 "--trainer.limit_train_batches", "2")
     run_dir = Path(fitted.trainer.log_dir)
     images = tmp_path / "images"
     images.mkdir()
@@ -249,18 +253,20 @@ def write_non_utf8_config(folder: Path) -> str:
     (["fit", "--config", "{digits}", "--config", "{broken}"],
      "broken.yaml: not valid YAML at line 3, column 1: did not find expected ',' or ']'"),
     (["fit", "--config", "{digits}", "--data.batch_size", "abc"], "data.batch_size: Expected a <class 'int'>"),
-    (["fit", "--config", "{digits}", "--trainer.limit_train_batches", "1"],
-     "--trainer.limit_train_batches 1 would reach Lightning as 1.0, which means all the batches"),
-    (["test", "--config", "{digits}", "--trainer.limit_test_batches=1"], "limit_test_batches 1 would reach"),
-    (["fit", "--config", "{digits}", "--config", "{one_batch}"],
-     "one_batch.yaml: trainer.limit_val_batches: 1 would reach Lightning as 1.0"),
+    (["fit", "--config", "{digits}", "--trainer.max_epochs", "-1"],
+     "--trainer.max_epochs -1 trains until stopped, and the cosine learning-rate schedule is planned to its last "
+     "step: give --trainer.max_epochs N or --trainer.max_steps N"),
+    (["fit", "--config", "{digits}", "--trainer.max_steps", "-3"], "`max_steps` must be a non-negative integer"),
+    (["fit", "--config", "{digits}", "--trainer.max_epoch", "2"], "unrecognized arguments: --trainer.max_epoch 2"),
+    (["fit", "--config", "{digits}", "--data.batch", "2"], "data: Option 'batch' is not accepted"),
+    (["fit", "--conf", "{digits}"], "unrecognized arguments: --conf"),
+    (["predict", "--config", "{digits}", "--weights_only", "false"], "unrecognized arguments: --weights_only false"),
 ])
 def test_errors_keep_their_reason_in_one_line(arguments, message, tmp_path):
     values = {"ckpt": str(tmp_path / "x.ckpt"), "mnist": str(CONFIGS / "mnist.yaml"),
               "digits": str(CONFIGS / "digits.yaml"), "latin1": write_non_utf8_config(tmp_path),
-              "broken": str(tmp_path / "broken.yaml"), "one_batch": str(tmp_path / "one_batch.yaml")}
+              "broken": str(tmp_path / "broken.yaml")}
     (tmp_path / "broken.yaml").write_text("trainer:\n  max_epochs: [1\n")
-    (tmp_path / "one_batch.yaml").write_text("trainer:\n  limit_train_batches: 1.0\n  limit_val_batches: 1\n")
     torch.save({"state_dict": {}}, tmp_path / "x.ckpt")
     with pytest.raises(SystemExit) as exit_info:
         cli_main([argument.format(**values) for argument in arguments]
@@ -289,13 +295,15 @@ def test_model_help_describes_every_option(architecture, own_option, capsys):
 
 NOISE = ("litlogger", "LeafSpec", "log_every_n_steps", "already configured with model summary",
          "not supported by the model summary", "The dirpath has changed", "Couldn't infer the batch indices",
-         "train_metrics", "test_metrics", "Warning", "estimate number of stepping batches")
+         "train_metrics", "test_metrics", "Warning", "estimate number of stepping batches", "GPU available",
+         "TPU available", "\r")
 
 
 def test_the_demo_prints_no_lightning_noise(tmp_path, capfd):
     fitted = run("fit", "digits", tmp_path, "--trainer.max_epochs", "1", "--config", str(CONFIGS / "presets/bf16.yaml"))
     run("test", "digits", tmp_path / "elsewhere", "--ckpt_path", fitted.trainer.checkpoint_callback.best_model_path)
-    run("predict", "digits", tmp_path, "--ckpt_path", "best")
+    cli_main(["predict", "--config", "digits", "--trainer.logger.init_args.save_dir", str(tmp_path),
+              "--ckpt_path", "best"])  # its progress bar is left on: standard output here is no terminal
     printed = capfd.readouterr()
     for noise in NOISE:
         assert noise not in printed.out + printed.err, noise
@@ -339,6 +347,7 @@ class LastCheckpointSteps(L.Callback):
 
 def test_without_validation_only_last_is_kept_every_epoch_and_stands_for_best(tmp_path):
     fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3", "--data.val_split", "0",
+                 "--trainer.limit_train_batches", "2",
                  "--trainer.callbacks+=tests.test_cli.LastCheckpointSteps")
     checkpoints = Path(fitted.trainer.log_dir) / "checkpoints"
     assert sorted(path.name for path in checkpoints.iterdir()) == ["last.ckpt"]
@@ -381,14 +390,13 @@ def test_bf16_on_a_cpu_without_bf16_arithmetic_trains_in_fp32(native, tmp_path, 
 
 @pytest.mark.parametrize(("precision", "instead"), [("bf16-mixed", "16-mixed"), ("bf16-true", "32-true"),
                                                   ("16-mixed", "16-mixed")])
-def test_bf16_on_a_gpu_older_than_ampere_trains_in_a_native_precision(precision, instead, monkeypatch, capsys):
+def test_bf16_on_a_gpu_older_than_ampere_trains_in_a_native_precision(precision, instead, monkeypatch):
     monkeypatch.setattr("cnnclf.hardware.trains_on_cuda", lambda accelerator: True)
     monkeypatch.setattr("cnnclf.hardware.gpu_has_bf16", lambda: False)
     monkeypatch.setattr("torch.cuda.get_device_name", lambda: "Tesla T4")
     trainer = Namespace(accelerator="gpu", precision=precision, strategy="auto")
-    without_emulated_bf16(trainer)
+    said = without_emulated_bf16(trainer) or ""
     assert trainer.precision == instead
-    said = capsys.readouterr().err
     assert (f"this GPU (Tesla T4) has no bf16 arithmetic (before Ampere), where precision {precision} runs "
             f"several times slower: running in {instead} instead" in said) is (precision != instead)
 
@@ -447,3 +455,84 @@ def test_predict_with_a_checkpoint_without_hyper_parameters_is_one_line(tmp_path
     text = str(exit_info.value.code)
     assert text.startswith("cnnclf: error: ") and "do not say the classes and image shape" in text, text
     assert "\n" not in text
+
+
+class StopAfterOneEpoch(L.Callback):
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        trainer.should_stop = True
+
+
+@pytest.mark.parametrize("limits", [["--trainer.max_epochs", "-1", "--model.lr_schedule", "constant",
+                                     "--trainer.callbacks+=tests.test_cli.StopAfterOneEpoch"],
+                                    ["--trainer.max_epochs", "-1", "--trainer.max_steps", "3"],
+                                    ["--trainer.max_epochs", "null", "--trainer.max_steps", "2"]])
+def test_every_epoch_limit_lightning_accepts_trains(limits, tmp_path):
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--test_after_fit", "false", *limits)
+    steps = {"3": 3, "2": 2}.get(limits[-1], fitted.trainer.num_training_batches)
+    assert fitted.trainer.global_step == steps
+
+
+def test_a_batch_limit_of_1_is_one_batch_and_1_0_all_of_them(tmp_path):
+    config = tmp_path / "one_batch.yaml"
+    config.write_text("trainer:\n  limit_val_batches: 1\n  limit_test_batches: 1.0\n")
+    fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--config", str(config), "--trainer.max_epochs", "1",
+                 "--trainer.limit_train_batches", "1", "--trainer.limit_predict_batches=1")
+    trainer = fitted.trainer
+    assert (trainer.limit_train_batches, trainer.limit_val_batches, trainer.limit_test_batches) == (1, 1, 1.0)
+    assert type(trainer.limit_train_batches) is int and type(trainer.limit_test_batches) is float
+    assert (trainer.global_step, trainer.num_val_batches) == (1, [1]) and trainer.num_test_batches[0] > 1
+    assert trainer.limit_predict_batches == 1 and type(trainer.limit_predict_batches) is int
+
+
+@pytest.mark.parametrize("subcommand", ["test", "predict"])
+def test_weights_only_is_not_offered(subcommand, capsys):
+    with pytest.raises(SystemExit):
+        cli_main([subcommand, "--help"])
+    assert "--weights_only" not in capsys.readouterr().out
+
+
+def test_the_main_help_lists_every_subcommand_in_whole_sentences(capsys):
+    from cnnclf.argv import COMMANDS
+
+    with pytest.raises(SystemExit):
+        cli_main(["--help"])
+    printed = capsys.readouterr().out
+    subcommands = " ".join(printed.partition("Available subcommands:")[2].split())
+    for name in [*COMMANDS, "fit", "validate", "test", "predict"]:
+        assert f" {name} " in subcommands and name in printed.splitlines()[0], name
+    assert "never run on your" not in subcommands and "Useful to" not in subcommands
+    assert subcommands.count(".") >= len(COMMANDS) + 4  # each description ends its sentence
+
+
+def test_a_command_that_fails_at_once_says_nothing_of_bf16_and_one_that_runs_says_it_once(tmp_path, monkeypatch,
+                                                                                          capfd):
+    monkeypatch.setattr("cnnclf.hardware.cpu_has_bf16", lambda: False)
+    bf16 = ["--config", str(CONFIGS / "presets/bf16.yaml"), "--trainer.accelerator", "cpu"]
+    with pytest.raises(SystemExit):
+        run("fit", CONFIGS / "mnist.yaml", tmp_path, *bf16, "--data.path", str(tmp_path / "missing"))
+    assert "bf16" not in capfd.readouterr().err
+    run("fit", CONFIGS / "digits.yaml", tmp_path, *bf16, "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "2")
+    printed = capfd.readouterr()
+    assert (printed.out + printed.err).count("running in 32-true instead") == 1
+    assert "GPU available" not in printed.out + printed.err and "TPU available" not in printed.out + printed.err
+
+
+def test_a_label_smoothed_test_loss_is_logged_beside_the_plain_cross_entropy(tmp_path):
+    short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
+             "--trainer.limit_test_batches", "2"]
+    smoothed = run("fit", CONFIGS / "digits.yaml", tmp_path, *short, "--model.label_smoothing", "0.3")
+    metrics = smoothed.trainer.callback_metrics
+    assert {"test/nll", "test/loss"} <= set(metrics) and metrics["test/nll"] != metrics["test/loss"]
+    plain = run("fit", CONFIGS / "digits.yaml", tmp_path, *short, "--test_after_fit", "false")
+    assert "val/loss" in plain.trainer.callback_metrics and "val/nll" not in plain.trainer.callback_metrics
+
+
+def test_seed_data_without_the_shared_data_says_what_it_needs(tmp_path):
+    import subprocess
+
+    done = subprocess.run(["make", "-s", "seed-data", f"SHARED={tmp_path}", f"VENV={tmp_path}/venv"],
+                          cwd=CONFIGS.parent, capture_output=True, text=True)
+    assert done.returncode != 0 and not (tmp_path / "venv").exists()  # refused before installing anything
+    assert f"make seed-data needs {tmp_path}/data/make_seed_pickles.py" in done.stderr
+    assert "make fit DATASET=mnist DATA=folder, or pass --data.path FILE" in done.stderr

@@ -27,6 +27,14 @@ def check_optimization_options(lr: float, momentum: float, weight_decay: float, 
         raise ConfigError(f"momentum and weight_decay must be >= 0, found {momentum} and {weight_decay}")
 
 
+def check_schedule_has_an_end(lr_schedule: str | None, trainer) -> None:
+    """A schedule planned in steps needs a last step: Lightning's ``max_epochs -1`` trains until stopped."""
+    if lr_schedule not in (None, "constant") and trainer.max_epochs == -1 and trainer.max_steps == -1:
+        raise ConfigError(f"--trainer.max_epochs -1 trains until stopped, and the {lr_schedule} learning-rate schedule "
+                          "is planned to its last step: give --trainer.max_epochs N or --trainer.max_steps N, or "
+                          "--model.lr_schedule constant")
+
+
 def optimizer_and_schedule(model: L.LightningModule):
     """What ``configure_optimizers`` returns for ``model``'s options; a schedule steps every batch."""
     hp = model.hparams
