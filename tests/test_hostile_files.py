@@ -7,6 +7,7 @@ the test run; the child reports each file's message and its own peak memory (eac
 unpickled in a reader process of its own, whose address space ``cnnclf.data.convert`` limits).
 """
 
+import io
 import json
 import os
 import pickle
@@ -543,3 +544,12 @@ def test_a_prediction_output_that_is_a_folder_is_one_line(formula_checkpoint, tm
     text = _one_line_exit("predict", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", str(formula_checkpoint),
                           "--prediction_csv.output", str(tmp_path))
     assert f"--prediction_csv.output {tmp_path}: cannot be written: Is a directory" in text
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 5])
+def test_the_image_grid_draws_any_channel_count(channels):
+    from cnnclf.evaluation import plot_predictions
+
+    images = torch.rand(3, channels, 6, 6)
+    figure = plot_predictions(images, torch.tensor([0, 1, 0]), torch.tensor([0, 0, 0]), torch.rand(3), ["a", "b"], "t")
+    figure.savefig(io.BytesIO(), format="png")
