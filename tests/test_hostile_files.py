@@ -553,3 +553,18 @@ def test_the_image_grid_draws_any_channel_count(channels):
     images = torch.rand(3, channels, 6, 6)
     figure = plot_predictions(images, torch.tensor([0, 1, 0]), torch.tensor([0, 0, 0]), torch.rand(3), ["a", "b"], "t")
     figure.savefig(io.BytesIO(), format="png")
+
+
+def test_testing_a_finished_run_on_other_data_never_replaces_its_results(tiny_data, tmp_path):
+    fitted = run("fit", CONFIGS / "mnist.yaml", tmp_path, "--data.path", str(tiny_data["mnist"]), "--trainer.max_epochs",
+                 "1", "--trainer.limit_train_batches", "2", "--test_after_fit", "true", "--data.cache", "false")
+    run_dir = Path(fitted.trainer.log_dir)
+    own = (run_dir / "test" / "summary.json").read_bytes()
+    other = tmp_path / "other" / "MNIST"
+    other.parent.mkdir()
+    other.write_bytes(tiny_data["mnist"].read_bytes())
+    run("test", CONFIGS / "mnist.yaml", tmp_path, "--data.path", str(other), "--ckpt_path",
+        str(sorted((run_dir / "checkpoints").glob("*.ckpt"))[0]), "--data.cache", "false")
+    assert (run_dir / "test" / "summary.json").read_bytes() == own
+    (beside,) = run_dir.glob("test-MNIST-*")
+    assert (beside / "summary.json").is_file()
