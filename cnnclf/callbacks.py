@@ -5,6 +5,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from torchmetrics import Metric, MetricCollection
 
 from cnnclf.config_text import read_yaml
 from cnnclf.csv_cells import safe_cell
-from cnnclf.errors import CnnclfError, ConfigError, NonFiniteLossError
+from cnnclf.errors import CheckpointError, CnnclfError, ConfigError, NonFiniteLossError
 from cnnclf.evaluation import (
     most_confused,
     most_confused_text,
@@ -287,6 +288,9 @@ class PredictionCSV(BasePredictionWriter):
         path = Path(self.output) if self.output else run_directory(trainer) / "predictions.csv"
         if not trainer.is_global_zero:
             return
+        if not all(math.isfinite(confidence) for _, confidence in rows):
+            raise CheckpointError(f"{trainer.ckpt_path or 'the model'}: its outputs are NaN or infinite for "
+                                  f"{sum(not math.isfinite(c) for _, c in rows)} of {len(rows)} images; nothing written")
         names = class_names(pl_module)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

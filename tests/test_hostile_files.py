@@ -568,3 +568,15 @@ def test_testing_a_finished_run_on_other_data_never_replaces_its_results(tiny_da
     assert (run_dir / "test" / "summary.json").read_bytes() == own
     (beside,) = run_dir.glob("test-MNIST-*")
     assert (beside / "summary.json").is_file()
+
+
+def test_predictions_that_are_not_finite_are_an_error_naming_the_checkpoint(formula_checkpoint, tmp_path):
+    """Weights finite but so large that the logits overflow: the outputs are checked too."""
+    content = torch.load(formula_checkpoint, weights_only=True)
+    last = [name for name, tensor in content["state_dict"].items() if name.startswith("net.") and tensor.ndim == 2][-1]
+    content["state_dict"][last].fill_(3e38)
+    path = tmp_path / "overflow.ckpt"
+    torch.save(content, path)
+    text = _one_line_exit("predict", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", str(path))
+    assert f"{path}: its outputs are NaN or infinite for " in text and "nothing written" in text
+    assert not list(tmp_path.rglob("predictions.csv"))
