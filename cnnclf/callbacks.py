@@ -289,8 +289,9 @@ class PredictionCSV(BasePredictionWriter):
         if not trainer.is_global_zero:
             return
         if not all(math.isfinite(confidence) for _, confidence in rows):
-            raise CheckpointError(f"{trainer.ckpt_path or 'the model'}: its outputs are NaN or infinite for "
-                                  f"{sum(not math.isfinite(c) for _, c in rows)} of {len(rows)} images; nothing written")
+            bad = sum(not math.isfinite(confidence) for _, confidence in rows)
+            raise CheckpointError(f"{trainer.ckpt_path or 'the model'}: its outputs are NaN or infinite for {bad} of "
+                                  f"{len(rows)} images; nothing written")
         names = class_names(pl_module)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
