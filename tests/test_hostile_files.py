@@ -612,8 +612,9 @@ def _hostile_inputs(folder: Path, tiny_mnist: Path) -> dict[str, list[str]]:
                            str(_nan_weights(folder / "nan.ckpt"))],
         "30000_classes": ["test", "--config", str(CONFIGS / "digits.yaml"), "--ckpt_path",
                           str(_checkpoint(folder / "classes.ckpt", num_classes=30_000))],
-        "5_channels": [*fit, "--data.path", pickle_of("five", report_records(8, (8, 8, 5), [0, 1])),
-                       "--test_after_fit", "true", "--model", "cnnclf.models.ConvBNNet"],
+        "5_channels": [*fit, "--data", "cnnclf.data.PickledImageDataModule", "--data.path",
+                       pickle_of("five", report_records(8, (8, 8, 5), [0, 1])), "--test_after_fit", "true",
+                       "--model", "cnnclf.models.ConvBNNet"],
     }
 
 
