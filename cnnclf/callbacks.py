@@ -2,8 +2,10 @@
 fit time, the layer table, the test summary, the predictions CSV."""
 
 import csv
+import hashlib
 import io
 import json
+import math
 import time
 from pathlib import Path
 
@@ -15,8 +17,9 @@ from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
+from cnnclf.config_text import read_yaml
 from cnnclf.csv_cells import safe_cell
-from cnnclf.errors import ConfigError, NonFiniteLossError
+from cnnclf.errors import CheckpointError, CnnclfError, ConfigError, NonFiniteLossError
 from cnnclf.evaluation import (
     most_confused,
     most_confused_text,
@@ -161,12 +164,27 @@ class LayerTable(L.Callback):
             print(NetworkSummary(pl_module, max_depth=self.max_depth))
 
 
+def test_folder(run: Path, data_path: str | None) -> Path:
+    """``test`` in the run for its own data (that of its ``config.yaml``); for other data a folder beside
+    it named by that data, so that testing a finished run's checkpoint elsewhere never replaces its results."""
+    try:
+        trained_on = read_yaml((run / "config.yaml").read_text(encoding="utf-8"), str(run / "config.yaml"))
+        trained_on = trained_on["data"]["init_args"]["path"]
+    except (OSError, CnnclfError, KeyError, TypeError, UnicodeDecodeError):
+        trained_on = None  # no run config (a Python caller's Trainer): the run is this process's own
+    if data_path is None or trained_on is None or Path(trained_on).resolve() == Path(data_path).resolve():
+        return run / "test"
+    digest = hashlib.sha256(str(Path(data_path).resolve()).encode()).hexdigest()[:8]
+    return run / f"test-{Path(data_path).name[:40]}-{digest}"
+
+
 class TestSummary(L.Callback):
     """After ``test``: prints and saves the per-class scores, the most-confused class pairs, the confusion
     matrix and the highest-loss test images.
 
     Writes ``test/summary.txt``, ``test/summary.json`` (both name the tested checkpoint),
-    ``test/confusion_matrix.png`` and ``test/top_losses.png`` into the run directory (nothing in a
+    ``test/confusion_matrix.png`` and ``test/top_losses.png`` into the run directory (``test-<data>-<digest>/``
+    for data other than the run's own: ``test_folder``; nothing in a
     ``fast_dev_run``, which has none) and logs both figures to TensorBoard. Labels are the dataset's
     own (ORL 1..40), taken from the model's ``class_names``. The ``top_losses`` highest-loss images
     are kept as a running selection on the device while testing and gathered from every process
@@ -201,7 +219,7 @@ class TestSummary(L.Callback):
         if trainer.world_size > 1:
             worst = self._highest_losses({key: pl_module.all_gather(value).flatten(0, 1)
                                           for key, value in worst.items()})
-        folder = run_directory(trainer) / "test"
+        folder = test_folder(run_directory(trainer), getattr(trainer.datamodule, "path", None))
         if not trainer.is_global_zero:
             return
         worst = {key: value[worst["loss"] > -torch.inf].cpu() for key, value in worst.items()}
@@ -270,6 +288,10 @@ class PredictionCSV(BasePredictionWriter):
         path = Path(self.output) if self.output else run_directory(trainer) / "predictions.csv"
         if not trainer.is_global_zero:
             return
+        if not all(math.isfinite(confidence) for _, confidence in rows):
+            bad = sum(not math.isfinite(confidence) for _, confidence in rows)
+            raise CheckpointError(f"{trainer.ckpt_path or 'the model'}: its outputs are NaN or infinite for {bad} of "
+                                  f"{len(rows)} images; nothing written")
         names = class_names(pl_module)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

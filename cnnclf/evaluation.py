@@ -80,7 +80,8 @@ def plot_predictions(images: Tensor, targets: Tensor, predicted: Tensor, confide
         pixels = image.detach().float().cpu()
         # Each image scaled to its own range: raw pixels are 0..255 bytes or floats of any range.
         pixels = (pixels - pixels.min()) / (pixels.max() - pixels.min()).clamp_min(1e-12)
-        axes.imshow(pixels[0] if len(pixels) == 1 else pixels.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+        # matplotlib draws 1 channel as gray and 3 as colour; any other count is shown as its first channel
+        axes.imshow(pixels.permute(1, 2, 0) if len(pixels) == 3 else pixels[0], cmap="gray", vmin=0, vmax=1)
         axes.set_title(f"{class_names[true]} -> {class_names[guess]}\n{probability:.0%}", fontsize=8,
                        color="black" if true == guess else "red")
     figure.suptitle(title)

@@ -99,3 +99,60 @@ def test_an_edit_inside_the_file_with_its_times_set_back_is_read_again(cache, tm
     after = arrays(path)
     assert not np.array_equal(before[0], after[0])
     assert np.array_equal(after[0], arrays(path, cache=False)[0])
+
+
+def _entry(cache):
+    (entry,) = cache.glob("*.npz")
+    return entry
+
+
+def test_an_entry_rewritten_with_other_images_is_refused(cache, tmp_path):
+    """1000 other images in the entry of a file of 4: more arrays than such a file can give."""
+    path = write_report_pickle(tmp_path / "MNIST", report_records(4, (28, 28), list(range(4))),
+                               report_records(4, (28, 28), list(range(4))))
+    expected = arrays(path, cache=False)
+    arrays(path)
+    entry = _entry(cache)
+    with np.load(entry) as stored:
+        content = dict(stored)
+    content["test_images"] = np.zeros((1000, 28, 28, 1), np.uint8)
+    content["test_labels"] = np.zeros(1000, np.int64)
+    np.savez(entry, **content)
+    data = MNISTDataModule(str(path), val_split=0).data
+    assert len(data.test[1]) == 4 and np.array_equal(data.train[0].numpy(), expected[0])
+
+
+@pytest.mark.parametrize("damage", ["header_of_10_GB", "deflate_bomb"])
+def test_an_entry_that_would_allocate_gigabytes_is_a_miss(cache, tiny_data, damage):
+    import zipfile
+
+    expected = arrays(tiny_data["mnist"], cache=False)
+    arrays(tiny_data["mnist"])
+    entry = _entry(cache)
+    with np.load(entry) as stored:
+        content = dict(stored)
+    with zipfile.ZipFile(entry, "w", zipfile.ZIP_DEFLATED if damage == "deflate_bomb" else zipfile.ZIP_STORED) as zf:
+        for name, array in content.items():
+            if name == "train_images" and damage == "header_of_10_GB":
+                header = {"descr": "|u1", "fortran_order": False, "shape": (10**10 // 784, 28, 28, 1)}
+                with zf.open(f"{name}.npy", "w") as stream:
+                    np.lib.format.write_array_header_1_0(stream, header)
+                    stream.write(array.tobytes())
+            elif name == "train_images":
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as stream:  # 200 MB of zeros in a few KB
+                    np.lib.format.write_array_header_1_0(stream, {"descr": "|u1", "fortran_order": False,
+                                                                  "shape": (2 * 10**8 // 784, 28, 28, 1)})
+                    for _ in range(200):
+                        stream.write(bytes(10**6))
+            else:
+                with zf.open(f"{name}.npy", "w") as stream:
+                    np.lib.format.write_array(stream, array)
+    assert entry.stat().st_size < 2**20
+    assert np.array_equal(arrays(tiny_data["mnist"])[0], expected[0])
+
+
+def test_a_file_name_with_glob_characters_is_cached(cache, tiny_data, tmp_path):
+    path = tmp_path / "MNIST**[x]"
+    path.write_bytes(tiny_data["mnist"].read_bytes())
+    first, second = arrays(path), arrays(path)
+    assert np.array_equal(first[0], second[0]) and len(list(cache.iterdir())) == 1

@@ -7,6 +7,7 @@ the test run; the child reports each file's message and its own peak memory (eac
 unpickled in a reader process of its own, whose address space ``cnnclf.data.convert`` limits).
 """
 
+import io
 import json
 import os
 import pickle
@@ -25,7 +26,7 @@ import torch
 
 from cnnclf.checkpoints import SafeCheckpointIO, read_checkpoint
 from cnnclf.data import DatasetError, read_pickled_dataset
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, report_records, write_report_pickle
 from tests.test_cli import run
 
 MARKER = 0x5EED5EED  # a label whose pickled bytes are replaced by the hostile opcodes
@@ -543,3 +544,108 @@ def test_a_prediction_output_that_is_a_folder_is_one_line(formula_checkpoint, tm
     text = _one_line_exit("predict", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", str(formula_checkpoint),
                           "--prediction_csv.output", str(tmp_path))
     assert f"--prediction_csv.output {tmp_path}: cannot be written: Is a directory" in text
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 5])
+def test_the_image_grid_draws_any_channel_count(channels):
+    from cnnclf.evaluation import plot_predictions
+
+    images = torch.rand(3, channels, 6, 6)
+    figure = plot_predictions(images, torch.tensor([0, 1, 0]), torch.tensor([0, 0, 0]), torch.rand(3), ["a", "b"], "t")
+    figure.savefig(io.BytesIO(), format="png")
+
+
+def test_testing_a_finished_run_on_other_data_never_replaces_its_results(tiny_data, tmp_path):
+    fitted = run("fit", CONFIGS / "mnist.yaml", tmp_path, "--data.path", str(tiny_data["mnist"]),
+                 "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--test_after_fit", "true",
+                 "--data.cache", "false")
+    run_dir = Path(fitted.trainer.log_dir)
+    own = (run_dir / "test" / "summary.json").read_bytes()
+    other = tmp_path / "other" / "MNIST"
+    other.parent.mkdir()
+    other.write_bytes(tiny_data["mnist"].read_bytes())
+    run("test", CONFIGS / "mnist.yaml", tmp_path, "--data.path", str(other), "--ckpt_path",
+        str(sorted((run_dir / "checkpoints").glob("*.ckpt"))[0]), "--data.cache", "false")
+    assert (run_dir / "test" / "summary.json").read_bytes() == own
+    (beside,) = run_dir.glob("test-MNIST-*")
+    assert (beside / "summary.json").is_file()
+
+
+def test_predictions_that_are_not_finite_are_an_error_naming_the_checkpoint(formula_checkpoint, tmp_path):
+    """Weights finite but so large that the logits overflow: the outputs are checked too."""
+    content = torch.load(formula_checkpoint, weights_only=True)
+    last = [name for name, tensor in content["state_dict"].items() if name.startswith("net.") and tensor.ndim == 2][-1]
+    content["state_dict"][last].fill_(3e38)
+    path = tmp_path / "overflow.ckpt"
+    torch.save(content, path)
+    text = _one_line_exit("predict", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", str(path))
+    assert f"{path}: its outputs are NaN or infinite for " in text and "nothing written" in text
+    assert not list(tmp_path.rglob("predictions.csv"))
+
+
+# -- as a hostile colleague would: the cnnclf command on each kind, under 3 GB and a time limit -----
+
+COMMAND_MEMORY = 3 * 2**30
+
+
+def _hostile_inputs(folder: Path, tiny_mnist: Path) -> dict[str, list[str]]:
+    """Each kind's input and the cnnclf command line it is given to."""
+    def pickle_of(name, train, test=None):
+        return str(write_report_pickle(folder / name, train, test or train))
+
+    sparse = folder / "sparse"
+    with sparse.open("wb") as stream:
+        stream.truncate(4 * 2**30)
+    bomb = folder / "bomb.yaml"
+    bomb.write_text(_alias_bomb())
+    config = str(CONFIGS / "mnist.yaml")
+    fit = ["fit", "--config", config, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+           "--trainer.limit_val_batches", "2", "--data.batch_size", "2"]
+    return {
+        "huge_images": [*fit, "--data.path", pickle_of("big", report_records(2, (724, 724), [0, 1]))],
+        "20000_labels": [*fit, "--data.path", pickle_of("labels", report_records(20_000, (1, 1), list(range(20_000))))],
+        "1000000_channels": [*fit, "--data.path", pickle_of("channels", report_records(2, (1, 1, 10**6), [0, 1]))],
+        "sparse_4_GB": [*fit, "--data.path", str(sparse)],
+        "proc_self_mem": [*fit, "--data.path", "/proc/self/mem"],
+        "alias_bomb": ["fit", "--config", str(bomb)],
+        "nan_checkpoint": ["test", "--config", str(CONFIGS / "digits.yaml"), "--ckpt_path",
+                           str(_nan_weights(folder / "nan.ckpt"))],
+        "30000_classes": ["test", "--config", str(CONFIGS / "digits.yaml"), "--ckpt_path",
+                          str(_checkpoint(folder / "classes.ckpt", num_classes=30_000))],
+        "5_channels": [*fit, "--data", "cnnclf.data.PickledImageDataModule", "--data.path",
+                       pickle_of("five", report_records(8, (8, 8, 5), [0, 1])), "--test_after_fit", "true",
+                       "--model", "cnnclf.models.ConvBNNet"],
+    }
+
+
+def _limited() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (COMMAND_MEMORY, COMMAND_MEMORY))
+
+
+@pytest.mark.slow
+def test_the_cnnclf_command_on_every_kind_ends_in_one_line_or_a_correct_run(tiny_data, tmp_path):
+    failures = []
+    for name, arguments in _hostile_inputs(tmp_path, tiny_data["mnist"]).items():
+        runs = tmp_path / f"runs-{name}"
+        try:
+            child = subprocess.run([sys.executable, "-m", "cnnclf", *arguments, "--trainer.default_root_dir", str(runs),
+                                    "--trainer.logger.init_args.save_dir", str(runs)], capture_output=True, text=True,
+                                   timeout=120, preexec_fn=_limited, env={**os.environ, "CNNCLF_CACHE_DIR": str(runs)},
+                                   cwd=Path(__file__).resolve().parents[1])
+        except subprocess.TimeoutExpired:
+            failures.append(f"{name}: hung (killed after 120 s)")
+            continue
+        last = (child.stderr.strip().splitlines() or [""])[-1]
+        if child.returncode < 0:
+            failures.append(f"{name}: killed by signal {-child.returncode}")
+        elif "Traceback" in child.stderr:
+            failures.append(f"{name}: a traceback: {last}")
+        elif child.returncode == 0 and re.search(r"\b(nan|inf)\b", child.stdout, re.IGNORECASE):
+            failures.append(f"{name}: exit 0 with a non-finite figure")
+        elif child.returncode not in (0, 1) or (child.returncode == 1 and not last.startswith("cnnclf: error: ")):
+            failures.append(f"{name}: exit {child.returncode}: {last}")
+        elif name == "5_channels" and child.returncode != 0:
+            failures.append(f"{name}: a legitimate input failed: {last}")
+    assert not failures, "\n".join(failures)

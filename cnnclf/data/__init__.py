@@ -6,11 +6,11 @@ its classes from the labels it finds.
 
 from cnnclf.data.base import PickledImageDataModule
 from cnnclf.data.cifar import CIFARDataModule
+from cnnclf.data.convert import read_pickled_dataset
 from cnnclf.data.digits import DigitsDataModule
 from cnnclf.data.mnist import MNISTDataModule
 from cnnclf.data.orl import ORLDataModule
 from cnnclf.data.predict_only import ImageFilesDataModule
-from cnnclf.data.convert import read_pickled_dataset
 from cnnclf.data.records import ImageSplit
 from cnnclf.data.safe_pickle import load_pickle
 from cnnclf.errors import DatasetError

@@ -32,7 +32,8 @@ def read_dataset_cached(path: Path) -> dict[str, ImageSplit]:
     size = check_source(path)
     prefix = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16] + "-"
     with path.open("rb") as stream:
-        entry = cache_folder() / f"{prefix}{hashlib.file_digest(stream, lambda: hashlib.sha256(FORMAT)).hexdigest()}.npz"
+        digest = hashlib.file_digest(stream, lambda: hashlib.sha256(FORMAT)).hexdigest()
+    entry = cache_folder() / f"{prefix}{digest}.npz"
     cached = read_arrays(entry, size)
     if cached is not None:
         return cached

@@ -110,8 +110,10 @@ def _failure(path: Path, child: subprocess.CompletedProcess, seconds: int) -> st
 
 
 def child_main(path: str, target: str, memory: str, seconds: str) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (int(memory), int(memory)))
-    resource.setrlimit(resource.RLIMIT_CPU, (int(seconds), int(seconds) + 1))
+    for kind, value in ((resource.RLIMIT_AS, int(memory)), (resource.RLIMIT_CPU, int(seconds))):
+        hard = resource.getrlimit(kind)[1]  # a limit can only be lowered: a lower one set by the caller stays
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(kind, (value, hard if kind == resource.RLIMIT_CPU else value))
     # The child builds one dataset and exits: the cycle collector would only walk every record
     # built so far again and again, for much of a large dataset's unpickling time.
     gc.disable()

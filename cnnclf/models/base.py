@@ -85,7 +85,8 @@ class ImageClassifier(L.LightningModule):
         features = self.features(channels)
         width = self._flat_width(features, image_shape)
         with torch.device("meta"):  # counted before it is built: the images' size decides the dense layer's
-            weights = sum(p.numel() for p in [*features.parameters(), *self.classifier(width, num_classes).parameters()])
+            head = self.classifier(width, num_classes)
+        weights = sum(parameter.numel() for parameter in [*features.parameters(), *head.parameters()])
         check_limit("MILLION_WEIGHTS", weights // 10**6, f"{type(self).__name__} for {num_classes} classes of "
                     f"{'x'.join(map(str, image_shape))} (C, H, W) images: its weights in millions", ConfigError)
         self.net = nn.Sequential(features, nn.Flatten(), self.classifier(width, num_classes))
