@@ -26,6 +26,7 @@ from cnnclf.checkpoints import (
     read_checkpoint,
     resolve_checkpoint,
 )
+from cnnclf.compare import main as compare_main
 from cnnclf.curves import CurvesCSV
 from cnnclf.data import PickledImageDataModule
 from cnnclf.errors import ConfigError
@@ -122,6 +123,8 @@ def cli_main(args: list[str] | None = None) -> CnnclfCLI | None:
     args = list(sys.argv[1:] if from_command_line else args)
     if args[:1] == ["configs"]:
         return print_shipped_configs()
+    if args[:1] == ["compare"]:
+        return compare_main(args[1:])
     silence_lightning_noise(evaluating=args[:1] != ["fit"])
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on recent NVIDIA GPUs
