@@ -18,6 +18,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
 from cnnclf import data, models
+from cnnclf.compare import main as compare_main
 from cnnclf.config_text import read_yaml
 from cnnclf.errors import CnnclfError, ConfigError
 from cnnclf.shipped import print_shipped_configs, shipped_config
@@ -105,7 +106,8 @@ MAIN_DESCRIPTION = "Train, evaluate and use CNN image classifiers on pickled ima
 
 # cnnclf's own subcommands, run by ``cli_main`` before LightningCLI and listed in its help: name -> (a function
 # of the arguments after the name, its help).
-COMMANDS = {"configs": (print_shipped_configs, "List the configs shipped with cnnclf; --config takes them by name.")}
+COMMANDS = {"configs": (print_shipped_configs, "List the configs shipped with cnnclf; --config takes them by name."),
+            "compare": (compare_main, "Compare two checkpoints or tested runs on the same test images (paired).")}
 
 # A whole number counts batches. Lightning's Optional[Union[int, float]] reaches jsonargparse as Union[float, int]
 # (typing caches unions whatever their order), which makes 1 into 1.0, all the batches.

@@ -23,11 +23,14 @@ from cnnclf.errors import CheckpointError, CnnclfError, ConfigError, NonFiniteLo
 from cnnclf.evaluation import (
     most_confused,
     most_confused_text,
+    never_predicted,
     per_class_scores,
     plot_confusion_matrix,
     plot_predictions,
+    predictions_from_confusion,
     scores,
 )
+from cnnclf.stats import accuracy_interval, accuracy_text, macro_f1, macro_f1_interval
 
 
 def run_directory(trainer: L.Trainer) -> Path:
@@ -179,16 +182,17 @@ def test_folder(run: Path, data_path: str | None) -> Path:
 
 
 class TestSummary(L.Callback):
-    """After ``test``: prints and saves the per-class scores, the most-confused class pairs, the confusion
-    matrix and the highest-loss test images.
+    """After ``test``: prints and saves the accuracy with its exact 95% interval, macro F1 with a bootstrap
+    interval, the per-class scores, the classes never predicted, the most-confused class pairs, the confusion
+    matrix (counts and normalized by true class) and the highest-loss test images.
 
-    Writes ``test/summary.txt``, ``test/summary.json`` (both name the tested checkpoint),
-    ``test/confusion_matrix.png`` and ``test/top_losses.png`` into the run directory (``test-<data>-<digest>/``
-    for data other than the run's own: ``test_folder``; nothing in a
-    ``fast_dev_run``, which has none) and logs both figures to TensorBoard. Labels are the dataset's
-    own (ORL 1..40), taken from the model's ``class_names``. The ``top_losses`` highest-loss images
-    are kept as a running selection on the device while testing and gathered from every process
-    once, at the end.
+    Writes ``summary.txt``, ``summary.json`` (both name the tested checkpoint), ``per_image.csv`` (each test
+    image's index, true and predicted label, confidence and loss: what ``cnnclf compare`` pairs),
+    ``confusion_matrix.png``, ``confusion_matrix_normalized.png`` and ``top_losses.png`` into the run's ``test/``
+    (``test-<data>-<digest>/`` for data other than the run's own: ``test_folder``; nothing in a
+    ``fast_dev_run``, which has none) and logs the figures to TensorBoard. Labels are the dataset's own (ORL
+    1..40), taken from the model's ``class_names``. The ``top_losses`` highest-loss images are kept as a running
+    selection on the device while testing and gathered from every process once, at the end.
     """
 
     def __init__(self, top_losses: int = 16) -> None:
@@ -202,11 +206,13 @@ class TestSummary(L.Callback):
                       "targets": torch.zeros(count, dtype=torch.long, device=device),
                       "predicted": torch.zeros(count, dtype=torch.long, device=device),
                       "confidence": torch.zeros(count, device=device)}
+        self.per_image = []  # (targets, predicted, confidence, loss) of each batch, on the device
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
         images, targets = batch
         loss, predicted, confidence = scores(outputs, targets)
+        self.per_image.append(torch.stack([targets.float(), predicted.float(), confidence, loss]))
         batch_worst = self._highest_losses({"loss": loss, "images": images, "targets": targets,
                                             "predicted": predicted, "confidence": confidence})
         batch_worst["images"] = batch_worst["images"].float()
@@ -216,9 +222,14 @@ class TestSummary(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         matrix = pl_module.test_metrics.summed_confusion().cpu().numpy()  # before the model's epoch end resets it
         worst = self.worst
+        per_image = torch.cat(self.per_image, dim=1).T.tolist() if self.per_image else []
         if trainer.world_size > 1:
             worst = self._highest_losses({key: pl_module.all_gather(value).flatten(0, 1)
                                           for key, value in worst.items()})
+            # Process r tested images r, r + W, r + 2W, ...: interleave them back into the split's order.
+            shards = [None] * trainer.world_size
+            torch.distributed.all_gather_object(shards, per_image)
+            per_image = [shard[k] for k in range(len(shards[0])) for shard in shards if k < len(shard)]
         folder = test_folder(run_directory(trainer), getattr(trainer.datamodule, "path", None))
         if not trainer.is_global_zero:
             return
@@ -226,20 +237,32 @@ class TestSummary(L.Callback):
         names = class_names(pl_module)
         text, per_class = per_class_scores(matrix, names)
         confused = most_confused(matrix, names)
-        accuracy = matrix.trace() / matrix.sum()
+        correct, images = int(matrix.trace()), int(matrix.sum())
+        f1, f1_interval = float(macro_f1(matrix)), macro_f1_interval(*predictions_from_confusion(matrix), len(names))
+        missing = never_predicted(matrix, names)
+        headline = (f"accuracy: {accuracy_text(correct, images)}\nmacro F1: {f1:.4f} (95% CI {f1_interval[0]:.4f}-"
+                    f"{f1_interval[1]:.4f}, bootstrap over the test images)\n"
+                    f"never predicted: {', '.join(missing) or 'none'}")
         top_losses = [{"true": names[true], "predicted": names[predicted], "confidence": confidence, "loss": loss}
                       for true, predicted, confidence, loss in zip(
                           worst["targets"].tolist(), worst["predicted"].tolist(), worst["confidence"].tolist(),
                           worst["loss"].tolist(), strict=True)]
-        files = {"summary.txt": f"{text}\naccuracy: {accuracy:.4%}\n\n{most_confused_text(confused)}\n\n"
+        rows = "".join(f"{index},{names[int(true)]},{names[int(guess)]},{confidence:.6f},{loss:.6f}\n"
+                       for index, (true, guess, confidence, loss) in enumerate(per_image))
+        files = {"summary.txt": f"{text}\n{headline}\n\n{most_confused_text(confused)}\n\n"
                                 f"checkpoint: {trainer.ckpt_path or 'none (the weights in memory)'}\n"
-                                "figures beside this file: confusion_matrix.png, top_losses.png (the "
-                                f"{len(top_losses)} highest-loss test images); summary.json holds these numbers\n",
+                                "figures beside this file: confusion_matrix.png, confusion_matrix_normalized.png, "
+                                f"top_losses.png (the {len(top_losses)} highest-loss test images); summary.json holds "
+                                "these numbers, per_image.csv each image's prediction\n",
                  "summary.json": json.dumps(
-                     {"accuracy": accuracy, "images": int(matrix.sum()), "per_class": per_class,
-                      "confusion_matrix": matrix.tolist(), "class_names": names, "most_confused": confused,
-                      "top_losses": top_losses, "checkpoint": trainer.ckpt_path}, indent=1)}
+                     {"accuracy": correct / images, "correct": correct, "images": images,
+                      "accuracy_ci95": accuracy_interval(correct, images), "macro_f1": f1, "macro_f1_ci95": f1_interval,
+                      "never_predicted": missing, "per_class": per_class, "confusion_matrix": matrix.tolist(),
+                      "class_names": names, "most_confused": confused, "top_losses": top_losses,
+                      "checkpoint": trainer.ckpt_path}, indent=1),
+                 "per_image.csv": "index,true,predicted,confidence,loss\n" + rows}
         figures = {"confusion_matrix": plot_confusion_matrix(matrix, names),
+                   "confusion_matrix_normalized": plot_confusion_matrix(matrix, names, normalize=True),
                    "top_losses": plot_predictions(worst["images"], worst["targets"], worst["predicted"],
                                                   worst["confidence"], names,
                                                   "highest-loss test images: true -> predicted (confidence)")}
@@ -255,8 +278,8 @@ class TestSummary(L.Callback):
             if isinstance(trainer.logger, TensorBoardLogger):
                 trainer.logger.experiment.add_figure(f"test/{name}", figure, trainer.global_step)
         where = f"saved in {folder}" if save else "not saved (fast_dev_run)"
-        print(f"\n{text}\nTest accuracy: {accuracy:.2%} on {int(matrix.sum())} images\n\n"
-              f"{most_confused_text(confused)}\n\nSummary, confusion matrix and highest-loss images {where}")
+        print(f"\n{text}\nTest {headline}\n\n{most_confused_text(confused)}\n\n"
+              f"Summary, per-image predictions, confusion matrices and highest-loss images {where}")
 
     def _highest_losses(self, samples: dict[str, Tensor]) -> dict[str, Tensor]:
         keep = samples["loss"].topk(min(self.top_losses, len(samples["loss"]))).indices

@@ -24,6 +24,7 @@ from cnnclf.checkpoints import (
     read_checkpoint,
     resolve_checkpoint,
 )
+from cnnclf.curves import CurvesCSV
 from cnnclf.data import PickledImageDataModule
 from cnnclf.errors import ConfigError
 from cnnclf.hardware import fit_to_this_machine
@@ -55,6 +56,7 @@ class CnnclfCLI(LightningCLI):
         parser.add_lightning_class_args(TestSummary, "test_summary")
         parser.add_lightning_class_args(PredictionCSV, "prediction_csv")
         parser.add_lightning_class_args(LayerTable, "model_summary")
+        parser.add_lightning_class_args(CurvesCSV, "curves_csv")
         for name in FROM_THE_DATA:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=False,

@@ -41,6 +41,12 @@ def most_confused(matrix: np.ndarray, class_names: list[str], limit: int = 10) -
             for row, column in zip(rows, columns, strict=True) if mistakes[row, column] > 0]
 
 
+def never_predicted(matrix: np.ndarray, class_names: list[str]) -> list[str]:
+    """The classes the test split holds that the model never predicts (the report's ReLU on the logits did this)."""
+    return [name for name, support, guesses in zip(class_names, matrix.sum(1), matrix.sum(0), strict=True)
+            if support and not guesses]
+
+
 def most_confused_text(pairs: list[dict]) -> str:
     lines = [f"  {pair['true']} -> {pair['predicted']}: {pair['count']}" for pair in pairs]
     return "\n".join(["most confused (true -> predicted: images)", *(lines or ["  none: every image is right"])])
@@ -53,17 +59,24 @@ def scores(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return F.cross_entropy(logits, targets, reduction="none"), predicted, confidence
 
 
-def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], title: str = "") -> Figure:
+def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], title: str = "",
+                          normalize: bool = False) -> Figure:
+    """Counts, or with ``normalize`` each row divided by its images (the share of each true class)."""
+    if normalize:
+        rows = matrix.sum(axis=1, keepdims=True)
+        matrix = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
     size = min(4 + 0.3 * len(class_names), 16)
     figure = Figure(figsize=(size, size), layout="constrained")
     axes = figure.add_subplot()
     # Counts in the cells stay legible up to 20 classes; beyond, the colour alone tells.
     ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(
         ax=axes, cmap="Blues", colorbar=False, include_values=len(class_names) <= 20,
+        values_format=".2f" if normalize else "d",
         xticks_rotation=90 if len(class_names) > 10 else 45, text_kw={"fontsize": 8})
     axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title(title or f"confusion matrix ({matrix.sum()} images)")
+    axes.set_ylabel("true (each row sums to 1)" if normalize else "true")
+    axes.set_title(title or ("confusion matrix, normalized by true class" if normalize
+                             else f"confusion matrix ({matrix.sum()} images)"))
     return figure
 
 

@@ -1,4 +1,4 @@
-"""Open a finished run from its checkpoint or its TensorBoard curves, for notebooks and scripts.
+"""Open a finished run from its checkpoint or its curves (``metrics.csv``), for notebooks and scripts.
 
 The notebooks' default paths are resolved against the repository root, found from the working
 directory: JupyterLab starts a kernel in ``notebooks/``, ``jupyter nbconvert`` wherever it runs. A
@@ -9,7 +9,6 @@ a crafted file cannot run code. The classes a checkpoint and its run's config na
 ever taken from cnnclf's own models and data modules.
 """
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +20,15 @@ from cnnclf import data as data_modules
 from cnnclf import models
 from cnnclf.checkpoints import checked_class, find_checkpoint, read_checkpoint
 from cnnclf.checkpoints.runs import EVERY_EXPERIMENTS_RUNS
+from cnnclf.curves import read_curve
 from cnnclf.data import PickledImageDataModule
 from cnnclf.data.safe_pickle import not_a_file
 from cnnclf.errors import CheckpointError, ConfigError, DatasetError
 from cnnclf.evaluation import scores
 from cnnclf.models import ImageClassifier
+
+__all__ = ["checkpoint_to_explore", "load_datamodule", "load_model", "predict_split", "read_curve",
+           "repository_root"]
 
 
 def repository_root(start: str | Path | None = None) -> Path:
@@ -121,27 +124,3 @@ def predict_split(model: ImageClassifier, images: Tensor, targets: Tensor, batch
                         for start in range(0, len(images), batch_size)])
     loss, predicted, confidence = scores(logits, targets)
     return Predictions(images, targets, predicted, confidence, loss)
-
-
-def read_curve(run_dir: str | Path, tag: str) -> tuple[list[int], list[float]]:
-    """The steps and values logged under the scalar ``tag`` (e.g. ``val/acc``) in a run's TensorBoard files.
-
-    Every event file of the run counts (a test after fitting adds one); a step logged twice keeps
-    its latest value.
-    """
-    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
-    from tensorboard.util.tensor_util import make_ndarray
-
-    accumulator = EventAccumulator(str(run_dir), tensor_size_guidance={"scalars": 0}, purge_orphaned_data=False)
-    tensorboard_log = logging.getLogger("tensorboard")
-    level = tensorboard_log.level
-    tensorboard_log.setLevel(logging.ERROR)  # a test after a fit traces the graph again: a warning, not a problem
-    try:
-        accumulator.Reload()
-    finally:
-        tensorboard_log.setLevel(level)
-    if tag not in accumulator.Tags()["tensors"]:
-        return [], []
-    points = {event.step: make_ndarray(event.tensor_proto).item() for event in accumulator.Tensors(tag)}
-    steps = sorted(points)
-    return steps, [points[step] for step in steps]

@@ -1,0 +1,83 @@
+"""Every figure a run logs, also as a plain CSV file beside TensorBoard's: ``metrics.csv`` in the run folder.
+
+One row per logged value (``step,epoch,name,value``), so a resumed fit and a later test append to the
+same file without rewriting its header; ``read_curve`` keeps a step's latest value. Lightning's own
+``CSVLogger`` rewrites its file whenever a new figure appears and warns on every run folder that already
+holds a config, as every cnnclf run folder does.
+"""
+
+import csv
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+from cnnclf.callbacks import run_directory
+
+CURVES_FILE = "metrics.csv"
+
+
+class CSVCurveLogger(Logger):
+    """Appends each logged scalar to ``path`` as ``step,epoch,name,value`` (the first process only)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+
+    name = "csv_curves"
+    version = ""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        epoch = metrics.get("epoch", "")
+        rows = [(step, "" if epoch == "" else int(epoch), name, float(value))
+                for name, value in metrics.items() if name != "epoch"]
+        new = not self.path.is_file()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", newline="") as stream:
+            writer = csv.writer(stream)
+            if new:
+                writer.writerow(["step", "epoch", "name", "value"])
+            writer.writerows(rows)
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        """The run's config.yaml holds them."""
+
+
+class CurvesCSV(L.Callback):
+    """Writes the run's curves to ``metrics.csv`` (``CSVCurveLogger``) beside its other loggers, and logs
+    each training epoch's mean loss (``train/epoch_loss``) and its last learning rate (``train/lr``)."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.loggers and not trainer.fast_dev_run and not any(
+                isinstance(logger, CSVCurveLogger) for logger in trainer.loggers):
+            trainer.loggers = [*trainer.loggers, CSVCurveLogger(run_directory(trainer) / CURVES_FILE)]
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.loss_sum, self.images = torch.zeros((), device=pl_module.device), 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.loss_sum += loss.detach().float() * len(batch[1])  # on the device: no wait for it
+        self.images += len(batch[1])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.images:
+            pl_module.log("train/epoch_loss", self.loss_sum / self.images, sync_dist=True)
+        if trainer.optimizers:
+            pl_module.log("train/lr", float(trainer.optimizers[0].param_groups[0]["lr"]))
+
+
+def read_curve(run_dir: str | Path, name: str) -> tuple[list[int], list[float]]:
+    """The steps and values logged under ``name`` (e.g. ``val/acc``) in a run's ``metrics.csv``; a step
+    logged twice (a fit resumed from before it) keeps its latest value. None logged: two empty lists."""
+    path = Path(run_dir) / CURVES_FILE
+    if not path.is_file():
+        return [], []
+    with path.open(newline="") as stream:
+        points = {int(row["step"]): float(row["value"]) for row in csv.DictReader(stream) if row["name"] == name}
+    steps = sorted(points)
+    return steps, [points[step] for step in steps]
