@@ -248,7 +248,8 @@ class PredictionCSV(BasePredictionWriter):
     """After ``predict``: writes the predictions (source, label, probability) as CSV.
 
     The source is the image file, or the record index in the pickle's test split; the label is
-    in the dataset's own label space.
+    in the dataset's own label space. Files that were skipped (unreadable, or not images) are listed
+    with the reason in ``<output>_skipped.csv`` beside it, and counted in the summary line.
 
     Args:
         output: the CSV file to write; default: ``predictions.csv`` in the checkpoint's run.
@@ -277,4 +278,10 @@ class PredictionCSV(BasePredictionWriter):
             # limit_predict_batches and fast_dev_run predict the first sources only
             for source, (label, confidence) in zip(trainer.datamodule.predict_sources[:len(rows)], rows, strict=True):
                 writer.writerow([source, names[label], f"{confidence:.6f}"])
-        print(f"Wrote {len(rows)} predictions to {path}")
+        skipped, listed = trainer.datamodule.predict_skipped, path.with_name(f"{path.stem}_skipped.csv")
+        listed.unlink(missing_ok=True)  # a previous predict's list
+        if skipped:
+            with listed.open("w", newline="") as stream:
+                csv.writer(stream).writerows([("source", "reason"), *skipped])
+        print(f"Wrote {len(rows)} predictions to {path}"
+              + (f"; skipped {len(skipped)} files, listed in {listed}" if skipped else ""))
