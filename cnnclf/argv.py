@@ -38,6 +38,12 @@ def prepared_arguments(args: list[str]) -> list[str]:
         elif index > 0 and args[index - 1] in ("--model", "--data"):
             check_class_name(arg, args[index - 1])
     given = {arg.partition("=")[0] for arg in args}
+    if "--data.root" in given and "--data" not in given:  # a folder of images: the folder data module
+        first = next(index for index, arg in enumerate(args) if arg.partition("=")[0] == "--data.root")
+        args.insert(first, "--data=cnnclf.data.ImageFolderDataModule")
+        given.add("--data")
+        if "--ckpt_path" in given and not given & {*CONFIG_OPTIONS, "--model"}:  # the checkpoint's model
+            args.append("--model=cnnclf.models.ImageClassifier")
     asks_for_help = any(option in ("--help", "-h", "--print_config") or option.endswith(".help") for option in given)
     if args[:1] == ["predict"] and not given & {*CONFIG_OPTIONS, "--data", LIST_OPTION} and not asks_for_help:
         raise ConfigError("predict on what? --data.predict_files takes image files (files, a folder or a glob); "

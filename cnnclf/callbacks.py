@@ -290,7 +290,8 @@ class PredictionCSV(BasePredictionWriter):
     """After ``predict``: writes the predictions (source, label, probability) as CSV.
 
     The source is the image file, or the record index in the pickle's test split; the label is
-    in the dataset's own label space.
+    in the dataset's own label space. Files that were skipped (unreadable, or not images) are listed
+    with the reason in ``<output>_skipped.csv`` beside it, and counted in the summary line.
 
     Args:
         output: the CSV file to write; default: ``predictions.csv`` in the checkpoint's run.
@@ -316,6 +317,7 @@ class PredictionCSV(BasePredictionWriter):
             raise CheckpointError(f"{trainer.ckpt_path or 'the model'}: its outputs are NaN or infinite for {bad} of "
                                   f"{len(rows)} images; nothing written")
         names = class_names(pl_module)
+        skipped, listed = trainer.datamodule.predict_skipped, path.with_name(f"{path.stem}_skipped.csv")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("w", newline="", encoding="utf-8") as stream:
@@ -325,6 +327,11 @@ class PredictionCSV(BasePredictionWriter):
                 for source, (label, confidence) in zip(trainer.datamodule.predict_sources[:len(rows)], rows,
                                                        strict=True):
                     writer.writerow([safe_cell(source), safe_cell(names[label]), f"{confidence:.6f}"])
+            listed.unlink(missing_ok=True)  # a previous predict's list
+            if skipped:
+                with listed.open("w", newline="", encoding="utf-8") as stream:
+                    csv.writer(stream).writerows([("source", "reason"), *(map(safe_cell, row) for row in skipped)])
         except OSError as error:  # a folder, a full or read-only disk
             raise ConfigError(f"--prediction_csv.output {path}: cannot be written: {error.strerror}") from None
-        print(f"Wrote {len(rows)} predictions to {path}")
+        print(f"Wrote {len(rows)} predictions to {path}"
+              + (f"; skipped {len(skipped)} files, listed in {listed}" if skipped else ""))

@@ -76,7 +76,8 @@ class CnnclfCLI(LightningCLI):
             class_path = read_checkpoint(config.ckpt_path, mmap=True).get("hyper_parameters", {}).get("_class_path")
             if class_path is not None:
                 checked_class(class_path, models, ImageClassifier, config.ckpt_path)
-            if config.data.class_path.endswith(".ImageFilesDataModule") and config.data.init_args.checkpoint is None:
+            if (config.data.class_path.endswith((".ImageFilesDataModule", ".ImageFolderDataModule"))
+                    and config.data.init_args.checkpoint is None):
                 config.data.init_args.checkpoint = config.ckpt_path
         checkpoints.check_training_left(config, subcommand)
 

@@ -1,13 +1,14 @@
 """Safe loading of report-format pickles and one LightningDataModule per dataset.
 
 ``PickledImageDataModule`` itself serves any other pickle in the report's format, inferring
-its classes from the labels it finds.
+its classes from the labels it finds; ``ImageFolderDataModule`` serves folders of image files.
 """
 
 from cnnclf.data.base import PickledImageDataModule
 from cnnclf.data.cifar import CIFARDataModule
 from cnnclf.data.convert import read_pickled_dataset
 from cnnclf.data.digits import DigitsDataModule
+from cnnclf.data.folders import ImageFolderDataModule
 from cnnclf.data.mnist import MNISTDataModule
 from cnnclf.data.orl import ORLDataModule
 from cnnclf.data.predict_only import ImageFilesDataModule
@@ -20,6 +21,7 @@ __all__ = [
     "DatasetError",
     "DigitsDataModule",
     "ImageFilesDataModule",
+    "ImageFolderDataModule",
     "ImageSplit",
     "MNISTDataModule",
     "ORLDataModule",

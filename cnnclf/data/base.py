@@ -21,7 +21,7 @@ from cnnclf.data.augment import Padding, mirror_seeded_half, random_hflip, rando
 from cnnclf.data.batches import EpochOrder, TensorBatches
 from cnnclf.data.cache import read_dataset_cached
 from cnnclf.data.convert import read_pickled_dataset
-from cnnclf.data.image_files import read_image_files
+from cnnclf.data.image_files import ImageFiles, read_image_files
 from cnnclf.data.records import ImageSplit
 from cnnclf.data.safe_pickle import not_a_file
 from cnnclf.errors import ConfigError, DatasetError
@@ -72,6 +72,8 @@ class PickledImageDataModule(L.LightningDataModule):
             epoch mirrors all, so each image alternates; over few epochs more varied than random mirroring.
         cache: keep the checked arrays in a cache (``cnnclf.data.cache``) so the next run with
             the same, unchanged file loads in a fraction of the time.
+        unreadable: what an image file that cannot be read does: ``skip`` (predict lists it in
+            a file beside the predictions and counts it in its summary line) or ``error``.
     """
 
     #: the label values the file uses, ascending; ``None`` infers them from the data
@@ -85,7 +87,7 @@ class PickledImageDataModule(L.LightningDataModule):
                  val_split: float = 0.1, normalize: bool = True, split_seed: int = 42,
                  predict_files: list[str] | None = None, translate: int = 0, translate_padding: Padding = "zeros",
                  hflip: bool | Literal["alternate"] = False, cache: bool = True, folds: int = 0,
-                 fold: int = 0) -> None:
+                 fold: int = 0, unreadable: Literal["skip", "error"] = "skip") -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
             raise ConfigError(f"batch sizes must be positive, found batch_size={batch_size}, "
@@ -113,6 +115,8 @@ class PickledImageDataModule(L.LightningDataModule):
         self.translate_padding = translate_padding
         self.hflip = hflip
         self.cache = cache
+        self.unreadable = unreadable
+        self.predict_skipped: list[tuple[str, str]] = []
         self._prepared: PreparedData | None = None
 
     # -- what the model is built from (linked into the model by the CLI) --------------------
@@ -153,6 +157,12 @@ class PickledImageDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Load and check the file now (it is otherwise loaded on first use)."""
         self.data  # noqa: B018 - the property loads and caches
+        if stage == "predict" and self.predict_files:
+            self.predict_images  # noqa: B018 - an empty folder or a bad file stops before the checkpoint loads
+
+    @cached_property
+    def predict_images(self) -> ImageFiles:
+        return read_image_files(self.predict_files, self.image_shape, skip_unreadable=self.unreadable == "skip")
 
     def read_splits(self) -> dict[str, ImageSplit]:
         """The raw train and test splits; the embedded digits override this."""
@@ -276,8 +286,8 @@ class PickledImageDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> TensorBatches:
         if self.predict_files:
-            images = read_image_files(self.predict_files, self.image_shape)
-            self.predict_sources = [str(path) for path in images.paths]
+            images = self.predict_images
+            self.predict_sources, self.predict_skipped = [str(path) for path in images.paths], images.skipped
             return self._batches("predict", images.tensor, torch.full((len(images.paths),), -1),
                                  self.eval_batch_size)
         self.predict_sources = [str(index) for index in range(len(self.data.test[1]))]

@@ -1,76 +1,182 @@
-"""Read image files (PNG, JPEG, PGM, anything Pillow opens) into one batch for ``predict``."""
+"""Decode image files (anything Pillow opens) into uint8 arrays: the one reader of predict's files and image folders.
+
+Each file is checked before its pixels are decoded: a regular file (a FIFO or device can block a read
+forever), at most Pillow's pixel limit (so a 48 KB PNG cannot ask for gigabytes). EXIF orientation is
+applied, 16-bit images are scaled to 8 bits, GIFs give their first frame, and every mode is converted
+to gray (``L``) or RGB. Files decode in a thread pool (Pillow releases the GIL while decoding) straight
+into one preallocated array, so memory is the result's size plus one image per thread.
+"""
 
 import glob
+import os
 import stat
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from cnnclf.errors import DatasetError
+
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+EXTENSIONS = frozenset(Image.registered_extensions())  # every suffix Pillow reads: .png, .jpg, .pgm, ...
+SWAPPED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that turn the image a quarter
+
+
+@dataclass(frozen=True)
+class Header:
+    height: int  # after EXIF orientation
+    width: int
+    gray: bool
+
+
+def read_header(path: Path) -> Header:
+    """The size and kind of an image, read from its header without decoding its pixels."""
+    with _opened(path) as image:
+        width, height = image.size
+        if image.getexif().get(0x0112) in SWAPPED_ORIENTATIONS:
+            width, height = height, width
+        return Header(height, width, image.mode in GRAY_MODES)
+
+
+def decode(path: Path, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The image as an (H, W, channels) uint8 array, resized to ``size`` (H, W) when it differs."""
+    with _opened(path) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode.startswith("I"):  # 16-bit (or 32-bit integer) gray: 0..65535 onto 0..255
+            image = Image.fromarray((np.clip(np.asarray(image), 0, 65535) // 257).astype(np.uint8))
+        image = image.convert("L" if channels == 1 else "RGB")
+        if size is not None and image.size != (size[1], size[0]):
+            image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, channels)
+
+
+class _opened:
+    """``Image.open`` after the file checks, turning every way a file can fail into one ``DatasetError`` line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> Image.Image:
+        try:
+            mode = os.stat(self.path).st_mode
+            if not stat.S_ISREG(mode):
+                kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, device or socket)"
+                raise DatasetError(f"{self.path}: {kind}; expected an image file")
+            self.image = Image.open(self.path)
+        except BaseException as error:
+            raise self._reason(error) from None
+        pixels = self.image.width * self.image.height
+        if pixels > Image.MAX_IMAGE_PIXELS:  # Pillow only warns between its limit and twice it
+            self.image.close()
+            raise DatasetError(f"{self.path}: refused, a possible decompression bomb: Image size ({pixels} pixels) "
+                               f"exceeds limit of {Image.MAX_IMAGE_PIXELS} pixels")
+        return self.image
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self.image.close()
+        if error is not None and not isinstance(error, DatasetError):
+            raise self._reason(error) from None
+
+    def _reason(self, error: BaseException) -> BaseException:
+        if isinstance(error, DatasetError) or not isinstance(error, Exception):
+            return error
+        if isinstance(error, FileNotFoundError):
+            return DatasetError(f"{self.path}: no such image file")
+        if isinstance(error, Image.DecompressionBombError):
+            return DatasetError(f"{self.path}: refused, a possible decompression bomb: {error}")
+        if isinstance(error, (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)):
+            return DatasetError(f"{self.path}: not a readable image: {error}")
+        return error
+
+
+def each_file(work: Callable[[int], object], count: int, what: str, chunk: int = 256) -> list[object]:
+    """``work(i)`` for i < count in a thread pool, in order; a ``DatasetError`` is returned, not raised.
+
+    Each task takes ``chunk`` files (a task per small file costs more than decoding it). Prints a
+    progress line to stderr every 10 seconds once the work has taken two."""
+    def attempt(first: int) -> list[object]:
+        results = []
+        for index in range(first, min(first + chunk, count)):
+            try:
+                results.append(work(index))
+            except DatasetError as error:
+                results.append(error)
+        return results
+
+    results, start, shown = [], time.monotonic(), 0.0
+    with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 2)) as pool:
+        for part in pool.map(attempt, range(0, count, chunk)):
+            results += part
+            elapsed = time.monotonic() - start
+            if elapsed > 2 and (elapsed - shown > 10 or len(results) == count):
+                shown = elapsed
+                print(f"{what}: {len(results):,}/{count:,} images, {elapsed:.0f} s", file=sys.stderr, flush=True)
+    return results
+
+
+def decode_all(paths: list[Path], channels: int, size: tuple[int, int], what: str) -> tuple[np.ndarray, list]:
+    """Every file decoded into one (N, H, W, C) array, and the error of each (``None`` where it decoded)."""
+    out = np.empty((len(paths), *size, channels), dtype=np.uint8)
+
+    def work(index: int) -> None:
+        out[index] = decode(paths[index], channels, size)
+
+    return out, each_file(work, len(paths), what)
+
+
+# -- predict's files ----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ImageFiles:
     paths: list[Path]
     tensor: Tensor  # (N, C, H, W) uint8, resized to the model's input
+    skipped: list[tuple[str, str]]  # (file, why) of each file given or found that was not predicted
 
 
-def expand_patterns(patterns: list[str]) -> list[Path]:
-    """Files, glob patterns and folders (every image file in them, sorted by name), in the order given."""
-    paths: list[Path] = []
+def expand_patterns(patterns: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files, glob patterns and folders (every image file in them, sorted by name), in the order given;
+    and the files found in those folders that are not images (hidden files are ignored)."""
+    paths, others = [], []
     for pattern in patterns:
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         if not matches:
             raise DatasetError(f"{pattern}: no image file matches this pattern")
         for match in map(Path, matches):
-            paths.extend(images_in_folder(match) if match.is_dir() else [match])
-    return paths
+            if not match.is_dir():
+                paths.append(match)
+                continue
+            found = sorted(path for path in match.iterdir() if not path.name.startswith("."))
+            images = [path for path in found if path.suffix.lower() in EXTENSIONS]
+            if not images:
+                raise DatasetError(f"{match}: a folder with no image files ({', '.join(sorted(EXTENSIONS)[:6])}, ...)")
+            paths.extend(images)
+            others.extend((str(path), "not an image file (by its suffix)") for path in found
+                          if path.suffix.lower() not in EXTENSIONS)
+    return paths, others
 
 
-def images_in_folder(folder: Path) -> list[Path]:
-    extensions = Image.registered_extensions()  # every suffix Pillow reads: .png, .jpg, .pgm, ...
-    images = sorted(path for path in folder.iterdir() if path.suffix.lower() in extensions and path.is_file())
-    if not images:
-        raise DatasetError(f"{folder}: a folder with no image files ({', '.join(sorted(extensions)[:6])}, ...)")
-    return images
-
-
-def read_image_files(patterns: list[str], image_shape: list[int]) -> ImageFiles:
-    """Load each file as gray (1 channel) or RGB (3) and resize it to ``image_shape`` (C, H, W)."""
+def read_image_files(patterns: list[str], image_shape: list[int], skip_unreadable: bool = False) -> ImageFiles:
+    """Load each file as gray (1 channel) or RGB (3) resized to ``image_shape`` (C, H, W); an unreadable file
+    is one ``DatasetError``, or with ``skip_unreadable`` listed in ``skipped`` (unless none is readable)."""
     channels, height, width = image_shape
-    mode = {1: "L", 3: "RGB"}.get(channels)
-    if mode is None:
+    if channels not in (1, 3):
         raise DatasetError(f"predicting from image files needs a 1- or 3-channel model, found {channels}")
-    paths = expand_patterns(patterns)
-    arrays = []
-    for path in paths:
-        try:
-            _check_regular_file(path)
-            with Image.open(path) as image:
-                # Pillow only warns between its limit and twice it, and decodes the whole image
-                if image.width * image.height > Image.MAX_IMAGE_PIXELS:
-                    raise Image.DecompressionBombError(f"Image size ({image.width * image.height} pixels) exceeds "
-                                                       f"limit of {Image.MAX_IMAGE_PIXELS} pixels")
-                resized = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
-        except (FileNotFoundError, IsADirectoryError):
-            raise DatasetError(f"{path}: no such image file") from None
-        except Image.DecompressionBombError as error:
-            raise DatasetError(f"{path}: refused, a possible decompression bomb: {error}") from None
-        except (UnidentifiedImageError, OSError) as error:
-            raise DatasetError(f"{path}: not a readable image: {error}") from None
-        arrays.append(np.asarray(resized, dtype=np.uint8).reshape(height, width, channels))
-    tensor = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    return ImageFiles(paths, tensor)
-
-
-def _check_regular_file(path: Path) -> None:
-    """Refuse a FIFO, device or socket before opening it: reading one can block forever."""
-    mode = path.stat().st_mode  # FileNotFoundError when missing
-    if stat.S_ISDIR(mode):
-        raise IsADirectoryError(path)
-    if not stat.S_ISREG(mode):
-        raise DatasetError(f"{path}: not a regular file (a FIFO, device or socket); expected an image file")
+    paths, skipped = expand_patterns(patterns)
+    images, errors = decode_all(paths, channels, (height, width), "decoding images to predict")
+    failed = [error for error in errors if error is not None]
+    if failed and (not skip_unreadable or len(failed) == len(paths)):
+        raise failed[0] if not skip_unreadable else DatasetError(
+            f"none of the {len(paths)} image files could be read; the first: {failed[0]}")
+    kept = [index for index, error in enumerate(errors) if error is None]
+    skipped += [(str(paths[index]), str(error).removeprefix(f"{paths[index]}: "))
+                for index, error in enumerate(errors) if error is not None]
+    tensor = torch.from_numpy(images[kept]).permute(0, 3, 1, 2).contiguous()
+    return ImageFiles([paths[index] for index in kept], tensor, skipped)

@@ -5,6 +5,8 @@ names, the image shape and the channel statistics. The CLI picks this data modul
 gets image files and no config.
 """
 
+from typing import Literal
+
 from cnnclf.checkpoints import read_checkpoint
 from cnnclf.data.base import PickledImageDataModule
 from cnnclf.errors import CheckpointError, ConfigError
@@ -17,11 +19,13 @@ class ImageFilesDataModule(PickledImageDataModule):
         checkpoint: the checkpoint to predict with (the CLI sets it from ``--ckpt_path``).
         predict_files: image files, folders of them, or glob patterns.
         batch_size: images per forward pass.
+        unreadable: ``skip`` (list an unreadable file beside the predictions) or ``error`` (stop at it).
     """
 
     def __init__(self, checkpoint: str | None = None, predict_files: list[str] | None = None,
-                 batch_size: int = 256) -> None:
-        super().__init__(path=checkpoint or "", batch_size=batch_size, predict_files=predict_files)
+                 batch_size: int = 256, unreadable: Literal["skip", "error"] = "skip") -> None:
+        super().__init__(path=checkpoint or "", batch_size=batch_size, predict_files=predict_files,
+                         unreadable=unreadable)
         if not predict_files:
             raise ConfigError("ImageFilesDataModule predicts on image files: set --data.predict_files")
         if checkpoint is None:
@@ -30,6 +34,7 @@ class ImageFilesDataModule(PickledImageDataModule):
         if "num_classes" not in self.trained_on or "image_shape" not in self.trained_on:
             raise CheckpointError(f"{checkpoint}: its hyper-parameters do not say the classes and image shape it "
                                   "was trained for (not saved by 'cnnclf fit'); predict with --config and --data.path")
+        self.predict_images  # noqa: B018 - read now: an empty folder or a bad file stops before the model is built
 
     @property
     def num_classes(self) -> int:
