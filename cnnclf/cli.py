@@ -122,6 +122,10 @@ def cli_main(args: list[str] | None = None) -> CnnclfCLI | None:
     args = list(sys.argv[1:] if from_command_line else args)
     if args[:1] == ["configs"]:
         return print_shipped_configs()
+    if args[:1] == ["report"]:
+        from cnnclf.report import main as report  # its figures and tables cost the other commands nothing
+
+        return report(args[1:])
     silence_lightning_noise(evaluating=args[:1] != ["fit"])
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on recent NVIDIA GPUs
