@@ -49,7 +49,8 @@ def open_run(path: Path) -> Run:
                           "finished run (a run folder holds the config.yaml that 'cnnclf fit' saves)")
     summary = _json(folder / "test" / "summary.json")
     tested = Path(summary.get("checkpoint") or "")
-    candidates = [tested, folder / "checkpoints" / tested.name, *(folder / "checkpoints" / name
+    # The run's own copy first: a run folder that was moved or copied still names the old place.
+    candidates = [folder / "checkpoints" / tested.name, tested, *(folder / "checkpoints" / name
                                                                    for name in ("best.ckpt", "last.ckpt"))]
     checkpoint = checkpoint or next((file for file in candidates if file.name and file.is_file()), None)
     return Run(folder, checkpoint, yaml.safe_load((folder / "config.yaml").read_text()), summary,
