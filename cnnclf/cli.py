@@ -26,6 +26,7 @@ from cnnclf.checkpoints import (
     read_checkpoint,
     resolve_checkpoint,
 )
+from cnnclf.compare import main as compare_main
 from cnnclf.curves import CurvesCSV
 from cnnclf.data import PickledImageDataModule
 from cnnclf.errors import ConfigError
@@ -122,6 +123,8 @@ def cli_main(args: list[str] | None = None) -> CnnclfCLI | None:
     args = list(sys.argv[1:] if from_command_line else args)
     if args[:1] == ["configs"]:
         return print_shipped_configs()
+    if args[:1] == ["compare"]:
+        return compare_main(args[1:])
     if args[:1] == ["report"]:
         from cnnclf.report import main as report  # its figures and tables cost the other commands nothing
 

@@ -205,3 +205,21 @@ def test_an_input_that_is_no_run_is_refused_in_one_line(tmp_path, capsys):
         report([tmp_path], tmp_path / "out")
     with pytest.raises(SystemExit, match="nosuch: no such run folder, checkpoint, sweep folder or config"):
         report(["nosuch"], tmp_path / "out")
+
+
+def test_a_sweeps_report_aggregates_its_runs_and_reports_the_best_chosen_on_validation(digits_sweep, tmp_path):
+    from cnnclf.sweeps.results import read_run
+
+    markdown, page = report([digits_sweep], tmp_path / "out")
+    results = {name: read_run(digits_sweep / name) for name in ("optimizer=adam", "optimizer=sgd")}
+    settings = table_after(markdown, ["setting", "n", "val accuracy", "test accuracy", "test range", "macro F1",
+                                      "fit s"])
+    assert [(row[0], row[1], row[3]) for row in settings] == [
+        (f"model.optimizer={name.split('=')[1]}", "1", f"{result.test_accuracy:.2%}") for name, result in results.items()]
+    effects = table_after(markdown, ["option", "value", "runs", "test accuracy"])
+    assert effects == [["model.optimizer", name.split("=")[1], "1", f"{result.test_accuracy:.2%}"]
+                       for name, result in results.items()]
+    best = max(results, key=lambda name: results[name].val_accuracy)
+    assert f"Best: model.optimizer={best.split('=')[1]}, chosen on validation accuracy" in markdown
+    check_run(markdown, digits_sweep / best, best)
+    assert "sweep-out.png" in [path.name for path in check_figures(markdown, page, tmp_path / "out")]

@@ -14,6 +14,7 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
+from sklearn.model_selection import StratifiedKFold
 from torch import Tensor
 
 from cnnclf.data.augment import Padding, mirror_seeded_half, random_hflip, random_translate
@@ -53,7 +54,12 @@ class PickledImageDataModule(L.LightningDataModule):
             0 trains on all of it (the best checkpoint is then the last one).
         normalize: standardize each channel with the mean and std of the training split;
             off feeds raw pixel values, as the report did.
-        split_seed: seed of the validation split (independent of the training seed).
+        split_seed: seed of the validation split and of the folds (independent of the training seed).
+            The validation split is stratified: each class keeps its share of the images.
+        folds: cross-validation: split the training images into this many stratified folds
+            (scikit-learn's ``StratifiedKFold``, shuffled with ``split_seed``) and validate on fold
+            ``fold``, training on the others; replaces ``val_split``. 0: no folds.
+        fold: which fold validates, from 0 to ``folds - 1``.
         predict_files: image files (PNG, JPEG, PGM; glob patterns allowed) for ``predict``;
             without them ``predict`` runs on the pickle's test split.
         translate: training augmentation: shift each image by up to this many pixels (fewer than
@@ -77,7 +83,8 @@ class PickledImageDataModule(L.LightningDataModule):
     def __init__(self, path: str, batch_size: int = 128, eval_batch_size: int | None = None,
                  val_split: float = 0.1, normalize: bool = True, split_seed: int = 42,
                  predict_files: list[str] | None = None, translate: int = 0, translate_padding: Padding = "zeros",
-                 hflip: bool | Literal["alternate"] = False, cache: bool = True) -> None:
+                 hflip: bool | Literal["alternate"] = False, cache: bool = True, folds: int = 0,
+                 fold: int = 0) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
             raise ConfigError(f"batch sizes must be positive, found batch_size={batch_size}, "
@@ -90,7 +97,11 @@ class PickledImageDataModule(L.LightningDataModule):
             raise ConfigError(f"hflip must be true, false or 'alternate', found {hflip!r}")
         if val_split < 0:
             raise ConfigError(f"val_split must be a fraction in [0, 1) or a count >= 1, found {val_split}")
+        if folds == 1 or folds < 0 or not 0 <= fold < max(folds, 1):
+            raise ConfigError(f"folds must be 0 (none) or at least 2, and fold one of 0..folds-1, found folds={folds}, "
+                              f"fold={fold}")
         self.path = path
+        self.folds, self.fold = folds, fold
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.val_split = val_split
@@ -161,7 +172,7 @@ class PickledImageDataModule(L.LightningDataModule):
         train_x, train_y = self._to_tensors("train", splits["train"], label_values)
         self._check_translate(train_x.shape[2:])
         test = self._to_tensors("test", splits["test"], label_values)
-        train_index, val_index = self._split_indices(len(train_y))
+        train_index, val_index = self._split_indices(train_y.numpy(), label_values)
         return PreparedData(
             train=(train_x[train_index], train_y[train_index]),
             val=(train_x[val_index], train_y[val_index]),
@@ -197,13 +208,36 @@ class PickledImageDataModule(L.LightningDataModule):
         images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous()
         return self.transform_images(images), targets
 
-    def _split_indices(self, size: int) -> tuple[Tensor, Tensor]:
+    def _split_indices(self, targets: np.ndarray, label_values: list[int]) -> tuple[Tensor, Tensor]:
+        """The training and validation indices: fold ``fold`` of ``folds``, or a stratified ``val_split``."""
+        counts = np.bincount(targets, minlength=len(label_values))
+        if self.folds:
+            if counts.min() < self.folds:
+                raise DatasetError(f"{self.path}: label {label_values[counts.argmin()]} has {counts.min()} training "
+                                   f"images, fewer than folds={self.folds}: every fold must hold one of each")
+            folds = StratifiedKFold(self.folds, shuffle=True, random_state=self.split_seed)
+            train, val = list(folds.split(targets, targets))[self.fold]
+            return torch.from_numpy(train), torch.from_numpy(val)
+        size = len(targets)
         count = round(self.val_split * size) if self.val_split < 1 else int(self.val_split)
         if count >= size:
             raise DatasetError(f"{self.path}: val_split={self.val_split} leaves no training images "
                                f"out of {size}")
-        order = torch.randperm(size, generator=torch.Generator().manual_seed(self.split_seed))
-        return order[count:].sort().values, order[:count].sort().values
+        # Stratified even when fewer images are held out than there are classes (ORL's 10%: 36 of 40 people),
+        # which scikit-learn's splitters refuse: in a seeded order, each image's place within its class
+        # over the class's size; the lowest go to validation, so each class gives its share.
+        order = np.random.default_rng(self.split_seed).permutation(size)
+        place = np.empty(size)
+        for label in range(len(label_values)):
+            members = order[targets[order] == label]
+            place[members] = (np.arange(len(members)) + 0.5) / len(members)
+        ranked = torch.from_numpy(order[np.argsort(place[order], kind="stable")])
+        train, val = ranked[count:].sort().values, ranked[:count].sort().values
+        left = np.bincount(targets[train.numpy()], minlength=len(label_values))
+        if count and (starved := np.flatnonzero((left == 0) & (counts > 0))).size:
+            raise DatasetError(f"{self.path}: label {label_values[starved[0]]} has {counts[starved[0]]} training "
+                               f"image(s), all held out by val_split={self.val_split}; lower val_split or set it to 0")
+        return train, val
 
     @cached_property
     def channel_stats(self) -> tuple[list[float], list[float]]:

@@ -8,18 +8,21 @@ inputs are compared side by side, with the exact McNemar test on the test images
 
 import argparse
 import re
+import shutil
 import sys
 from itertools import combinations
 from pathlib import Path
 
-import numpy as np
-
+from cnnclf.compare import comparison as compare
+from cnnclf.compare import tested
 from cnnclf.errors import CnnclfError, ConfigError
-from cnnclf.report.document import Block, Heading, Table, Text, anchor, write
-from cnnclf.report.facts import Run, newest_run_of, open_run
+from cnnclf.report.document import Block, Heading, Image, Table, Text, anchor, write
+from cnnclf.report.facts import Run, read_json, newest_run_of, open_run
 from cnnclf.report.sections import NOT_RECORDED, run_sections
 from cnnclf.shipped import shipped_config
-from cnnclf.stats import accuracy_interval, mcnemar
+from cnnclf.stats import accuracy_interval, spread
+from cnnclf.sweeps.results import choose_best, group_runs, load_results, read_run
+from cnnclf.sweeps.spec import REPEATS, cli_value
 
 # The report cnnclf grew from: each dataset's test accuracy, as correct images of the test split.
 ORIGINAL = {"MNISTDataModule": ("MNIST", 8863, 10000, "ReportMNISTNet, 1000 epochs"),
@@ -61,29 +64,66 @@ def comparison(runs: list[Run]) -> list[Block]:
     blocks = [Heading("Comparison", 2), Table(["run", "data", "test accuracy", "macro F1", "epochs", "fit s"], rows)]
     pairs = []
     for a, b in combinations(runs, 2):
-        right = [_correct(run) for run in (a, b)]
-        if any(r is None for r in right) or len(right[0][0]) != len(right[1][0]) or (right[0][0] != right[1][0]).any():
-            continue  # different test images: no pairing
-        only_a, only_b, p = mcnemar(right[0][1], right[1][1])
-        verdict = ("no evidence that they differ at the 5% level" if p >= 0.05 else
-                   f"{a.label if only_a > only_b else b.label} is better")
-        pairs.append([a.label, b.label, str(only_a), str(only_b), f"{p:.4g}", verdict])
+        try:
+            result = compare(tested(a.folder), tested(b.folder))
+        except CnnclfError:  # untested, or other test images: no pairing
+            continue
+        pairs.append([a.label, b.label, str(result["only_a_right"]), str(result["only_b_right"]),
+                      f"{result['mcnemar_p']:.4g}", result["verdict"]])
     if pairs:
-        blocks += [Text("Paired on the same test images (`test/per_image.csv`): the images only A or only B gets "
-                        "right, and the exact McNemar test's two-sided p-value."),
+        blocks += [Text("Paired on the same test images (`cnnclf compare` on `test/per_image.csv`): the images only A "
+                        "or only B gets right, and the exact McNemar test's two-sided p-value."),
                    Table(["A", "B", "only A right", "only B right", "p", "reading"], pairs)]
     else:
         blocks.append(Text("Paired tests: none (no two runs have per-image test predictions of the same images)."))
     return blocks
 
 
-def _correct(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
-    """Each test image's true label and whether the run got it right, from ``test/per_image.csv``."""
-    path = run.folder / "test" / "per_image.csv"
-    if not path.is_file():
-        return None
-    rows = np.loadtxt(path, delimiter=",", skiprows=1, dtype=str, ndmin=2)
-    return rows[:, 1], rows[:, 1] == rows[:, 2]
+def sweep_blocks(folder: Path, output: Path) -> tuple[list[Block], Run | None]:
+    """A sweep's tables (runs, settings aggregated over seeds and folds, each option's effect) and its best run,
+    chosen on validation when the runs have a validation split."""
+    results = [read_run(folder / row["run"]) for row in load_results(folder)]
+    groups = group_runs(results)
+    blocks = [Heading(f"Sweep: {folder.name}", 2), Text(f"`{folder}`: {len(results)} runs, {len(groups)} settings.")]
+    blocks.append(Table(["setting", "n", "val accuracy", "test accuracy", "test range", "macro F1", "fit s"], [
+        [group.name, str(len(group.runs)), _spread(figures["val_accuracy"], "{:.2%}"),
+         _spread(figures["test_accuracy"], "{:.2%}"),
+         f"{figures['test_accuracy']['min']:.2%}-{figures['test_accuracy']['max']:.2%}",
+         _spread(figures["test_macro_f1"], "{:.4f}"), _spread(figures["fit_seconds"], "{:.1f}")]
+        for group in groups for figures in [group.figures()]]))
+    blocks += [Text("Mean ± standard deviation over the runs of each setting (seeds, folds); every run:"),
+               Table(["run", "status", "val accuracy", "test accuracy", "epochs"], [
+                   [result.name, result.status, _percent(result.val_accuracy),
+                    accuracy(read_json(folder / result.name / "test" / "summary.json")), str(result.epochs or "")]
+                   for result in results])]
+    if (folder / "results.png").is_file():
+        blocks.append(Image(Path(shutil.copy(folder / "results.png", output / f"sweep-{folder.name}.png")),
+                            f"Test accuracy of each run (sweep {folder.name})"))
+    finished = [result for result in results if result.status == "ok" and result.test_accuracy is not None]
+    keys = dict.fromkeys(key for result in finished for key in result.overrides if key not in REPEATS)
+    rows = [[key, cli_value(value), str(len(found)), _spread(spread(found), "{:.2%}")] for key in keys
+            for value in dict.fromkeys(result.overrides.get(key) for result in finished)
+            for found in [[result.test_accuracy for result in finished if result.overrides.get(key) == value]]]
+    blocks += [Heading(f"Effect of each swept option: {folder.name}", 3),
+               Text("Mean ± standard deviation of the test accuracy of every finished run with that value, over "
+                    "the other options."), Table(["option", "value", "runs", "test accuracy"], rows)]
+    best_group, why = choose_best(groups)
+    blocks += [Heading(f"Best run: {folder.name}", 3), Text(why[0].upper() + why[1:] + ".")]
+    if best_group is None:
+        return blocks, None
+    best, why = choose_best(best_group.runs)
+    blocks.append(Text(f"Its run shown below: {best.name} ({why.partition(', ')[2]})."))
+    return blocks, open_run(folder / best.name)
+
+
+def _spread(figures: dict | None, form: str) -> str:
+    if not figures:
+        return NOT_RECORDED
+    return form.format(figures["mean"]) + (f" ± {form.format(figures['std'])}" if figures["n"] > 1 else "")
+
+
+def _percent(value: float | None) -> str:
+    return NOT_RECORDED if value is None else f"{value:.2%}"
 
 
 def against_the_original(runs: list[Run]) -> list[Block]:
@@ -101,10 +141,18 @@ def against_the_original(runs: list[Run]) -> list[Block]:
 
 
 def report(inputs: list[str], output: Path, original: bool = False) -> tuple[Path, Path]:
-    runs = [open_run(resolve(given)) for given in inputs]
     output.mkdir(parents=True, exist_ok=True)
-    title = "cnnclf report: " + ", ".join(run.label for run in runs)
-    top = (against_the_original(runs) if original else []) + (comparison(runs) if len(runs) > 1 else [])
+    runs, sweeps = [], []
+    for given in inputs:
+        path = resolve(given)
+        if path.is_dir() and (path / "results.csv").is_file():
+            blocks, best = sweep_blocks(path, output)
+            sweeps += blocks
+            runs += [best] if best else []
+        else:
+            runs.append(open_run(path))
+    title = "cnnclf report: " + ", ".join(Path(given).name for given in inputs)
+    top = (against_the_original(runs) if original else []) + sweeps + (comparison(runs) if len(runs) > 1 else [])
     body = []
     for number, run in enumerate(runs, start=1):
         body += [Heading(f"Run {number}: {run.label}", 2), Text(f"`{run.folder}`")]
@@ -121,7 +169,8 @@ def main(args: list[str]) -> None:
     parser.add_argument("inputs", nargs="+", metavar="RUN|SWEEP|CKPT|CONFIG")
     parser.add_argument("--output", required=True, type=Path, help="folder for report.md, report.html and figures")
     parser.add_argument("--original", action="store_true",
-                        help="set each MNIST, ORL and CIFAR result beside the original report's (88.63%%, 90.0%%, 69.87%%)")
+                        help="set each MNIST, ORL and CIFAR result beside the original report's "
+                        "(88.63%%, 90.0%%, 69.87%%)")
     options = parser.parse_args(args)
     try:
         markdown, page = report(options.inputs, options.output, options.original)

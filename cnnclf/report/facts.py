@@ -47,14 +47,14 @@ def open_run(path: Path) -> Run:
     if not (folder / "config.yaml").is_file():
         raise ConfigError(f"{path}: not a run folder, a checkpoint inside one, a sweep folder or a config with a "
                           "finished run (a run folder holds the config.yaml that 'cnnclf fit' saves)")
-    summary = _json(folder / "test" / "summary.json")
+    summary = read_json(folder / "test" / "summary.json")
     tested = Path(summary.get("checkpoint") or "")
     # The run's own copy first: a run folder that was moved or copied still names the old place.
     candidates = [folder / "checkpoints" / tested.name, tested, *(folder / "checkpoints" / name
                                                                    for name in ("best.ckpt", "last.ckpt"))]
     checkpoint = checkpoint or next((file for file in candidates if file.name and file.is_file()), None)
     return Run(folder, checkpoint, yaml.safe_load((folder / "config.yaml").read_text()), summary,
-               _json(folder / "fit_time.json"), _json(folder / RUN_RECORD))
+               read_json(folder / "fit_time.json"), read_json(folder / RUN_RECORD))
 
 
 def newest_run_of(config: Path, runs: Path = Path("runs")) -> Path:
@@ -67,7 +67,7 @@ def newest_run_of(config: Path, runs: Path = Path("runs")) -> Path:
     return find_checkpoint(runs / name, "best")[0].parents[1]
 
 
-def _json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 

@@ -48,9 +48,9 @@ def run_sweep(sweep_file: str | Path, out: str | Path | None = None, retry_faile
         result = read_run(run_dir)
         print("    " + _summary(result), flush=True)
         results.append(result)
-        write_tables(results, out, f"sweep {sweep.name}")
+        paths = write_tables(results, out, f"sweep {sweep.name}")
     if not dry_run:
-        print(f"\nResults: {out / 'results.csv'}, {out / 'results.md'}, {out / 'results.png'}")
+        print(f"\nResults: {', '.join(str(path) for path in paths)}")
     return results
 
 
@@ -100,7 +100,8 @@ def _last_error(output: str) -> str:
 def _summary(result: RunResult) -> str:
     if result.status != "ok":
         return f"failed: {result.error}"
-    return (f"test accuracy {result.test_accuracy:.2%}, macro F1 {result.test_macro_f1:.4f}, "
+    validation = "" if result.val_accuracy is None else f"val accuracy {result.val_accuracy:.2%}, "
+    return (f"{validation}test accuracy {result.test_accuracy:.2%}, macro F1 {result.test_macro_f1:.4f}, "
             f"{result.epochs} epochs, {result.wall_seconds:.1f} s")
 
 

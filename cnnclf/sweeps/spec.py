@@ -8,6 +8,8 @@
     grid:                           # every combination of these is one run
       model.optimizer: [sgd, adam]
       model.final_relu: [true, false]
+    seeds: 5                        # each combination with seeds 0..4 (or a list of seeds)
+    folds: 5                        # and on each of 5 cross-validation folds
 
 Keys are the CLI's own (``model.lr``, ``data.normalize``, ``trainer.max_epochs``; ``model``
 alone switches the architecture), so any run can be repeated by hand with the command it records.
@@ -24,7 +26,9 @@ import yaml
 from cnnclf.errors import ConfigError
 from cnnclf.shipped import shipped_config
 
-FIELDS = {"base", "set", "grid", "name"}
+FIELDS = {"base", "set", "grid", "name", "seeds", "folds"}
+#: the options whose runs are repeats of one setting: the results table aggregates over them
+REPEATS = ("seed_everything", "data.split_seed", "data.fold")
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,17 @@ def load_sweep(path: str | Path) -> Sweep:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: 'grid.{key}' must be a non-empty list of values, found {values!r}")
+    seeds, folds = content.get("seeds"), content.get("folds")
+    if seeds is not None:
+        if isinstance(seeds, bool) or not (isinstance(seeds, int) and seeds >= 1 or isinstance(seeds, list) and seeds
+                                           and all(isinstance(seed, int) for seed in seeds)):
+            raise ConfigError(f"{path}: 'seeds' must be a count of seeds (0, 1, ...) or a list, found {seeds!r}")
+        fixed, grid = _repeat(fixed, grid, "seed_everything", list(range(seeds)) if isinstance(seeds, int) else seeds,
+                              path, "seeds")
+    if folds is not None:
+        if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+            raise ConfigError(f"{path}: 'folds' must be a number of cross-validation folds >= 2, found {folds!r}")
+        fixed, grid = _repeat({**fixed, "data.folds": folds}, grid, "data.fold", list(range(folds)), path, "folds")
     both = set(fixed) & set(grid)
     if both:
         raise ConfigError(f"{path}: {sorted(both)} in both 'set' and 'grid'; keep each key in one")
@@ -109,6 +124,13 @@ def _mapping(value: object, path: Path, field: str) -> dict:
     if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
         raise ConfigError(f"{path}: '{field}' must map option names (like model.lr) to values, found {value!r}")
     return value
+
+
+def _repeat(fixed: dict, grid: dict, key: str, values: list, path: Path, field: str) -> tuple[dict, dict]:
+    """The grid with a repeat axis last, so that the runs of one setting follow each other."""
+    if key in fixed or key in grid:
+        raise ConfigError(f"{path}: '{field}' sets {key}, which 'set' or 'grid' sets too; keep one")
+    return fixed, {**grid, key: values}
 
 
 def _short_labels(keys: list[str]) -> dict[str, str]:
