@@ -158,9 +158,8 @@ def test_a_runs_report_holds_every_section_figure_and_number_of_its_files(mnist_
     validation = round(0.1 * 200)
     assert table_after(markdown, ["split", "images"]) == [["train", str(200 - validation)],
                                                           ["validation", str(validation)], ["test", "50"]]
-    counts = table_after(markdown, ["class", "train", "validation", "test"])
-    assert [row[0] for row in counts] == [str(digit) for digit in range(10)]
-    assert sum(int(row[3]) for row in counts) == 50 and all(row[3] == "5" for row in counts)
+    # The pickle cycles through the ten labels; the validation split keeps each class's share
+    assert "Every class has 18 train, 2 validation, 5 test images. Classes: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9." in markdown
     assert "images of 1×28×28" in markdown
     # Beside the original report: its 8863 of 10,000 with the exact interval, worked out here from the beta quantiles
     original = table_after(markdown, ["data", "the report", "its setup", "this report", "run"])
