@@ -214,7 +214,8 @@ def test_a_sweeps_report_aggregates_its_runs_and_reports_the_best_chosen_on_vali
     settings = table_after(markdown, ["setting", "n", "val accuracy", "test accuracy", "test range", "macro F1",
                                       "fit s"])
     assert [(row[0], row[1], row[3]) for row in settings] == [
-        (f"model.optimizer={name.split('=')[1]}", "1", f"{result.test_accuracy:.2%}") for name, result in results.items()]
+        (f"model.optimizer={name.split('=')[1]}", "1", f"{result.test_accuracy:.2%}")
+        for name, result in results.items()]
     effects = table_after(markdown, ["option", "value", "runs", "test accuracy"])
     assert effects == [["model.optimizer", name.split("=")[1], "1", f"{result.test_accuracy:.2%}"]
                        for name, result in results.items()]

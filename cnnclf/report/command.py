@@ -17,7 +17,7 @@ from cnnclf.compare import comparison as compare
 from cnnclf.compare import tested
 from cnnclf.errors import CnnclfError, ConfigError
 from cnnclf.report.document import Block, Heading, Image, Table, Text, anchor, write
-from cnnclf.report.facts import Run, read_json, newest_run_of, open_run
+from cnnclf.report.facts import Run, newest_run_of, open_run, read_json
 from cnnclf.report.sections import NOT_RECORDED, run_sections
 from cnnclf.shipped import shipped_config
 from cnnclf.stats import accuracy_interval, spread
@@ -151,7 +151,9 @@ def report(inputs: list[str], output: Path, original: bool = False) -> tuple[Pat
             runs += [best] if best else []
         else:
             runs.append(open_run(path))
-    title = "cnnclf report: " + ", ".join(Path(given).name for given in inputs)
+    title = "cnnclf report: " + ", ".join([*(block.text.removeprefix("Sweep: ") for block in sweeps
+                                             if isinstance(block, Heading) and block.text.startswith("Sweep: ")),
+                                           *(run.label for run in runs)])
     top = (against_the_original(runs) if original else []) + sweeps + (comparison(runs) if len(runs) > 1 else [])
     body = []
     for number, run in enumerate(runs, start=1):
@@ -167,12 +169,17 @@ def main(args: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="cnnclf report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="RUN|SWEEP|CKPT|CONFIG")
-    parser.add_argument("--output", required=True, type=Path, help="folder for report.md, report.html and figures")
+    parser.add_argument("--output", type=Path, default=Path("report"),
+                        help="folder for report.md, report.html and figures (default: report)")
     parser.add_argument("--original", action="store_true",
                         help="set each MNIST, ORL and CIFAR result beside the original report's "
                         "(88.63%%, 90.0%%, 69.87%%)")
+    parser.add_argument("--dry-run", action="store_true", help="print the run or sweep each input stands for; write "
+                        "nothing (fails if one has none)")
     options = parser.parse_args(args)
     try:
+        if options.dry_run:
+            return print("\n".join(f"{given}: {resolve(given)}" for given in options.inputs))
         markdown, page = report(options.inputs, options.output, options.original)
     except CnnclfError as error:
         sys.exit(f"cnnclf: error: {error}")

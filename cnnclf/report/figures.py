@@ -27,7 +27,7 @@ def sample_grid(images: Tensor, targets: Tensor, class_names: list[str], title: 
             axes.imshow(pixels[0] if len(pixels) == 1 else pixels.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1)
             if slot == 0:
                 axes.set_title(name, fontsize=9, loc="left")
-    figure.suptitle(title)
+    figure.suptitle(f"{title}: the first {per_class} of each class")
     return figure
 
 

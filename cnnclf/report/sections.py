@@ -54,11 +54,15 @@ def dataset(run: Run, folder: Path) -> list[Block]:
     shape = "×".join(map(str, splits["train"][0].shape[1:]))
     blocks = [Text(f"Source: `{data.source}`; SHA-256 `{data.digest}`."),
               Text(f"{len(names)} classes; images of {shape} (channels×height×width, as the model takes them)."),
-              Table(["split", "images"], [[split, f"{len(targets):,}"] for split, (_, targets) in splits.items()]),
-              Table(["class", *splits], [[name, *(str(counts[split][index]) for split in splits)]
-                                         for index, name in enumerate(names)])]
+              Table(["split", "images"], [[split, f"{len(targets):,}"] for split, (_, targets) in splits.items()])]
+    if all(len(set(found)) == 1 for found in counts.values()):  # ORL's 40 people: one line, not 40 equal rows
+        blocks.append(Text("Every class has " + ", ".join(f"{found[0]} {split}" for split, found in counts.items())
+                           + f" images. Classes: {', '.join(names)}."))
+    else:
+        blocks.append(Table(["class", *splits], [[name, *(str(counts[split][index]) for split in splits)]
+                                                 for index, name in enumerate(names)]))
     path = folder / "samples.png"
-    sample_grid(*splits["train"], names, "training images, the first of each class").savefig(path, dpi=100)
+    sample_grid(*splits["train"], names, "training images").savefig(path, dpi=100)
     return [*blocks, Image(path, f"Training images of each class ({run.label})")]
 
 
