@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from torch.utils.tensorboard import SummaryWriter
 
 from cnnclf.checkpoints import FINISHED_MARKER
+from cnnclf.curves import CURVES_FILE, CSVCurveLogger
 from cnnclf.errors import CheckpointError, ConfigError, DatasetError
 from cnnclf.evaluation import most_confused, plot_confusion_matrix
 from cnnclf.explore import (
@@ -93,18 +93,23 @@ def test_test_summary_figures_are_in_tensorboard(tested_run):
     assert {"test/confusion_matrix", "test/top_losses"} <= set(accumulator.Tags()["tensors"])
 
 
-def test_read_curve_reads_every_event_file_of_a_resumed_run(tmp_path):
-    first = SummaryWriter(tmp_path)
+def test_read_curve_keeps_the_latest_value_of_a_step_logged_again_by_a_resumed_fit(tmp_path):
+    first = CSVCurveLogger(tmp_path / CURVES_FILE)
     for step in range(5):
-        first.add_scalar("val/acc", step, step)
-    first.close()
-    resumed = SummaryWriter(tmp_path)  # from a checkpoint at step 3: steps 3 and 4 are logged again
+        first.log_metrics({"val/acc": step, "epoch": step}, step)
+    resumed = CSVCurveLogger(tmp_path / CURVES_FILE)  # from a checkpoint at step 3: steps 3 and 4 are logged again
     for step in range(3, 7):
-        resumed.add_scalar("val/acc", 10 * step, step)
-    resumed.close()
-    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
+        resumed.log_metrics({"val/acc": 10 * step, "epoch": step}, step)
     assert read_curve(tmp_path, "val/acc") == ([0, 1, 2, 3, 4, 5, 6], [0, 1, 2, 30, 40, 50, 60])
     assert read_curve(tmp_path, "train/loss") == ([], [])
+
+
+def test_a_run_writes_its_per_epoch_curves_as_csv(tested_run):
+    for name in ("train/epoch_loss", "train/acc", "train/f1", "train/lr", "val/loss", "val/acc", "val/f1"):
+        steps, values = read_curve(tested_run, name)
+        assert len(steps) == 1 and all(np.isfinite(values)), name  # one epoch
+    accuracy = json.loads((tested_run / "test" / "summary.json").read_text())["accuracy"]
+    assert read_curve(tested_run, "test/acc")[1] == [pytest.approx(accuracy, abs=1e-6)]
 
 
 @pytest.fixture

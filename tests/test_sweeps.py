@@ -1,16 +1,20 @@
 """Sweeps: every combination trained through ``cnnclf fit``, tabulated, and never trained twice."""
 
 import csv
+import json
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
 import yaml
 
 from cnnclf.cli import cli_main
+from cnnclf.curves import CURVES_FILE, CSVCurveLogger
 from cnnclf.errors import ConfigError
 from cnnclf.shipped import shipped_configs
 from cnnclf.sweeps import load_sweep, run_sweep
+from cnnclf.sweeps.results import RUN_RECORD, choose_best, group_runs, read_run, write_tables
 from cnnclf.sweeps.runner import main
 from tests.conftest import CONFIGS, write_sweep
 
@@ -138,3 +142,77 @@ def resolved_value(config: dict, key: str):
     if not name:
         return node["class_path"] if isinstance(node, dict) else node
     return node["init_args"][name] if "class_path" in node else node[name]
+
+
+def test_seeds_and_folds_shorthands_add_repeat_axes_last(tmp_path):
+    path = write_sweep(tmp_path / "repeats.yaml", {"model.optimizer": ["adam", "sgd"]})
+    content = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**content, "seeds": 2, "folds": 3}))
+    sweep = load_sweep(path)
+    assert sweep.grid == {"model.optimizer": ["adam", "sgd"], "seed_everything": [0, 1], "data.fold": [0, 1, 2]}
+    assert sweep.fixed["data.folds"] == 3 and len(sweep.runs()) == 12
+    assert sweep.runs()[0].name == "optimizer=adam,seed_everything=0,fold=0"
+    for bad, message in [({"seeds": 0}, "'seeds' must be a count"), ({"folds": 1}, "'folds' must be a number"),
+                         ({"seeds": [1], "grid": {"seed_everything": [3]}}, "'seeds' sets seed_everything")]:
+        path.write_text(yaml.safe_dump({**content, **bad}))
+        with pytest.raises(ConfigError, match=message):
+            load_sweep(path)
+
+
+def fake_run(folder: Path, name: str, overrides: dict, test: float | None, val: float | None) -> Path:
+    """A finished run's files, as a sweep and its test summary write them."""
+    run_dir = folder / name
+    (run_dir / "test").mkdir(parents=True)
+    (run_dir / RUN_RECORD).write_text(json.dumps({"name": name, "overrides": overrides, "status": "ok"}))
+    (run_dir / "test" / "summary.json").write_text(json.dumps({"accuracy": test, "accuracy_ci95": [0, 1],
+                                                               "macro_f1": test}))
+    if val is not None:
+        CSVCurveLogger(run_dir / CURVES_FILE).log_metrics({"val/acc": val - 0.1, "epoch": 0}, 10)
+        CSVCurveLogger(run_dir / CURVES_FILE).log_metrics({"val/acc": val, "epoch": 1}, 20)
+    return run_dir
+
+
+@pytest.mark.parametrize("with_validation", [True, False])
+def test_runs_that_differ_only_by_seed_or_fold_are_aggregated_and_the_best_chosen_on_validation(
+        tmp_path, with_validation):
+    figures = {("adam", 0, 0): (0.90, 0.80), ("adam", 0, 1): (0.94, 0.82), ("adam", 1, 0): (0.92, 0.84),
+               ("sgd", 0, 0): (0.96, 0.70), ("sgd", 0, 1): (0.97, 0.72), ("sgd", 1, 0): (0.95, 0.71)}
+    results = [read_run(fake_run(tmp_path, f"{optimizer}-{seed}-{fold}", {"model.optimizer": optimizer,
+                                 "seed_everything": seed, "data.fold": fold}, test, val if with_validation else None))
+               for (optimizer, seed, fold), (test, val) in figures.items()]
+    write_tables(results, tmp_path, "t")
+    with (tmp_path / "groups.csv").open() as stream:
+        groups = {row["setting"]: row for row in csv.DictReader(stream)}
+    adam = [test for (optimizer, _, _), (test, _) in figures.items() if optimizer == "adam"]
+    assert groups["model.optimizer=adam"]["n"] == "3"
+    assert float(groups["model.optimizer=adam"]["test_accuracy_mean"]) == pytest.approx(statistics.mean(adam))
+    assert float(groups["model.optimizer=adam"]["test_accuracy_std"]) == pytest.approx(statistics.stdev(adam))
+    assert float(groups["model.optimizer=adam"]["test_accuracy_min"]) == 0.90
+    markdown = (tmp_path / "results.md").read_text()
+    assert (f"| model.optimizer=adam | 3 | {'82.00 ± 2.00 (80.00-84.00)%' if with_validation else ''} | "
+            f"92.00 ± 2.00 (90.00-94.00)% |") in markdown
+    # sgd tests better, adam validates better: the choice follows validation when every run has it.
+    expected = ("Best: model.optimizer=adam, chosen on validation accuracy" if with_validation else
+                "Best: model.optimizer=sgd, chosen on the test split (the runs have no validation split)")
+    assert expected in markdown
+    assert best_name(results, with_validation) == ("adam" if with_validation else "sgd")
+
+
+def best_name(results, with_validation):
+    best, why = choose_best(results)
+    assert ("chosen on validation accuracy" in why) == with_validation
+    return best.overrides["model.optimizer"]
+
+
+def test_a_sweep_of_seeds_and_folds_trains_and_aggregates_them(tmp_path):
+    path = write_sweep(tmp_path / "cv.yaml", {}, epochs=1)
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "seeds": [3], "folds": 2}))
+    results = run_sweep(path, out=tmp_path / "out")
+    assert [result.name for result in results] == ["seed_everything=3,fold=0", "seed_everything=3,fold=1"]
+    for fold, result in enumerate(results):
+        saved = yaml.safe_load((tmp_path / "out" / result.name / "config.yaml").read_text())
+        assert (saved["data"]["init_args"]["folds"], saved["data"]["init_args"]["fold"]) == (2, fold)
+        assert saved["seed_everything"] == 3 and result.val_accuracy is not None
+    (group,) = group_runs(results)
+    assert group.figures()["val_accuracy"]["mean"] == pytest.approx(statistics.mean(r.val_accuracy for r in results))
+    assert "## Over seeds and folds" in (tmp_path / "out" / "results.md").read_text()

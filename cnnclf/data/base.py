@@ -212,8 +212,8 @@ class PickledImageDataModule(L.LightningDataModule):
         """The training and validation indices: fold ``fold`` of ``folds``, or a stratified ``val_split``."""
         counts = np.bincount(targets, minlength=len(label_values))
         if self.folds:
-            if counts.min() < self.folds:
-                raise DatasetError(f"{self.path}: label {label_values[counts.argmin()]} has {counts.min()} training "
+            if (few := np.flatnonzero((counts > 0) & (counts < self.folds))).size:
+                raise DatasetError(f"{self.path}: label {label_values[few[0]]} has {counts[few[0]]} training "
                                    f"images, fewer than folds={self.folds}: every fold must hold one of each")
             folds = StratifiedKFold(self.folds, shuffle=True, random_state=self.split_seed)
             train, val = list(folds.split(targets, targets))[self.fold]

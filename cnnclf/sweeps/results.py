@@ -116,6 +116,7 @@ def group_runs(results: list[RunResult]) -> list[Group]:
 def choose_best(candidates: list) -> tuple[object | None, str]:
     """The best run or group by validation accuracy when every one has it, else by test accuracy; and a
     sentence saying which split chose it."""
+    candidates = [candidate for candidate in candidates if candidate.test_accuracy is not None]
     if not candidates:
         return None, "no run finished"
     if all(candidate.val_accuracy is not None for candidate in candidates):
