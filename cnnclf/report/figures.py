@@ -47,7 +47,7 @@ def curves(points: dict[str, tuple[list[float], list[float]]], x_label: str, tit
     for axes, (name, unit, metrics) in zip(figure.subplots(1, 3), panels, strict=True):
         for metric in metrics:
             x, y = points.get(metric, ([], []))
-            if x:
+            if len(x) > (metric == "train/loss"):  # one logged step is no curve, only a legend entry
                 scale = 100 if name == "accuracy" else 1
                 axes.plot(x, [scale * value for value in y], markersize=4 if len(x) < 60 else 0, **styles[metric])
         axes.set(title=name, xlabel=x_label, ylabel=unit)
