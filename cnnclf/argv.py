@@ -110,10 +110,18 @@ PARSER_KEY = re.compile(r'\s*Parser key "([^"]+)":')
 
 MAIN_DESCRIPTION = "Train, evaluate and use CNN image classifiers on pickled image datasets."
 
+def report_main(args: list[str]) -> None:
+    from cnnclf.report import main  # its figures and tables cost the other commands nothing
+
+    main(args)
+
+
 # cnnclf's own subcommands, run by ``cli_main`` before LightningCLI and listed in its help: name -> (a function
 # of the arguments after the name, its help).
 COMMANDS = {"configs": (print_shipped_configs, "List the configs shipped with cnnclf; --config takes them by name."),
-            "compare": (compare_main, "Compare two checkpoints or tested runs on the same test images (paired).")}
+            "compare": (compare_main, "Compare two checkpoints or tested runs on the same test images (paired)."),
+            "report": (report_main, "Write runs, a sweep or checkpoints up as Markdown and HTML.")}
+
 
 # A whole number counts batches. Lightning's Optional[Union[int, float]] reaches jsonargparse as Union[float, int]
 # (typing caches unions whatever their order), which makes 1 into 1.0, all the batches.
