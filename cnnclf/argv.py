@@ -110,6 +110,7 @@ PARSER_KEY = re.compile(r'\s*Parser key "([^"]+)":')
 
 MAIN_DESCRIPTION = "Train, evaluate and use CNN image classifiers on pickled image datasets."
 
+
 def report_main(args: list[str]) -> None:
     from cnnclf.report import main  # its figures and tables cost the other commands nothing
 
