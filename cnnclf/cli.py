@@ -30,6 +30,7 @@ from cnnclf.data import PickledImageDataModule
 from cnnclf.errors import ConfigError
 from cnnclf.hardware import fit_to_this_machine
 from cnnclf.models import ImageClassifier
+from cnnclf.models.graphs import check_graphed_fit
 from cnnclf.noise import silence_lightning_noise
 from cnnclf.shipped import print_shipped_configs
 
@@ -78,6 +79,8 @@ class CnnclfCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
         fit_to_this_machine(trainer)
+        if self.subcommand == "fit":
+            check_graphed_fit(self.config.fit)
         if trainer.enable_progress_bar is False and trainer.callbacks:
             # A preset's progress bar (there for its refresh rate) gives way to a run that asks for none.
             trainer.callbacks = [callback for callback in trainer.callbacks
