@@ -9,9 +9,10 @@ checkpoints hold the same weights. Batch norm's statistics update inside the gra
 
 The capture is made at the first training batch of each fit (torch first runs three passes on a side
 stream, whose batch-norm updates are put back), and again when the set of trainable weights changes
-(AirbenchNet freezes its whitening bias). A graph replays one input size: cnnclf's data modules drop
-each epoch's last partial batch for a graphed model, and a batch of another size (a loader of your
-own) runs eagerly. Lightning's autocast keeps its weight cache off, as capture requires.
+(AirbenchNet freezes its whitening bias) or a weight has moved. A graph replays one input size:
+cnnclf's data modules drop each epoch's last partial batch for a graphed model, and a batch of
+another size (a loader of your own) runs eagerly. Lightning's autocast keeps its weight cache off,
+as capture requires.
 """
 
 import torch
@@ -21,25 +22,26 @@ from cnnclf.errors import ConfigError
 
 
 class TrainingGraph:
-    """Calls ``network`` in training: on the first call, and whenever its trainable weights change, captures it."""
+    """Calls ``network`` in training, captured on the first call and again whenever a weight has moved in
+    memory (a graph replays fixed addresses) or changed whether it trains."""
 
     def __init__(self, network: nn.Module) -> None:
         self.network = network
         self.release()
 
     def release(self) -> None:
-        """Drop the graphs and their memory (at the end of a fit: Lightning then moves the weights)."""
-        self.graphed, self.shape, self.trainable = None, None, None
+        """Drop the graphs and their memory (at the end of a fit, before Lightning moves the weights)."""
+        self.graphed, self.shape, self.weights = None, None, None
 
     def __call__(self, images: Tensor) -> Tensor:
-        trainable = [parameter.requires_grad for parameter in self.network.parameters()]
-        if self.graphed is None or trainable != self.trainable:
-            self.capture(images, trainable)
+        weights = [(parameter.data_ptr(), parameter.requires_grad) for parameter in self.network.parameters()]
+        if weights != self.weights:
+            self.capture(images, weights)
         elif images.shape != self.shape:
             return self.network(images)
         return self.graphed(images)
 
-    def capture(self, images: Tensor, trainable: list[bool]) -> None:
+    def capture(self, images: Tensor, weights: list[tuple[int, bool]]) -> None:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         if not images.is_cuda or (distributed and torch.distributed.get_world_size() > 1):
             raise ConfigError(f"cuda_graphs=True replays CUDA graphs on one GPU, and this fit trains on {images.device}"
@@ -50,7 +52,7 @@ class TrainingGraph:
         self.graphed = torch.cuda.make_graphed_callables(nn.Sequential(self.network), (images,))
         for buffer, value in zip(self.network.buffers(), before, strict=True):
             buffer.copy_(value)
-        self.shape, self.trainable = images.shape, trainable
+        self.shape, self.weights = images.shape, weights
 
 
 def check_graphed_fit(config) -> None:
