@@ -80,9 +80,12 @@ def check_graphed_fit(config) -> None:
         return
     raise ConfigError(f"--model.cuda_graphs true {problem}")
 
+
 def devices(trainer) -> int:
-    """How many devices ``--trainer.devices`` asks for: a count (-1: all), a list or "0,1" of indices, or auto."""
+    """How many devices ``--trainer.devices`` asks for: a count (-1: all), indices ([0, 1] or "0,1"), or auto."""
     asked = trainer.devices
-    if isinstance(asked, (list, tuple)) or "," in str(asked):
-        return len(asked) if isinstance(asked, (list, tuple)) else len(str(asked).strip(",").split(","))
-    return torch.cuda.device_count() if str(asked) in ("auto", "-1") else int(asked)
+    if str(asked) in ("auto", "-1"):
+        return torch.cuda.device_count()
+    if isinstance(asked, list) or "," in str(asked):
+        return len(asked if isinstance(asked, list) else str(asked).strip(",").split(","))
+    return int(asked)
