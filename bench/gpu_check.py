@@ -1,4 +1,4 @@
-"""The GPU check: every shipped recipe's fit time, test accuracy and speed against a plain loop.
+"""The GPU check: every shipped recipe's fit time, test accuracy and speed against a plain loop, eager and graphed.
 
 For each recipe whose data is present (configs/*_fast.yaml, *_best.yaml, *_fixed.yaml stacked with
 configs/presets/gpu.yaml, torch.compile off and on) and the report's own configs (mnist, orl,
@@ -8,24 +8,30 @@ augmentation, whole epochs with a validation pass where the recipe has one, for 
 fit took (at most as long), and a bare ``L.Trainer.fit`` of the same network over the same data
 module (like the plain loop, no schedule or Lookahead; no metrics, logging, checkpoints or other
 callbacks), after a 3-step fit of the same recipe
-that loads the CUDA kernels all three use. Speed is the plain loop's seconds per epoch over cnnclf's
-(and over bare Lightning's); all count whole epochs from the first step, compiling included (bare
-Lightning runs uncompiled rows only). Then ``cifar_best`` for ``--seeds`` seeds, as shipped or with
-each of ``--seed-variants`` (before the compiled rows, which cost the most). Rows print as they
-finish; runs past ``--budget`` seconds are skipped and listed.
+that loads the CUDA kernels all three use; then, uncompiled, the same fit with ``--model.cuda_graphs
+true`` (after its own 3-step fit; its epochs leave out the last partial batch). Speed is the plain
+loop's seconds per epoch over cnnclf's (and over bare Lightning's, and the graphed fit's); all count
+whole epochs from the first step, compiling and capturing included (bare Lightning runs uncompiled
+rows only). Then ``cifar_best`` for ``--seeds`` seeds, as shipped or with each of ``--seed-variants``,
+and with ``--airbench PATH`` airbench94's own script for as many runs (before the compiled rows, which
+cost the most). Rows print as they finish; runs past ``--budget`` seconds are skipped and listed, and
+a graphed fit or airbench run that is refused or fails is listed with its reason.
 
-On the device, in one call of about 8 minutes: first, here in the project root (a checkout whose
-``.git`` is a folder; prepare.sh adds ``.device-carry/`` to ``.git/info/exclude``), run
-``bash ../shared/gpu/prepare.sh`` (CIFAR and ORL, about 57 MiB), then
+On the device, in one call: first, here in the project root (a checkout whose ``.git`` is a folder;
+prepare.sh adds ``.device-carry/`` to ``.git/info/exclude``), run ``bash ../shared/gpu/prepare.sh``
+(CIFAR and ORL, about 57 MiB) and put a copy of airbench94's script in ``.device-carry/airbench94.py``
+(docs/gpu.md says from where), then
 
-    run(command="bash .device-carry/setup.sh && export PYTHONPATH=/tmp/site:$PWD && "
-                "python3 bench/gpu_check.py --data data/seed --budget 360",
-        carry=[".device-carry"], timeout_s=570)
+    run(command="bash .device-carry/setup.sh && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 && "
+                "python3 -m pytest -q tests/test_graphs.py; python3 bench/gpu_check.py --data data/seed "
+                "--compile off --max-time 8 --seeds 3 --seed-variants '' '--model.cuda_graphs true' "
+                "--airbench .device-carry/airbench94.py --budget 300",
+        carry=[".device-carry"], timeout_s=560)
 
 No run starts after ``--budget`` seconds; the one under way may take a minute more (a compiled row).
 
 ``--dry-run`` runs the same code on the CPU on tiny generated data in the report's format (one
-short epoch per run, compile off), as tests/test_bench.py does.
+short epoch per run, compile off; the graphed fits are refused there), as tests/test_bench.py does.
 """
 
 import argparse
