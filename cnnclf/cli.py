@@ -29,6 +29,7 @@ from cnnclf.data import PickledImageDataModule
 from cnnclf.errors import ConfigError
 from cnnclf.hardware import fit_to_this_machine
 from cnnclf.models import ImageClassifier
+from cnnclf.models.graphs import check_graphed_fit
 from cnnclf.models.optimization import check_schedule_has_an_end
 from cnnclf.noise import progress_bar_for_this_output, silence_lightning_noise
 
@@ -85,6 +86,8 @@ class CnnclfCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand == "fit" and not config.trainer.fast_dev_run:
             check_schedule_has_an_end(config.model.init_args.get("lr_schedule"), config.trainer)
+        if self.subcommand == "fit":
+            check_graphed_fit(config)
         self.fallback = fit_to_this_machine(config.trainer)
         progress_bar_for_this_output(config.trainer)
 

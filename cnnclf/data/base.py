@@ -316,16 +316,18 @@ class PickledImageDataModule(L.LightningDataModule):
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         order = EpochOrder(len(targets), shuffle=training, seed=torch.initial_seed() % 2**31,
                            rank=rank, world_size=world_size, drop_uneven=training)
+        # A model replaying its training step as a CUDA graph takes batches of one size (cnnclf.models.graphs).
+        drop_last = training and getattr(trainer and trainer.lightning_module, "training_graph", None) is not None
         # A process with no batch would leave the others waiting for it forever; in training, a
         # share smaller than one batch means the configured batch size is never used.
-        if len(order) == 0 or (training and world_size > 1 and len(order) < batch_size):
+        if len(order) == 0 or (training and (world_size > 1 or drop_last) and len(order) < batch_size):
             raise DatasetError(
                 f"{self.path}: the {split} split has {len(targets)} images, {len(order)} for each of {world_size} "
                 f"processes: fewer than one batch of {batch_size} each; lower --data.batch_size"
                 f"{' or --data.eval_batch_size' if not training else ''} or use fewer devices"
             )
         # On a GPU the whole split lives in device memory, so a batch never crosses the bus.
-        return TensorBatches(images.to(device), targets.to(device), batch_size, order)
+        return TensorBatches(images.to(device), targets.to(device), batch_size, order, drop_last)
 
 
 def _infer_label_values(splits: dict[str, ImageSplit]) -> list[int]:

@@ -17,6 +17,7 @@ from cnnclf.checkpoints import check_fits, check_retired
 from cnnclf.errors import ConfigError
 from cnnclf.limits import check_limit
 from cnnclf.models.figures import AccuracyAndF1
+from cnnclf.models.graphs import TrainingGraph
 from cnnclf.models.optimization import Optimizer, Schedule, check_optimization_options, optimizer_and_schedule
 
 
@@ -45,6 +46,8 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: cross-entropy's label smoothing.
         channels_last: NHWC activations: faster convolutions with bf16 on recent CPUs and on GPUs.
         compile: ``torch.compile`` the network before the first step.
+        cuda_graphs: on one CUDA GPU, replay the network's training forward and backward as CUDA graphs
+            (``cnnclf.models.graphs``); each epoch's last partial batch is then left out.
         tta_hflip: evaluate and predict on the mean of each image's and its mirror's logits.
         tta_translate: and on views shifted this many pixels up-left and down-right (airbench's).
     """
@@ -56,7 +59,7 @@ class ImageClassifier(L.LightningModule):
                  nesterov: bool = False, weight_decay: float = 0.0, lr_schedule: Schedule = "constant",
                  norm_lr_scale: float = 1.0,
                  label_smoothing: float = 0.0,
-                 channels_last: bool = False, compile: bool = False,
+                 channels_last: bool = False, compile: bool = False, cuda_graphs: bool = False,
                  tta_hflip: bool = False, tta_translate: int = 0,
                  **retired) -> None:
         super().__init__()
@@ -75,7 +78,8 @@ class ImageClassifier(L.LightningModule):
             # the shifted views mirror the edges, which needs fewer pixels of shift than of image
             raise ConfigError(f"tta_translate must be a number of pixels >= 0 and smaller than the "
                               f"{image_shape[1]}x{image_shape[2]} images, found {tta_translate}")
-        self.save_hyperparameters(ignore=list(retired))
+        # How to train, not what the model is: a graphed run resumes without graphs where they cannot run.
+        self.save_hyperparameters(ignore=[*retired, "cuda_graphs"])
         channels = image_shape[0]
         mean = torch.tensor(input_mean if input_mean is not None else [0.0] * channels)
         std = torch.tensor(input_std if input_std is not None else [1.0] * channels)
@@ -94,6 +98,7 @@ class ImageClassifier(L.LightningModule):
         self.example_input_array = torch.zeros(1, *image_shape)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.compiled_net = None
+        self.training_graph = TrainingGraph(self.net) if cuda_graphs else None
 
         self.train_metrics = AccuracyAndF1(num_classes, prefix="train/")
         # Saved with the weights, so a run resumed mid-epoch reports the same epoch figures.
@@ -144,9 +149,12 @@ class ImageClassifier(L.LightningModule):
         """Logits for raw-pixel images (B, C, H, W)."""
         images = ((images.float() - self.input_mean) / self.input_std).contiguous(memory_format=self.memory_format)
         # TensorBoard draws the graph by tracing (again when a test follows a fit), which cannot
-        # go through a compiled function.
-        compiled = None if torch.jit.is_tracing() else self.compiled_net
-        return (compiled or self.net)(images)
+        # go through a compiled function or a CUDA graph.
+        if torch.jit.is_tracing():
+            return self.net(images)
+        if self.training and self.training_graph is not None:
+            return self.training_graph(images)
+        return (self.compiled_net or self.net)(images)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> Tensor:
         images, targets = batch
@@ -225,6 +233,10 @@ class ImageClassifier(L.LightningModule):
         self.compile_network()
 
     on_validation_start = on_test_start = on_predict_start = on_train_start
+
+    def on_train_end(self) -> None:
+        if self.training_graph is not None:
+            self.training_graph.release()
 
     def on_test_epoch_start(self) -> None:
         self.test_metrics.reset()  # the test summary reads it whole
