@@ -14,9 +14,9 @@ import torch
 
 from cnnclf.checkpoints import FINISHED_MARKER, SafeCheckpointIO, find_checkpoint
 from cnnclf.checkpoints.runs import remove_unstarted_run
-from cnnclf.errors import CheckpointError, ConfigError
+from cnnclf.errors import CheckpointError
 from cnnclf.explore import load_model
-from cnnclf.models import ConvBNNet, ReportMNISTNet
+from cnnclf.models import ReportMNISTNet
 from tests.conftest import CONFIGS
 from tests.test_cli import run
 
@@ -63,20 +63,6 @@ def test_round_trip(tmp_path):
                 "state_dict": model.state_dict()}, tmp_path / "ok.ckpt")
     images = torch.rand(2, 1, 8, 8) * 255
     assert torch.equal(load_model(tmp_path / "ok.ckpt")(images), model.eval()(images))
-
-
-def test_a_checkpoint_from_when_every_architecture_took_dropout_and_final_relu_still_loads(trained, tmp_path):
-    # ReportMNISTNet has no dropout layer; checkpoints of every architecture stored both options.
-    path = altered(trained, tmp_path / "older.ckpt", dropout=0.5, final_relu=False)
-    model = load_model(path)
-    assert "dropout" not in model.hparams and not model.hparams.final_relu
-    tested = run("test", CONFIGS / "digits.yaml", tmp_path / "runs", "--ckpt_path", str(path))
-    assert tested.trainer.callback_metrics["test/acc"] > 0.2
-
-
-def test_an_option_the_architecture_lacks_is_a_clear_error():
-    with pytest.raises(ConfigError, match="ConvBNNet has no final_relu option, found final_relu=True"):
-        ConvBNNet(num_classes=10, image_shape=[1, 8, 8], widths=[8], final_relu=True)
 
 
 def test_a_malicious_payload_is_refused_everywhere_and_never_runs(trained, tmp_path):

@@ -14,7 +14,6 @@ How a run resumes (``cnnclf fit ... --ckpt_path last``):
 """
 
 from cnnclf.checkpoints.callback import RunCheckpoints
-from cnnclf.checkpoints.compat import check_retired
 from cnnclf.checkpoints.runs import (
     FINISHED_MARKER,
     UNNAMED_EXPERIMENT,
@@ -25,6 +24,6 @@ from cnnclf.checkpoints.runs import (
 from cnnclf.checkpoints.safe_io import SafeCheckpointIO, check_fits, check_restorable, checked_class, read_checkpoint
 
 __all__ = ["FINISHED_MARKER", "UNNAMED_EXPERIMENT", "RunCheckpoints", "SafeCheckpointIO", "check_fits",
-           "check_restorable", "check_retired", "check_training_left", "checked_class", "find_checkpoint",
+           "check_restorable", "check_training_left", "checked_class", "find_checkpoint",
            "read_checkpoint",
            "resolve_checkpoint"]

@@ -10,7 +10,7 @@ every checkpoint read, and in every run of the experiment when a run saves, sinc
 writes into a new ``version_N``.
 """
 
-import zipfile
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,6 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     remove_leftovers(path.parent)
-    if not zipfile.is_zipfile(path) and _starts_with(path, LEGACY_MAGIC):
-        raise CheckpointError(f"{path}: a checkpoint in torch's legacy format (torch < 1.6, or saved with "
-                              "_use_new_zipfile_serialization=False); cnnclf reads torch.save's zip format: "
-                              "load it with torch.load(path, weights_only=True) and save it again with torch.save")
     try:
         content = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... by what is wrong
@@ -63,9 +59,9 @@ def checked_class(class_path: object, package, base: type, where: str) -> type:
             or not found.__module__.startswith(f"{package.__name__}.")):
         raise CheckpointError(f"{where}: refusing class {class_path[:200]!r}; expected one of {package.__name__}'s "
                               f"{base.__name__} classes")
-    abstract = sorted(name for name in dir(found) if _left_to_subclasses(getattr(found, name, None)))
-    if abstract:
-        raise CheckpointError(f"{where}: class {class_path!r} is a base that leaves {', '.join(abstract)} to its "
+    if inspect.isabstract(found):
+        abstract = ", ".join(sorted(found.__abstractmethods__))
+        raise CheckpointError(f"{where}: class {class_path!r} is a base that leaves {abstract} to its "
                               f"subclasses; name one of them, such as the other {package.__name__} classes")
     return found
 
@@ -99,20 +95,6 @@ def check_fits(checkpoint: dict, model) -> None:
             f"the checkpoint holds the layers of {trained}, which do not fit this {type(model).__name__}; "
             f"test or predict with --model {trained}, or with a checkpoint of {type(model).__name__}"
         )
-
-
-LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"  # torch's pre-zip format: pickled 0x1950a86a20f9469cfc6c
-
-
-def _starts_with(path: Path, prefix: bytes) -> bool:
-    with path.open("rb") as stream:
-        return stream.read(len(prefix)) == prefix
-
-
-def _left_to_subclasses(method: object) -> bool:
-    """Whether ``method``'s whole body is ``raise NotImplementedError``: a hook a subclass must define."""
-    code = getattr(method, "__code__", None)
-    return code is not None and code.co_names == ("NotImplementedError",)
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

@@ -8,12 +8,14 @@ Inputs are raw pixels (uint8 or float). When the data module supplies channel st
 the model standardizes them itself, so a checkpoint carries everything needed to predict.
 """
 
+from abc import ABC, abstractmethod
+
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cnnclf.checkpoints import check_fits, check_retired
+from cnnclf.checkpoints import check_fits
 from cnnclf.errors import ConfigError
 from cnnclf.limits import check_limit
 from cnnclf.models.figures import AccuracyAndF1
@@ -21,7 +23,7 @@ from cnnclf.models.graphs import TrainingGraph
 from cnnclf.models.optimization import Optimizer, Schedule, check_optimization_options, optimizer_and_schedule
 
 
-class ImageClassifier(L.LightningModule):
+class ImageClassifier(L.LightningModule, ABC):
     """Shared training logic; subclasses define ``features`` and ``classifier``.
 
     An architecture's own options (widths, dropout, ...) are keyword arguments of its ``__init__``,
@@ -60,10 +62,8 @@ class ImageClassifier(L.LightningModule):
                  norm_lr_scale: float = 1.0,
                  label_smoothing: float = 0.0,
                  channels_last: bool = False, compile: bool = False, cuda_graphs: bool = False,
-                 tta_hflip: bool = False, tta_translate: int = 0,
-                 **retired) -> None:
+                 tta_hflip: bool = False, tta_translate: int = 0) -> None:
         super().__init__()
-        check_retired(type(self).__name__, retired)
         if num_classes is None or image_shape is None:
             raise ConfigError("num_classes and image_shape come from the data: build the model through the CLI, "
                               f"or pass them (found num_classes={num_classes}, image_shape={image_shape})")
@@ -79,7 +79,7 @@ class ImageClassifier(L.LightningModule):
             raise ConfigError(f"tta_translate must be a number of pixels >= 0 and smaller than the "
                               f"{image_shape[1]}x{image_shape[2]} images, found {tta_translate}")
         # How to train, not what the model is: a graphed run resumes without graphs where they cannot run.
-        self.save_hyperparameters(ignore=[*retired, "cuda_graphs"])
+        self.save_hyperparameters(ignore=["cuda_graphs"])
         channels = image_shape[0]
         mean = torch.tensor(input_mean if input_mean is not None else [0.0] * channels)
         std = torch.tensor(input_std if input_std is not None else [1.0] * channels)
@@ -109,13 +109,13 @@ class ImageClassifier(L.LightningModule):
 
     # -- what an architecture declares ------------------------------------------------------
 
+    @abstractmethod
     def features(self, in_channels: int) -> nn.Sequential:
         """The convolution stack for images of ``in_channels`` channels."""
-        raise NotImplementedError
 
+    @abstractmethod
     def classifier(self, in_features: int, num_classes: int) -> nn.Sequential:
         """The dense head from the flattened features to the logits."""
-        raise NotImplementedError
 
     def _flat_width(self, features: nn.Module, image_shape: list[int]) -> int:
         try:

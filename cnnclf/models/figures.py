@@ -67,13 +67,6 @@ class AccuracyAndF1(MulticlassConfusionMatrix):
         with self.sync_context():
             return self.confmat.clone()
 
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
-        # Checkpoints that store torchmetrics' separate accuracy and F1 counts (acc.tp, f1.fn, ...)
-        # of an unfinished epoch: that epoch's figures start afresh.
-        for key in [key for key in state_dict if key.startswith((f"{prefix}acc.", f"{prefix}f1."))]:
-            del state_dict[key]
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
 
 def accuracy_and_macro_f1(confusion: Tensor) -> tuple[Tensor, Tensor]:
     """Accuracy, and F1 averaged over the classes that occur as a target or a prediction (as
