@@ -5,9 +5,7 @@ one (test, predict, resume, the notebooks) goes through ``read_checkpoint``: ten
 values only, no retry without the restriction, and the model class it names must be one of
 cnnclf's own and fit the model it is loaded into (``check_fits``). Saves go to a temporary file
 beside the target and are renamed over it, so a process killed mid-write leaves the previous
-checkpoint whole; the temporary files such kills leave (hundreds of MB each) are removed beside
-every checkpoint read, and in every run of the experiment when a run saves, since a resumed run
-writes into a new ``version_N``.
+checkpoint whole (``cnnclf.files.write_atomically``).
 """
 
 import inspect
@@ -19,7 +17,7 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 
 from cnnclf.checkpoints.hyperparameters import check_hyperparameters
 from cnnclf.errors import CheckpointError
-from cnnclf.files import remove_leftovers, write_atomically
+from cnnclf.files import write_atomically
 
 
 def read_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict:
@@ -30,7 +28,6 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    remove_leftovers(path.parent)
     try:
         content = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... by what is wrong
@@ -100,31 +97,13 @@ def check_fits(checkpoint: dict, model) -> None:
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint reader and writer, loading through ``read_checkpoint`` and saving atomically."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.tidied_folders: set[Path] = set()
-
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        if path.parent not in self.tidied_folders:
-            # Once: the other runs of the experiment write no more leftovers (this run's own folder
-            # is tidied by every write), and an experiment may hold hundreds of runs.
-            for folder in _checkpoint_folders_of_the_experiment(path.parent):
-                remove_leftovers(folder)
-            self.tidied_folders.add(path.parent)
-        write_atomically(path, lambda stream: torch.save(checkpoint, stream))
+        write_atomically(Path(path), lambda stream: torch.save(checkpoint, stream))
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
         # Lightning passes none, and a GPU run's tensors would then load onto a GPU, which this machine may
         # lack; it moves the restored weights and optimizer state to the run's device itself.
         return read_checkpoint(path, map_location=map_location or "cpu")
-
-
-def _checkpoint_folders_of_the_experiment(folder: Path) -> list[Path]:
-    """``folder`` and, in Lightning's layout ``<experiment>/version_N/checkpoints``, the same folder of every run."""
-    if folder.name == "checkpoints" and folder.parent.name.startswith("version_"):
-        return [*folder.parent.parent.glob(f"version_*/{folder.name}")]
-    return [folder]
 
 
 def _plain(value):
