@@ -56,7 +56,7 @@ from cnnclf.callbacks import FitTimer
 from cnnclf.cli import cli_main
 from cnnclf.data import CIFARDataModule
 from cnnclf.data.augment import random_hflip, random_translate
-from cnnclf.data.records import read_pickled_dataset
+from cnnclf.data.convert import read_pickled_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

@@ -58,6 +58,9 @@ class CurvesCSV(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.loss_sum, self.images = torch.zeros((), device=pl_module.device), 0
 
+    # A fit resumed mid-epoch starts without an epoch start: its mean covers the batches it trains.
+    on_train_start = on_train_epoch_start
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs

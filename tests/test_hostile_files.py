@@ -279,7 +279,7 @@ def _checkpoint(path: Path, **hparams) -> Path:
 @pytest.mark.parametrize(("class_path", "message"), [
     ("cnnclf.models_evil.ReportMNISTNet", "refusing class 'cnnclf.models_evil.ReportMNISTNet'"),
     ("cnnclf.models.base.ReportMNISTNet", "refusing class 'cnnclf.models.base.ReportMNISTNet'"),
-    ("cnnclf.models.ImageClassifier", "is a base that leaves classifier, features to its subclasses"),
+    ("cnnclf.models.ImageClassifier", "is the base of the cnnclf.models architectures"),
     (7, "the class path must be a string naming one of cnnclf.models's classes, found int"),
 ])
 def test_only_exact_paths_of_concrete_architectures_are_loaded(tmp_path, class_path, message):

@@ -241,16 +241,3 @@ def test_the_loss_curve_has_every_logging_steps_own_loss(every, tmp_path):
     assert steps == [step for step in losses if (step + 1) % every == 0]
     assert values == pytest.approx([losses[step] for step in steps])
 
-
-def test_a_checkpoint_with_torchmetrics_separate_epoch_counts_still_loads():
-    from torchmetrics import MetricCollection
-    from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
-
-    model = ReportMNISTNet(10, [1, 8, 8])
-    separate = MetricCollection({"acc": MulticlassAccuracy(10, average="micro"),
-                                 "f1": MulticlassF1Score(10, average="macro")}, prefix="train/")
-    separate.persistent(True)
-    state = {key: value for key, value in model.state_dict().items() if not key.startswith("train_metrics.")}
-    state |= {f"train_metrics.{key}": value for key, value in separate.state_dict().items()}
-    assert any(key.startswith("train_metrics.acc.") for key in state)
-    model.load_state_dict(state)  # strict, as Lightning loads checkpoints

@@ -13,7 +13,7 @@ from tests.test_cli import CONFIGS, run
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # A line each notebook prints only when its analysis ran to the end on real results.
-EXPECTED_OUTPUT = {"01_explore_checkpoint": "macro avg", "02_compare_sweep": "best run: optimizer="}
+EXPECTED_OUTPUT = {"01_explore_checkpoint": "macro avg", "02_compare_sweep": "chosen on validation accuracy"}
 # 01: sample predictions, confusion matrix, highest-loss images, filters; 02: results chart, curves, confusion matrix.
 EXPECTED_FIGURES = {"01_explore_checkpoint": 4, "02_compare_sweep": 3}
 

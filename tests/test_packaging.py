@@ -64,7 +64,7 @@ def test_cnnclf_help_mentions_the_configs_subcommand(capsys):
     assert exit_info.value.code in (None, 0)
     printed = " ".join(capsys.readouterr().out.split())  # the help formatter wraps lines anywhere
     assert "configs List the configs shipped with cnnclf" in printed
-    assert "{configs,fit,validate,test,predict}" in printed
+    assert "{configs,compare,report,fit,validate,test,predict}" in printed
 
 
 def test_the_wheel_holds_the_package_its_configs_and_the_license(tmp_path):

@@ -8,8 +8,6 @@ Inputs are raw pixels (uint8 or float). When the data module supplies channel st
 the model standardizes them itself, so a checkpoint carries everything needed to predict.
 """
 
-from abc import ABC, abstractmethod
-
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -23,7 +21,7 @@ from cnnclf.models.graphs import TrainingGraph
 from cnnclf.models.optimization import Optimizer, Schedule, check_optimization_options, optimizer_and_schedule
 
 
-class ImageClassifier(L.LightningModule, ABC):
+class ImageClassifier(L.LightningModule):
     """Shared training logic; subclasses define ``features`` and ``classifier``.
 
     An architecture's own options (widths, dropout, ...) are keyword arguments of its ``__init__``,
@@ -109,13 +107,13 @@ class ImageClassifier(L.LightningModule, ABC):
 
     # -- what an architecture declares ------------------------------------------------------
 
-    @abstractmethod
     def features(self, in_channels: int) -> nn.Sequential:
         """The convolution stack for images of ``in_channels`` channels."""
+        raise NotImplementedError
 
-    @abstractmethod
     def classifier(self, in_features: int, num_classes: int) -> nn.Sequential:
         """The dense head from the flattened features to the logits."""
+        raise NotImplementedError
 
     def _flat_width(self, features: nn.Module, image_shape: list[int]) -> int:
         try:
