@@ -1,5 +1,5 @@
-"""Callbacks the CLI always adds (beside ``cnnclf.checkpoints.RunCheckpoints``): a non-finite loss guard, the
-fit time, the layer table, the test summary, the predictions CSV."""
+"""Callbacks the CLI always adds (beside checkpointing's): a non-finite loss guard, the fit time, the layer table,
+the test summary, the predictions CSV."""
 
 import csv
 import hashlib
@@ -17,6 +17,7 @@ from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
+from cnnclf.checkpoints import FINISHED_MARKER
 from cnnclf.config_text import read_yaml
 from cnnclf.csv_cells import safe_cell
 from cnnclf.errors import CheckpointError, CnnclfError, ConfigError, NonFiniteLossError
@@ -95,52 +96,54 @@ class NonFiniteLossGuard(L.Callback):
 
 
 class FitTimer(L.Callback):
-    """Prints how long ``fit`` took, writes it to ``fit_time.json`` in the run directory and keeps it
-    in ``seconds``, with the process's CPU time over the same span in ``cpu_seconds`` (for
-    benchmarks: on a machine shared with other work, the CPU time varies far less than the wall time).
+    """Prints how long ``fit`` took, and writes it to ``fit_time.json`` in the run folder when training ends
+    (the mark of a finished run: a fit starting there removes it), with the process's CPU time over the same
+    span (``cpu_seconds``: on a shared machine it varies far less than the wall time).
 
-    The clock covers the training and validation loops, not start-up or data loading, so runs
-    on different data sizes and machines compare on the work itself. ``epochs`` and ``steps``
-    count the whole run; a resumed fit times only its own part, so ``trained_epochs`` and
-    ``trained_steps`` count that part, and ``resumed_at_epoch`` (from 1) and ``resumed_at_step``
-    say where it began (``null`` for a fit that was not resumed).
+    The clock covers the training and validation loops, not start-up or data loading. ``epochs`` and ``steps``
+    count the whole run; ``trained_epochs`` and ``trained_steps`` this fit's part of it, and ``resumed_at_epoch``
+    (from 1) and ``resumed_at_step`` say where a resumed fit began (``null`` for one that was not).
     """
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start_step = None
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Resumed from the end of an epoch, Lightning restores that epoch with its last batch done and
-        # ends it again: the training starts with the next. A fit stopped between two epochs has ended
-        # its last one (its batch counts still say "last batch"), and the training starts at the current.
-        epochs = trainer.fit_loop.epoch_progress.current
-        ending_again = epochs.started > epochs.completed and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-        self.start_epoch = trainer.current_epoch + int(ending_again)
-        self.start_step = trainer.global_step
+        marker = run_directory(trainer) / FINISHED_MARKER  # every process asks: rank 0 broadcasts it
+        if trainer.is_global_zero and not trainer.fast_dev_run:
+            marker.unlink(missing_ok=True)
+        self.start_step, self.first_epoch = trainer.global_step, None
         self.start, self.cpu_start = time.perf_counter(), time.process_time()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if self.first_epoch is None:
+            self.first_epoch = trainer.current_epoch
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.seconds = seconds = time.perf_counter() - self.start
         self.cpu_seconds = time.process_time() - self.cpu_start
-        path = run_directory(trainer) / "fit_time.json"
+        marker = run_directory(trainer) / FINISHED_MARKER
         if not trainer.is_global_zero:
             return
-        resumed = self.start_step > 0
-        first_epoch, last_epoch = self.start_epoch + 1, trainer.current_epoch
-        summary = {"fit_seconds": round(seconds, 2), "epochs": last_epoch, "steps": trainer.global_step,
-                   "trained_epochs": last_epoch - self.start_epoch,
-                   "trained_steps": trainer.global_step - self.start_step,
-                   "resumed_at_epoch": first_epoch if resumed else None,
+        resumed, epochs, steps = self.start_step > 0, trainer.current_epoch, trainer.global_step
+        first_epoch = epochs if self.first_epoch is None else self.first_epoch
+        summary = {"fit_seconds": round(seconds, 2), "cpu_seconds": round(self.cpu_seconds, 2), "epochs": epochs,
+                   "steps": steps, "trained_epochs": epochs - first_epoch, "trained_steps": steps - self.start_step,
+                   "resumed_at_epoch": first_epoch + 1 if resumed else None,
                    "resumed_at_step": self.start_step if resumed else None}
         if not trainer.fast_dev_run:  # which has no run folder
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(summary))
+            marker.write_text(json.dumps(summary))
         if not resumed:
-            print(f"Trained {summary['epochs']} epochs ({summary['steps']} steps) in {seconds:.1f} s")
-            return
-        if not summary["trained_steps"]:
-            print(f"Nothing left to train: the checkpoint had finished epoch {last_epoch}, step {self.start_step}")
-            return
-        epochs = f"epoch {last_epoch}" if first_epoch == last_epoch else f"epochs {first_epoch}-{last_epoch}"
-        print(f"Trained {epochs} ({summary['trained_steps']} steps) in {seconds:.1f} s "
-              f"(resumed at epoch {first_epoch}, step {self.start_step})")
+            print(f"Trained {epochs} epochs ({steps} steps) in {seconds:.1f} s")
+        else:
+            trained = f"epoch {epochs}" if first_epoch + 1 == epochs else f"epochs {first_epoch + 1}-{epochs}"
+            print(f"Trained {trained} ({summary['trained_steps']} steps) in {seconds:.1f} s "
+                  f"(resumed at epoch {first_epoch + 1}, step {self.start_step})")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.start_step is None and trainer.is_global_zero:  # Lightning found the limits reached
+            print(f"Nothing left to train: the checkpoint had reached the run's limits, at step {trainer.global_step}; "
+                  "train longer with a larger --trainer.max_epochs or --trainer.max_steps")
 
 
 class NetworkSummary(ModelSummary):

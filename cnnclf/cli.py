@@ -10,23 +10,24 @@ import signal
 import sys
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from cnnclf import checkpoints, models
+from cnnclf import models
 from cnnclf.argv import COMMANDS, ConciseErrorParser, prepared_arguments, refuse_what_the_data_decides, user_error_in
 from cnnclf.callbacks import FitTimer, LayerTable, NonFiniteLossGuard, PredictionCSV, TestSummary
 from cnnclf.checkpoints import (
     UNNAMED_EXPERIMENT,
-    RunCheckpoints,
-    check_restorable,
+    ResumeState,
+    check_fits,
     checked_class,
     read_checkpoint,
     resolve_checkpoint,
 )
 from cnnclf.curves import CurvesCSV
 from cnnclf.data import PickledImageDataModule
-from cnnclf.errors import ConfigError
+from cnnclf.errors import CheckpointError, ConfigError
 from cnnclf.hardware import fit_to_this_machine
 from cnnclf.models import ImageClassifier
 from cnnclf.models.graphs import check_graphed_fit
@@ -38,6 +39,7 @@ FROM_THE_DATA = ("num_classes", "image_shape", "class_names", "input_mean", "inp
 
 TRAINER_DEFAULTS = {
     "default_root_dir": "runs",
+    "plugins": {"class_path": "cnnclf.checkpoints.SafeCheckpointIO"},  # weights-only loads, atomic saves
     "enable_model_summary": False,  # the layer table is cnnclf's own (--model_summary.max_depth)
     "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {
         "save_dir": "runs", "name": UNNAMED_EXPERIMENT, "log_graph": True, "default_hp_metric": False}},
@@ -51,7 +53,13 @@ class CnnclfCLI(LightningCLI):
         return {name: {*skipped, "weights_only"} for name, skipped in LightningCLI.subcommands().items()}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(RunCheckpoints, "checkpoint")
+        # best.ckpt by val/acc, and last.ckpt every epoch (a run without validation keeps only last.ckpt).
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max", "checkpoint.filename": "best",
+                             "checkpoint.auto_insert_metric_name": False})
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults({"last_checkpoint.filename": "last", "last_checkpoint.enable_version_counter": False})
+        parser.add_lightning_class_args(ResumeState, "resume_state")
         parser.add_lightning_class_args(NonFiniteLossGuard, "nonfinite_guard")
         parser.add_lightning_class_args(FitTimer, "fit_timer")
         parser.add_lightning_class_args(TestSummary, "test_summary")
@@ -74,18 +82,26 @@ class CnnclfCLI(LightningCLI):
         if config.get("ckpt_path") is not None:
             if resolve_checkpoint(config, subcommand):
                 self.save_config_kwargs["config_filename"] = f"{subcommand}_config.yaml"  # the run's config stays
-            class_path = read_checkpoint(config.ckpt_path, mmap=True).get("hyper_parameters", {}).get("_class_path")
+            checkpoint = read_checkpoint(config.ckpt_path)
+            if "pytorch-lightning_version" not in checkpoint:
+                raise CheckpointError(f"{config.ckpt_path}: not saved by Lightning (it has no "
+                                      "'pytorch-lightning_version'); test, predict and resume take a checkpoint "
+                                      "written by 'cnnclf fit'")
+            class_path = checkpoint.get("hyper_parameters", {}).get("_class_path")
             if class_path is not None:
                 checked_class(class_path, models, ImageClassifier, config.ckpt_path)
             if (config.data.class_path.endswith((".ImageFilesDataModule", ".ImageFolderDataModule"))
                     and config.data.init_args.checkpoint is None):
                 config.data.init_args.checkpoint = config.ckpt_path
-        checkpoints.check_training_left(config, subcommand)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand == "fit" and not config.trainer.fast_dev_run:
             check_schedule_has_an_end(config.model.init_args.get("lr_schedule"), config.trainer)
+            for limit in ("max_epochs", "max_steps"):
+                if config.trainer[limit] == 0:
+                    raise ConfigError(f"--trainer.{limit} 0: nothing would be trained; give at least 1, or evaluate a "
+                                      "checkpoint with `cnnclf test` and the same --config, --ckpt_path best|last|FILE")
         if self.subcommand == "fit":
             check_graphed_fit(config)
         self.fallback = fit_to_this_machine(config.trainer)
@@ -95,13 +111,15 @@ class CnnclfCLI(LightningCLI):
         self.before_running()
         if not getattr(self.datamodule, "has_validation", True):
             self.trainer.limit_val_batches = 0  # val_split 0: no validation loop to set up (nor warn about)
+            ranked = [callback for callback in self.trainer.checkpoint_callbacks if callback.monitor is not None]
+            for callback in ranked:  # nothing to rank by: last.ckpt stands for the best
+                self.trainer.callbacks.remove(callback)
 
     def after_fit(self) -> None:
-        checkpoint = self.trainer.checkpoint_callback
         if self.config[self.subcommand].test_after_fit and not self.trainer.interrupted:
-            # Without validation best_model_path is last.ckpt; a fast_dev_run saves none at all.
-            ckpt_path = (checkpoint.best_model_path or checkpoint.last_model_path or None) if checkpoint else None
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+            # The best, or last.ckpt without validation; a fast_dev_run saves none at all.
+            best = [callback.best_model_path for callback in self.trainer.checkpoint_callbacks]
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=next(filter(None, best), None))
 
     def before_validate(self) -> None:
         if not getattr(self.datamodule, "has_validation", True):
@@ -115,7 +133,7 @@ class CnnclfCLI(LightningCLI):
             print(self.fallback, file=sys.stderr)
         ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
         if ckpt_path is not None:
-            check_restorable(ckpt_path, self.model)
+            check_fits(read_checkpoint(ckpt_path), self.model)
         elif self.subcommand != "fit":
             print(f"cnnclf {self.subcommand}: no --ckpt_path, so the model is untrained; "
                   "pass --ckpt_path best|last|FILE to evaluate a trained one", file=sys.stderr)

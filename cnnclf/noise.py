@@ -20,6 +20,8 @@ WARNINGS = (
     r"Couldn't infer the batch indices",
     # A checkpoint tested outside the run that wrote it carries that run's folder; nothing is lost.
     r"The dirpath has changed from",
+    # A resumed fit carries on in its own run folder, which holds its checkpoints.
+    r"Checkpoint directory .* exists and is not empty",
     # Recipes train in bf16; the summary's size estimate (its only use of precision) assumes fp32.
     r"Precision .* is not supported by the model summary",
     # Train metrics are logged per epoch; a small dataset has fewer steps than the logging interval.

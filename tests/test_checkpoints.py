@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from cnnclf.checkpoints import FINISHED_MARKER, SafeCheckpointIO, find_checkpoint
-from cnnclf.checkpoints.runs import remove_unstarted_run
 from cnnclf.errors import CheckpointError
 from cnnclf.explore import load_model
 from cnnclf.models import ReportMNISTNet
@@ -182,7 +181,7 @@ def test_best_without_a_finished_run_says_which_run_stopped(tmp_path):
 
 def test_without_validation_the_end_of_training_is_saved_between_every_n_epochs(tmp_path):
     fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3", "--data.val_split", "0",
-                 "--checkpoint.every_n_epochs", "2", "--test_after_fit", "false")
+                 "--last_checkpoint.every_n_epochs", "2", "--test_after_fit", "false")
     folder = Path(fitted.trainer.log_dir) / "checkpoints"
     assert [path.name for path in folder.iterdir()] == ["last.ckpt"]
     assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == fitted.trainer.global_step
@@ -220,33 +219,22 @@ def test_an_epoch_with_a_new_best_writes_best_and_last_once_each(tmp_path):
 
 
 @pytest.mark.parametrize("val_split", ["0.1", "0"])
-def test_a_minimum_interval_skips_routine_saves_but_not_a_new_best_or_the_end(tmp_path, val_split):
+def test_a_time_interval_skips_routine_saves_but_not_a_new_best_or_the_end(tmp_path, val_split):
     """A learning rate too small to move val/acc: only the first epoch is a new best."""
     fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3", "--model.lr", "1e-9",
-                 "--data.val_split", val_split, "--checkpoint.min_save_interval", "3600", "--test_after_fit", "false",
-                 "--trainer.callbacks+", "tests.test_checkpoints.SaveCounter")
+                 "--data.val_split", val_split, "--last_checkpoint.train_time_interval", "1:00:00",
+                 "--test_after_fit", "false", "--trainer.callbacks+", "tests.test_checkpoints.SaveCounter")
     counter = next(callback for callback in fitted.trainer.callbacks if isinstance(callback, SaveCounter))
     epoch = fitted.trainer.num_training_batches
-    with_validation = {epoch: 2, 3 * epoch: 1}  # best.ckpt and last.ckpt, then last.ckpt as training ends
+    with_validation = {epoch: 1, 3 * epoch: 1}  # best.ckpt, then last.ckpt as training ends
     assert counter.saves_per_step == (with_validation if val_split != "0" else {3 * epoch: 1})
     last = torch.load(Path(fitted.trainer.log_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == fitted.trainer.global_step
 
 
-def test_an_elapsed_minimum_interval_saves_every_epoch_as_without_one(tmp_path):
-    def saves(*options: str) -> dict[int, int]:
-        fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "3", "--model.lr", "1e-9",
-                     "--test_after_fit", "false", "--trainer.callbacks+", "tests.test_checkpoints.SaveCounter",
-                     *options)
-        counter = next(callback for callback in fitted.trainer.callbacks if isinstance(callback, SaveCounter))
-        return counter.saves_per_step
-
-    assert saves("--checkpoint.min_save_interval", "1e-9") == saves()
-
-
-def test_without_save_last_the_end_of_a_run_with_validation_writes_nothing_more(tmp_path):
+def test_without_last_checkpoints_a_run_with_validation_keeps_its_best_only(tmp_path):
     fitted = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", "--model.lr", "1e-9",
-                 "--checkpoint.save_last", "false", "--test_after_fit", "false")
+                 "--last_checkpoint.save_top_k", "0", "--test_after_fit", "false")
     assert [path.name for path in (Path(fitted.trainer.log_dir) / "checkpoints").iterdir()] == ["best.ckpt"]
 
 
@@ -265,7 +253,7 @@ def test_a_checkpoint_from_a_gpu_tests_and_resumes_on_a_machine_without_one(tmp_
     from_a_gpu = tmp_path / "from_a_gpu.ckpt"
     # As torch.save writes a GPU run's checkpoint: every tensor tagged for cuda:0 (in its own process,
     # as the tag stays registered).
-    subprocess.run([sys.executable, "-c", RESAVE_TAGGED_FOR_A_GPU, fitted.trainer.checkpoint_callback.last_model_path,
+    subprocess.run([sys.executable, "-c", RESAVE_TAGGED_FOR_A_GPU, f"{fitted.trainer.log_dir}/checkpoints/last.ckpt",
                     str(from_a_gpu)], check=True)
     with pytest.raises(RuntimeError, match="CUDA"):
         torch.load(from_a_gpu, weights_only=True)
@@ -276,16 +264,11 @@ def test_a_checkpoint_from_a_gpu_tests_and_resumes_on_a_machine_without_one(tmp_
     assert resumed.trainer.current_epoch == 2
 
 
-def test_a_negative_minimum_interval_is_refused(tmp_path):
-    with pytest.raises(SystemExit, match=r"checkpoint.min_save_interval must be seconds >= 0, found -1"):
-        run("fit", CONFIGS / "digits.yaml", tmp_path, "--checkpoint.min_save_interval", "-1")
-
-
-def test_the_gpu_preset_spaces_routine_saves_and_keeps_a_recipes_every_n_epochs(tmp_path, tiny_data):
+def test_the_gpu_preset_spaces_routine_saves_by_time(tmp_path, tiny_data):
     fitted = run("fit", CONFIGS / "orl_fixed.yaml", tmp_path, "--config", str(CONFIGS / "presets/gpu.yaml"),
                  "--trainer.accelerator", "cpu", "--trainer.fast_dev_run", "true", "--data.path", str(tiny_data["orl"]))
-    checkpoint = fitted.trainer.checkpoint_callback
-    assert (checkpoint.min_save_interval, checkpoint.every_n_epochs) == (30, 10)
+    last = next(callback for callback in fitted.trainer.checkpoint_callbacks if callback.monitor is None)
+    assert (last.every_n_epochs, str(fitted.config.fit.last_checkpoint.train_time_interval)) == (0, "0:00:30")
 
 
 def test_a_best_checkpoint_with_a_config_is_looked_for_in_its_experiment_only(tmp_path):
@@ -293,18 +276,6 @@ def test_a_best_checkpoint_with_a_config_is_looked_for_in_its_experiment_only(tm
     with pytest.raises(SystemExit, match=r"no checkpoint under .*default/\*/checkpoints"):
         run("test", CONFIGS / "digits.yaml", tmp_path, "--trainer.logger.init_args.name", "default",
             "--ckpt_path", "best")
-
-
-def test_only_a_run_folder_that_never_started_is_removed(tmp_path):
-    unstarted, trained, not_a_run = tmp_path / "version_0", tmp_path / "version_1", tmp_path / "mine"
-    for folder in (unstarted, trained, not_a_run):
-        folder.mkdir()
-        (folder / "config.yaml").write_text("")
-        (folder / "events.out.tfevents.1").write_text("")
-    (trained / "checkpoints").mkdir()
-    for folder in (unstarted, trained, not_a_run):
-        remove_unstarted_run(folder)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["mine", "version_1"]
 
 
 def test_load_model_of_a_checkpoint_without_its_class_says_so(tmp_path):

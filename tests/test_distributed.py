@@ -77,7 +77,7 @@ def test_two_processes_space_their_saves_and_resume_ranking_from_the_best_so_far
     runs = tmp_path / "runs"
     common = ["--config", str(CONFIGS / "mnist_fixed.yaml"), "--data.path", str(pickle_45),
               "--trainer.logger.init_args.save_dir", str(runs), *OPTIONS, *DDP, "--model.lr_schedule", "constant",
-              "--checkpoint.min_save_interval", "3600", "--test_after_fit", "false"]
+              "--last_checkpoint.train_time_interval", "1:00:00", "--test_after_fit", "false"]
     fitted = cnnclf("fit", *common)
     assert fitted.returncode == 0, fitted.stderr[-3000:]
     resumed = cnnclf("fit", *common, "--trainer.max_epochs", "3", "--ckpt_path", "last")

@@ -46,7 +46,7 @@ def test_evaluation_is_eager_so_a_checkpoint_tests_anywhere_with_graphs_asked_fo
     tested = run("test", CONFIGS / "digits.yaml", tmp_path, *GRAPHED, "--ckpt_path", "last")
     assert tested.model.training_graph is not None and tested.trainer.callback_metrics["test/acc"] >= 0
     # How to train, not what the model is: the checkpoint does not make a resumed fit graphed.
-    assert "cuda_graphs" not in torch.load(fitted.trainer.checkpoint_callback.last_model_path,
+    assert "cuda_graphs" not in torch.load(f"{fitted.trainer.log_dir}/checkpoints/last.ckpt",
                                            weights_only=True)["hyper_parameters"]
 
 

@@ -335,7 +335,7 @@ def test_a_checkpoint_of_another_architecture_is_one_line_from_python(tmp_path):
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     with pytest.raises(CheckpointError, match="the checkpoint holds the layers of ConvBNNet, which do not fit "
                                               "this ReportMNISTNet"):
-        trainer.test(model, datamodule=data, ckpt_path=fitted.trainer.checkpoint_callback.last_model_path)
+        trainer.test(model, datamodule=data, ckpt_path=f"{fitted.trainer.log_dir}/checkpoints/last.ckpt")
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -487,7 +487,7 @@ def formula_checkpoint(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("formulas")
     fitted = run("fit", CONFIGS / "digits.yaml", folder, "--trainer.max_epochs", "1", "--trainer.limit_train_batches",
                  "2", "--test_after_fit", "false")
-    content = torch.load(fitted.trainer.checkpoint_callback.last_model_path, weights_only=True)
+    content = torch.load(f"{fitted.trainer.log_dir}/checkpoints/last.ckpt", weights_only=True)
     content["hyper_parameters"]["class_names"] = ["=cmd|' /C calc'!A0"] * 10
     torch.save(content, folder / "formulas.ckpt")
     return folder / "formulas.ckpt"

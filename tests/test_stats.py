@@ -135,7 +135,7 @@ def test_compare_refuses_models_of_other_data_in_one_line(digits_runs, tiny_data
     mnist = run("fit", CONFIGS / "mnist_fixed.yaml", tmp_path, "--data.path", str(tiny_data["mnist"]),
                 "--trainer.max_epochs", "1", "--trainer.precision", "32-true")
     digits = digits_runs[0] / "checkpoints" / "best.ckpt"
-    cases = [(cifar.trainer.checkpoint_callback.last_model_path, "models of different data cannot be compared"),
+    cases = [(f"{cifar.trainer.log_dir}/checkpoints/last.ckpt", "models of different data cannot be compared"),
              (Path(mnist.trainer.log_dir), "were tested on different images \\(450 and 50")]
     for other, message in cases:
         with pytest.raises(SystemExit) as exit_info:

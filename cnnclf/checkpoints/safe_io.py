@@ -8,6 +8,7 @@ beside the target and are renamed over it, so a process killed mid-write leaves 
 checkpoint whole (``cnnclf.files.write_atomically``).
 """
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,21 @@ from cnnclf.errors import CheckpointError
 from cnnclf.files import write_atomically
 
 
-def read_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict:
-    """The contents of a checkpoint file, loaded with ``weights_only=True``; clear errors otherwise.
-
-    ``mmap`` maps the tensors' bytes instead of reading them: for checks of the other contents.
-    """
+def read_checkpoint(path: str | Path) -> dict:
+    """The contents of a checkpoint file, loaded with ``weights_only=True`` onto the CPU, its tensors mapped
+    rather than read; clear errors otherwise. A command that opens the same file again (the CLI, the data
+    module, Lightning's restore) gets the same contents, read and checked once."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    status = path.stat()
+    return _read_once(path.resolve(), status.st_mtime_ns, status.st_size, status.st_ino)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_once(path: Path, *version) -> dict:  # version: the file's stat, so a rewritten file is read again
     try:
-        content = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... by what is wrong
         refused = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line), None)
         if refused is not None:
@@ -61,16 +67,6 @@ def checked_class(class_path: object, package, base: type, where: str) -> type:
     return found
 
 
-def check_restorable(path: str | Path, model) -> None:
-    """Refuse, in one line, a checkpoint that Lightning cannot restore or that does not fit ``model``:
-    run before a command writes anything into a run, where Lightning's own errors come later."""
-    checkpoint = read_checkpoint(path, mmap=True)
-    if "pytorch-lightning_version" not in checkpoint:
-        raise CheckpointError(f"{path}: not saved by Lightning (it has no 'pytorch-lightning_version'); test, "
-                              "predict and resume take a checkpoint written by 'cnnclf fit'")
-    check_fits(checkpoint, model)
-
-
 def check_fits(checkpoint: dict, model) -> None:
     """Refuse, in one line, a checkpoint trained for other data or of another architecture than ``model``.
 
@@ -99,9 +95,9 @@ class SafeCheckpointIO(TorchCheckpointIO):
         write_atomically(Path(path), lambda stream: torch.save(checkpoint, stream))
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
-        # Lightning passes none, and a GPU run's tensors would then load onto a GPU, which this machine may
-        # lack; it moves the restored weights and optimizer state to the run's device itself.
-        return read_checkpoint(path, map_location=map_location or "cpu")
+        # Onto the CPU: a GPU run's tensors would load onto a GPU, which this machine may lack; Lightning
+        # moves the restored weights and optimizer state to the run's device itself.
+        return read_checkpoint(path)
 
 
 def _plain(value):
