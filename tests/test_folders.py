@@ -142,14 +142,14 @@ def test_the_cache_is_used_and_misses_when_a_file_is_added_changed_or_renamed(sp
         return len(data.data.train[1]), data.data.train[0][0].sum().item()
 
     first = loaded()
-    entries = list(Path(os.environ["CNNCLF_CACHE_DIR"]).glob("folder-*.npz"))
+    entries = list(Path(os.environ["CNNCLF_CACHE_DIR"]).glob("*.npz"))
     assert loaded() == first and len(entries) == 1
     write_images(split_folder / "train" / "s1", 9, 250)  # 1.png..8.png rewritten, 9.png added
     assert loaded()[0] == 25 and loaded()[1] != first[1]
     (split_folder / "train" / "s1" / "9.png").rename(split_folder / "train" / "s2" / "9.png")
     data = ImageFolderDataModule(str(split_folder), val_split=0)
     assert np.bincount(data.data.train[1]).tolist() == [8, 9, 8]
-    assert len(list(Path(os.environ["CNNCLF_CACHE_DIR"]).glob("folder-*.npz"))) == 1  # stale entries removed
+    assert len(list(Path(os.environ["CNNCLF_CACHE_DIR"]).glob("*.npz"))) == 1  # stale entries removed
 
 
 def test_fit_test_and_predict_from_the_checkpoint_alone(split_folder, tmp_path, monkeypatch):
