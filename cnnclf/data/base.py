@@ -43,6 +43,13 @@ def label_names(label_values) -> list[str]:
     return [str(label) for label in label_values]
 
 
+def check_channels_and_resize(channels: int | None, resize: list[int] | None) -> None:
+    if channels not in (None, 1, 3):
+        raise ConfigError(f"channels must be 1 or 3, found {channels}")
+    if resize is not None and (len(resize) != 2 or min(resize) < 1):
+        raise ConfigError(f"resize must be [height, width] with positive sizes, found {resize}")
+
+
 def read_trained_on(checkpoint: str | None) -> dict:
     """The hyper-parameters of the checkpoint a model was trained with, which the data must match; {} without one."""
     return (read_checkpoint(checkpoint, mmap=True).get("hyper_parameters") or {}) if checkpoint else {}
@@ -106,7 +113,7 @@ class PickledImageDataModule(L.LightningDataModule):
         self.predict_files = predict_files
         self.predict_skipped: list[tuple[str, str]] = []
         self.trained_on: dict = {}  # a checkpoint's hyper-parameters, where the data must follow them
-        self._prepared: PreparedData | None = None
+        self.test_sources: list[str] = []  # what predict names each test image by; default: its index
 
     # -- what the model is built from (linked into the model by the CLI), the checkpoint's where there is one --
 
@@ -140,14 +147,8 @@ class PickledImageDataModule(L.LightningDataModule):
 
     # -- loading ------------------------------------------------------------------------------------------------
 
-    @property
-    def data(self) -> PreparedData:
-        if self._prepared is None:
-            self._prepared = self._prepare()
-        return self._prepared
-
     def setup(self, stage: str | None = None) -> None:
-        self.data  # noqa: B018 - the property loads and caches
+        self.data  # noqa: B018 - loads the data now
         if stage == "predict" and self.predict_files:
             self.predict_images  # noqa: B018 - an empty folder or a bad file stops before the checkpoint loads
 
@@ -163,7 +164,9 @@ class PickledImageDataModule(L.LightningDataModule):
         """Per-dataset change to the (N, C, H, W) images after loading; none by default."""
         return images
 
-    def _prepare(self) -> PreparedData:
+    @cached_property
+    def data(self) -> PreparedData:
+        """Every split, read and checked on first use."""
         splits = self.read_splits()
         for name, split in splits.items():
             if self.file_shape_hwc is not None and split.images.shape[1:] != self.file_shape_hwc:
@@ -269,7 +272,7 @@ class PickledImageDataModule(L.LightningDataModule):
             self.predict_sources, self.predict_skipped = [str(path) for path in images.paths], images.skipped
             return self._batches("predict", images.tensor, torch.full((len(images.paths),), -1),
                                  self.eval_batch_size)
-        self.predict_sources = [str(index) for index in range(len(self.data.test[1]))]
+        self.predict_sources = self.test_sources or [str(index) for index in range(len(self.data.test[1]))]
         return self._batches("test", *self.data.test, self.eval_batch_size)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:

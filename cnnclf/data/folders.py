@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from cnnclf.data.base import PickledImageDataModule, read_trained_on
+from cnnclf.data.base import PickledImageDataModule, check_channels_and_resize, read_trained_on
 from cnnclf.data.cache import cache_entry, remove_stale
 from cnnclf.data.image_files import EXTENSIONS, decode_all, each_file, read_header
 from cnnclf.data.records import ImageSplit, check_splits
@@ -137,10 +137,7 @@ class ImageFolderDataModule(PickledImageDataModule):
                  test_split: float | Literal["all"] = 0.2, unreadable: Literal["skip", "error"] = "error",
                  memory_budget_gb: float | None = None, checkpoint: str | None = None, **kwargs) -> None:
         super().__init__(path=root, unreadable=unreadable, **kwargs)
-        if channels not in (None, 1, 3):
-            raise ConfigError(f"channels must be 1 or 3, found {channels}")
-        if resize is not None and (len(resize) != 2 or min(resize) < 1):
-            raise ConfigError(f"resize must be [height, width] with positive sizes, found {resize}")
+        check_channels_and_resize(channels, resize)
         if test_split != "all" and not (0 <= test_split < 1 or test_split == int(test_split)):
             raise ConfigError(f"test_split must be a fraction in [0, 1), a count per class or 'all', "
                               f"found {test_split}")
@@ -167,15 +164,9 @@ class ImageFolderDataModule(PickledImageDataModule):
         if "train" not in splits and not self.trained_on:
             raise DatasetError(f"{self.root}: no images to train on (test_split 'all', or no train/ folder); "
                                "to evaluate a checkpoint, pass --ckpt_path")
-        self.split_files = {split: files[splits == split].tolist() for split in SPLIT_FOLDERS}
+        self.test_sources = files[splits == "test"].tolist()
         return {split: ImageSplit(images[splits == split], labels[splits == split]) for split in SPLIT_FOLDERS
                 if split != "val" or "val" in splits}
-
-    def predict_dataloader(self):
-        batches = super().predict_dataloader()
-        if not self.predict_files:  # the test split: name each image's file
-            self.predict_sources = [str(path) for path in self.split_files["test"]]
-        return batches
 
     def _test_rows(self, labels: np.ndarray, names: list[str]) -> np.ndarray:
         """Which images are held out for testing: each class's share, drawn with ``split_seed``."""
