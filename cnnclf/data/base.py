@@ -1,9 +1,5 @@
-"""The shared DataModule: a report-format pickle held in memory as CHW tensors.
-
-Subclasses (one small file per dataset) declare the label values, class names and image shape they expect, and any
-per-dataset image change (ORL's channels and resize). Loading, checking, the channel permutation, the label mapping,
-the seeded validation split and the normalization statistics live here once.
-"""
+"""The shared DataModule: a report-format pickle held in memory as CHW tensors. Subclasses (one small file per
+dataset) declare the labels, names and image shape they expect; loading, checks, splits and statistics live here."""
 
 from dataclasses import dataclass
 from functools import cached_property
