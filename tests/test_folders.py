@@ -136,20 +136,22 @@ def test_the_decoded_size_is_checked_against_the_memory_budget_before_decoding(s
         ImageFolderDataModule(str(split_folder), memory_budget_gb=1e-6, cache=False).setup()
 
 
-def test_the_cache_is_used_and_misses_when_a_file_is_added_changed_or_renamed(split_folder):
+def test_the_cache_is_used_and_misses_when_a_file_is_added_changed_or_renamed(split_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNCLF_CACHE_DIR", str(tmp_path / "cache"))
+
     def loaded():
         data = ImageFolderDataModule(str(split_folder), val_split=0)
         return len(data.data.train[1]), data.data.train[0][0].sum().item()
 
     first = loaded()
-    entries = list(Path(os.environ["CNNCLF_CACHE_DIR"]).glob("folder-*.npz"))
+    entries = list((tmp_path / "cache").glob("*.npz"))
     assert loaded() == first and len(entries) == 1
     write_images(split_folder / "train" / "s1", 9, 250)  # 1.png..8.png rewritten, 9.png added
     assert loaded()[0] == 25 and loaded()[1] != first[1]
     (split_folder / "train" / "s1" / "9.png").rename(split_folder / "train" / "s2" / "9.png")
     data = ImageFolderDataModule(str(split_folder), val_split=0)
     assert np.bincount(data.data.train[1]).tolist() == [8, 9, 8]
-    assert len(list(Path(os.environ["CNNCLF_CACHE_DIR"]).glob("folder-*.npz"))) == 1  # stale entries removed
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # stale entries removed
 
 
 def test_fit_test_and_predict_from_the_checkpoint_alone(split_folder, tmp_path, monkeypatch):

@@ -118,9 +118,10 @@ def test_a_folder_given_for_a_dataset_file_names_the_pickles_in_it(tmp_path):
     (tmp_path / "README.txt").write_text("the seed pickles")
     (tmp_path / "sub").mkdir()
     with pytest.raises(DatasetError, match=f"^{tmp_path}: a folder, not a pickle file; pickles in it: CIFAR, MNIST, "
-                                           "ORL, a.pkl, b.pickle, ... \\(expected a pickled dataset\\)$"):
+                                           "ORL, a.pkl, b.pickle, ...; set --data.path to a pickle in the report's "
+                                           "format$"):
         read_pickled_dataset(tmp_path)
-    with pytest.raises(DatasetError, match="sub: a folder, not a pickle file \\(expected"):
+    with pytest.raises(DatasetError, match="sub: a folder, not a pickle file; set --data.path"):
         read_pickled_dataset(tmp_path / "sub")
 
 

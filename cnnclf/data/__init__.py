@@ -1,8 +1,5 @@
-"""Safe loading of report-format pickles and one LightningDataModule per dataset.
-
-``PickledImageDataModule`` itself serves any other pickle in the report's format, inferring
-its classes from the labels it finds; ``ImageFolderDataModule`` serves folders of image files.
-"""
+"""Safe loading of report-format pickles, and one LightningDataModule per dataset; ``PickledImageDataModule``
+serves any other pickle in the report's format, ``ImageFolderDataModule`` folders of image files."""
 
 from cnnclf.data.base import PickledImageDataModule
 from cnnclf.data.cifar import CIFARDataModule
@@ -16,16 +13,6 @@ from cnnclf.data.records import ImageSplit
 from cnnclf.data.safe_pickle import load_pickle
 from cnnclf.errors import DatasetError
 
-__all__ = [
-    "CIFARDataModule",
-    "DatasetError",
-    "DigitsDataModule",
-    "ImageFilesDataModule",
-    "ImageFolderDataModule",
-    "ImageSplit",
-    "MNISTDataModule",
-    "ORLDataModule",
-    "PickledImageDataModule",
-    "load_pickle",
-    "read_pickled_dataset",
-]
+__all__ = ["CIFARDataModule", "DatasetError", "DigitsDataModule", "ImageFilesDataModule", "ImageFolderDataModule",
+           "ImageSplit", "MNISTDataModule", "ORLDataModule", "PickledImageDataModule", "load_pickle",
+           "read_pickled_dataset"]

@@ -1,10 +1,5 @@
-"""The shared DataModule: a report-format pickle held in memory as CHW tensors.
-
-Subclasses (one small file per dataset) declare what they expect: the label values the file
-uses, optional class names and the shape of the images in the file, and any per-dataset image change (ORL's channels and
-resize). Everything else, loading, validation, the channel permutation, the label mapping,
-the seeded validation split and the normalization statistics, lives here once.
-"""
+"""The shared DataModule: a report-format pickle held in memory as CHW tensors. Subclasses (one small file per
+dataset) declare the labels, names and image shape they expect; loading, checks, splits and statistics live here."""
 
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,68 +12,72 @@ import torch
 from sklearn.model_selection import StratifiedKFold
 from torch import Tensor
 
+from cnnclf.checkpoints import read_checkpoint
 from cnnclf.data.augment import Padding, mirror_seeded_half, random_hflip, random_translate
 from cnnclf.data.batches import EpochOrder, TensorBatches
 from cnnclf.data.cache import read_dataset_cached
 from cnnclf.data.convert import read_pickled_dataset
 from cnnclf.data.image_files import ImageFiles, read_image_files
 from cnnclf.data.records import ImageSplit
-from cnnclf.data.safe_pickle import not_a_file
 from cnnclf.errors import ConfigError, DatasetError
 
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Every split as tensors: images (N, C, H, W) uint8 or float32, targets (N,) class indices;
-    ``label_values``: the label each class index stands for, ascending."""
+    """Every split as images (N, C, H, W) uint8 or float32 and targets (N,) class indices; ``label_values``:
+    the label each class index stands for, ascending; ``class_names``: each class's name."""
 
     train: tuple[Tensor, Tensor]
     val: tuple[Tensor, Tensor]
     test: tuple[Tensor, Tensor]
     label_values: list[int]
+    class_names: list[str]
+
+
+def label_names(label_values) -> list[str]:
+    """The class names of a dataset that names none: its label values as text."""
+    return [str(label) for label in label_values]
+
+
+def check_channels_and_resize(channels: int | None, resize: list[int] | None) -> None:
+    if channels not in (None, 1, 3):
+        raise ConfigError(f"channels must be 1 or 3, found {channels}")
+    if resize is not None and (len(resize) != 2 or min(resize) < 1):
+        raise ConfigError(f"resize must be [height, width] with positive sizes, found {resize}")
+
+
+def read_trained_on(checkpoint: str | None) -> dict:
+    """The hyper-parameters of the checkpoint a model was trained with, which the data must match; {} without one."""
+    return (read_checkpoint(checkpoint, mmap=True).get("hyper_parameters") or {}) if checkpoint else {}
 
 
 class PickledImageDataModule(L.LightningDataModule):
     """Train, validate and test on a pickle in the report's format.
 
-    The file is read and checked once, by the first use of ``data``. Under the CLI that is the
-    argument linking: reading ``num_classes``, ``image_shape``, ``class_names`` or the channel
-    statistics to build the model loads the whole file, before the Trainer exists and before
-    ``setup()``, which then finds it loaded. A bad file therefore stops a command before it
-    creates a run.
+    The file is read and checked once, by the first use of ``data``: under the CLI, the argument links that size
+    the model, so a bad file stops a command before it creates a run.
 
     Args:
         path: the pickle file, ``{'train': [{'image', 'label'}, ...], 'test': [...]}``.
         batch_size: training mini-batch size.
         eval_batch_size: mini-batch size for validation, test and predict (default: ``batch_size``).
-        val_split: held out of the training split for validation: a fraction (< 1) or a count;
-            0 trains on all of it (the best checkpoint is then the last one).
-        normalize: standardize each channel with the mean and std of the training split;
-            off feeds raw pixel values, as the report did.
+        val_split: held out of the training split for validation, stratified: a fraction (< 1) or a count; 0: none.
+        normalize: standardize each channel with the training split's mean and std; off feeds raw pixel values.
         split_seed: seed of the validation split and of the folds (independent of the training seed).
-            The validation split is stratified: each class keeps its share of the images.
-        folds: cross-validation: split the training images into this many stratified folds
-            (scikit-learn's ``StratifiedKFold``, shuffled with ``split_seed``) and validate on fold
-            ``fold``, training on the others; replaces ``val_split``. 0: no folds.
+        predict_files: image files, folders or glob patterns for ``predict``; default: the test split.
+        translate: training augmentation: shift each image by up to this many pixels.
+        translate_padding: what fills the border a shift uncovers: ``zeros`` or ``reflect``.
+        hflip: training augmentation: mirror a random half of the images; ``alternate`` (airbench94's): a seeded
+            half starts mirrored and every odd epoch mirrors all.
+        cache: keep the checked arrays in the dataset cache, so the next run loads the unchanged file faster.
+        folds: cross-validation: this many stratified folds of the training split, replacing ``val_split``; 0: none.
         fold: which fold validates, from 0 to ``folds - 1``.
-        predict_files: image files (PNG, JPEG, PGM; glob patterns allowed) for ``predict``;
-            without them ``predict`` runs on the pickle's test split.
-        translate: training augmentation: shift each image by up to this many pixels (fewer than
-            the image's height and width).
-        translate_padding: what fills the border a shift uncovers: ``zeros`` or ``reflect`` (the
-            image's own mirror image, airbench94's).
-        hflip: training augmentation: mirror half the images (not for digits or text).
-            ``alternate`` (airbench94's): a fixed half, chosen by ``split_seed``, starts mirrored and every odd
-            epoch mirrors all, so each image alternates; over few epochs more varied than random mirroring.
-        cache: keep the checked arrays in a cache (``cnnclf.data.cache``) so the next run with
-            the same, unchanged file loads in a fraction of the time.
-        unreadable: what an image file that cannot be read does: ``skip`` (predict lists it in
-            a file beside the predictions and counts it in its summary line) or ``error``.
+        unreadable: an image file predict cannot read: ``skip`` (listed beside the predictions) or ``error``.
     """
 
     #: the label values the file uses, ascending; ``None`` infers them from the data
     label_values: tuple[int, ...] | None = None
-    #: display names per class, which ``class_names`` gives; default: the label values as text
+    #: display names per class; default: the label values as text
     CLASS_NAMES: tuple[str, ...] | None = None
     #: (H, W, C) every image in the file must have, when the dataset fixes it
     file_shape_hwc: tuple[int, int, int] | None = None
@@ -91,7 +90,7 @@ class PickledImageDataModule(L.LightningDataModule):
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
             raise ConfigError(f"batch sizes must be positive, found batch_size={batch_size}, "
-                             f"eval_batch_size={eval_batch_size}")
+                              f"eval_batch_size={eval_batch_size}")
         if translate < 0:
             raise ConfigError(f"translate must be a number of pixels >= 0, found {translate}")
         if translate_padding not in ("zeros", "reflect"):
@@ -103,60 +102,49 @@ class PickledImageDataModule(L.LightningDataModule):
         if folds == 1 or folds < 0 or not 0 <= fold < max(folds, 1):
             raise ConfigError(f"folds must be 0 (none) or at least 2, and fold one of 0..folds-1, found folds={folds}, "
                               f"fold={fold}")
-        self.path = path
-        self.folds, self.fold = folds, fold
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.val_split = val_split
-        self.normalize = normalize
-        self.split_seed = split_seed
+        self.path, self.batch_size, self.eval_batch_size = path, batch_size, eval_batch_size or batch_size
+        self.val_split, self.folds, self.fold, self.split_seed = val_split, folds, fold, split_seed
+        self.normalize, self.cache, self.unreadable = normalize, cache, unreadable
+        self.translate, self.translate_padding, self.hflip = translate, translate_padding, hflip
         self.predict_files = predict_files
-        self.translate = translate
-        self.translate_padding = translate_padding
-        self.hflip = hflip
-        self.cache = cache
-        self.unreadable = unreadable
         self.predict_skipped: list[tuple[str, str]] = []
-        self._prepared: PreparedData | None = None
+        self.trained_on: dict = {}  # a checkpoint's hyper-parameters, where the data must follow them
+        self.test_sources: list[str] = []  # what predict names each test image by; default: its index
 
-    # -- what the model is built from (linked into the model by the CLI) --------------------
+    # -- what the model is built from (linked into the model by the CLI), the checkpoint's where there is one --
 
     @property
     def num_classes(self) -> int:
-        return len(self.data.label_values)
+        return self.trained_on.get("num_classes") or len(self.data.label_values)
 
     @property
     def image_shape(self) -> list[int]:
-        return list(self.data.train[0].shape[1:])
+        return list(self.trained_on.get("image_shape") or self.data.train[0].shape[1:])
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.CLASS_NAMES or (str(label) for label in self.data.label_values))
+        return list(self.trained_on.get("class_names") or self.data.class_names)
 
     @property
     def input_mean(self) -> list[float] | None:
+        if self.trained_on:
+            return self.trained_on.get("input_mean")
         return self.channel_stats[0] if self.normalize else None
 
     @property
     def input_std(self) -> list[float] | None:
+        if self.trained_on:
+            return self.trained_on.get("input_std")
         return self.channel_stats[1] if self.normalize else None
 
     def training_images(self, count: int) -> Tensor:
-        """The first ``count`` training images (N, C, H, W) in raw pixels, loading the file if needed:
-        the sample a model computes a layer from (AirbenchNet's whitening filters)."""
+        """The first ``count`` training images in raw pixels: the sample AirbenchNet's whitening is computed from."""
         return self.data.train[0][:count]
 
-    # -- loading ----------------------------------------------------------------------------
-
-    @property
-    def data(self) -> PreparedData:
-        if self._prepared is None:
-            self._prepared = self._prepare()
-        return self._prepared
+    # -- loading ------------------------------------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
-        """Load and check the file now (it is otherwise loaded on first use)."""
-        self.data  # noqa: B018 - the property loads and caches
+        self.data  # noqa: B018 - loads the data now
         if stage == "predict" and self.predict_files:
             self.predict_images  # noqa: B018 - an empty folder or a bad file stops before the checkpoint loads
 
@@ -165,45 +153,36 @@ class PickledImageDataModule(L.LightningDataModule):
         return read_image_files(self.predict_files, self.image_shape, skip_unreadable=self.unreadable == "skip")
 
     def read_splits(self) -> dict[str, ImageSplit]:
-        """The raw train and test splits; the embedded digits override this."""
-        path = Path(self.path)
-        if not path.is_file():
-            raise DatasetError(f"{path}: {not_a_file(path)}; set --data.path to a pickle in the report's format")
-        return read_dataset_cached(path) if self.cache else read_pickled_dataset(path)
+        """The raw train and test splits (and a ``val`` split, where the data has one of its own)."""
+        return read_dataset_cached(Path(self.path)) if self.cache else read_pickled_dataset(self.path)
 
     def transform_images(self, images: Tensor) -> Tensor:
         """Per-dataset change to the (N, C, H, W) images after loading; none by default."""
         return images
 
-    def _prepare(self) -> PreparedData:
+    @cached_property
+    def data(self) -> PreparedData:
+        """Every split, read and checked on first use."""
         splits = self.read_splits()
         for name, split in splits.items():
-            self._check_shape(name, split)
-        label_values = list(self.label_values) if self.label_values is not None else _infer_label_values(splits)
-        train_x, train_y = self._to_tensors("train", splits["train"], label_values)
-        self._check_translate(train_x.shape[2:])
-        test = self._to_tensors("test", splits["test"], label_values)
-        train_index, val_index = self._split_indices(train_y.numpy(), label_values)
-        return PreparedData(
-            train=(train_x[train_index], train_y[train_index]),
-            val=(train_x[val_index], train_y[val_index]),
-            test=test,
-            label_values=label_values,
-        )
-
-    def _check_shape(self, split: str, data: ImageSplit) -> None:
-        found = tuple(data.images.shape[1:])
-        if self.file_shape_hwc is not None and found != self.file_shape_hwc:
-            raise DatasetError(
-                f"{self.path}: split '{split}': {type(self).__name__} expects images of shape "
-                f"{list(self.file_shape_hwc)} (H, W, C), found {list(found)}; is this the right file?"
-            )
-
-    def _check_translate(self, height_width: torch.Size) -> None:
+            if self.file_shape_hwc is not None and split.images.shape[1:] != self.file_shape_hwc:
+                raise DatasetError(f"{self.path}: split '{name}': {type(self).__name__} expects images of shape "
+                                   f"{list(self.file_shape_hwc)} (H, W, C), found {list(split.images.shape[1:])}; "
+                                   "is this the right file?")
+        labels = list(self.label_values or np.union1d(splits["train"].labels, splits["test"].labels).tolist())
+        names = list(self.CLASS_NAMES or label_names(labels))
+        train_x, train_y = self._to_tensors("train", splits["train"], labels)
+        test = self._to_tensors("test", splits["test"], labels)
+        if not len(train_y):  # only a test split: a checkpoint tested on a labelled folder
+            return PreparedData((train_x, train_y), (train_x, train_y), test, labels, names)
         # Zero-filled, such a shift blanks whole images; reflected, it has no image to reflect.
-        if self.translate >= min(height_width):
-            raise ConfigError(f"translate must be smaller than the {height_width[0]}x{height_width[1]} images of "
+        if self.translate >= min(train_x.shape[2:]):
+            raise ConfigError(f"translate must be smaller than the {train_x.shape[2]}x{train_x.shape[3]} images of "
                               f"{self.path}, found translate={self.translate}")
+        if "val" in splits:  # a validation split of its own (an image folder's val/)
+            return PreparedData((train_x, train_y), self._to_tensors("val", splits["val"], labels), test, labels, names)
+        train, val = self._split_indices(train_y.numpy(), labels)
+        return PreparedData((train_x[train], train_y[train]), (train_x[val], train_y[val]), test, labels, names)
 
     def _to_tensors(self, split: str, data: ImageSplit, label_values: list[int]) -> tuple[Tensor, Tensor]:
         known = np.isin(data.labels, label_values)
@@ -232,8 +211,7 @@ class PickledImageDataModule(L.LightningDataModule):
         size = len(targets)
         count = round(self.val_split * size) if self.val_split < 1 else int(self.val_split)
         if count >= size:
-            raise DatasetError(f"{self.path}: val_split={self.val_split} leaves no training images "
-                               f"out of {size}")
+            raise DatasetError(f"{self.path}: val_split={self.val_split} leaves no training images out of {size}")
         # Stratified even when fewer images are held out than there are classes (ORL's 10%: 36 of 40 people),
         # which scikit-learn's splitters refuse: in a seeded order, each image's place within its class
         # over the class's size; the lowest go to validation, so each class gives its share.
@@ -266,7 +244,7 @@ class PickledImageDataModule(L.LightningDataModule):
         std = ((squares - count * mean.square()) / max(count - 1, 1)).clamp(min=0).sqrt().clamp(min=1e-6)
         return (mean + shift.flatten()).tolist(), std.tolist()
 
-    # -- batches ----------------------------------------------------------------------------
+    # -- batches ------------------------------------------------------------------------------------------------
 
     @property
     def has_validation(self) -> bool:
@@ -290,7 +268,7 @@ class PickledImageDataModule(L.LightningDataModule):
             self.predict_sources, self.predict_skipped = [str(path) for path in images.paths], images.skipped
             return self._batches("predict", images.tensor, torch.full((len(images.paths),), -1),
                                  self.eval_batch_size)
-        self.predict_sources = [str(index) for index in range(len(self.data.test[1]))]
+        self.predict_sources = self.test_sources or [str(index) for index in range(len(self.data.test[1]))]
         return self._batches("test", *self.data.test, self.eval_batch_size)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
@@ -328,7 +306,3 @@ class PickledImageDataModule(L.LightningDataModule):
             )
         # On a GPU the whole split lives in device memory, so a batch never crosses the bus.
         return TensorBatches(images.to(device), targets.to(device), batch_size, order, drop_last)
-
-
-def _infer_label_values(splits: dict[str, ImageSplit]) -> list[int]:
-    return sorted(set(np.unique(splits["train"].labels).tolist()) | set(np.unique(splits["test"].labels).tolist()))

@@ -1,10 +1,6 @@
-"""Mini-batches as index slices of tensors already in memory.
-
-A DataLoader over a map-style dataset fetches and collates every sample in Python; for
-images that already sit in one tensor that work dominates small nets. Here a batch is one
-indexing operation, and the order of an epoch is a pure function of (seed, epoch), so a run
-resumed from a checkpoint sees exactly the batches it would have seen.
-"""
+"""Mini-batches as index slices of tensors already in memory (a DataLoader would fetch and collate each sample
+in Python, which dominates small nets); an epoch's order is a pure function of (seed, epoch), so a resumed run
+sees exactly the batches it would have seen."""
 
 from collections.abc import Iterator
 
@@ -13,44 +9,33 @@ from torch import Tensor
 
 
 class EpochOrder:
-    """The sample order of one epoch: a seeded shuffle, or the natural order.
-
-    Lightning calls ``set_epoch`` on a loader's ``sampler`` at the start of every epoch, with the
-    epoch number it restores on resume, so the order follows the checkpoint, not a counter.
-    In distributed runs each process takes every ``world_size``-th index of the same order.
-    """
+    """The sample order of one epoch, a seeded shuffle or the natural order; in distributed runs each process
+    takes every ``world_size``-th index. Lightning calls ``set_epoch`` with the epoch it restores on resume."""
 
     def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1,
                  drop_uneven: bool = False) -> None:
-        self.size, self.shuffle, self.seed = size, shuffle, seed
-        self.rank, self.world_size, self.drop_uneven = rank, world_size, drop_uneven
-        self.epoch = 0
+        self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
+        # Training processes must step in lock-step: each gets the same number of samples.
+        self.usable = size - size % world_size if drop_uneven else size
+        self.size, self.epoch = size, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def indices(self) -> Tensor:
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.size, generator=generator)
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
             order = torch.arange(self.size)
-        if self.drop_uneven:
-            # Training processes must step in lock-step: each gets the same number of samples.
-            order = order[: self.size - self.size % self.world_size]
-        return order[self.rank :: self.world_size]
+        return order[: self.usable][self.rank :: self.world_size]
 
     def __len__(self) -> int:
-        usable = self.size - self.size % self.world_size if self.drop_uneven else self.size
-        return len(range(self.rank, usable, self.world_size))
+        return len(range(self.rank, self.usable, self.world_size))
 
 
 class TensorBatches:
-    """Iterate ``(images, targets)`` mini-batches by slicing in-memory tensors in ``sampler`` order.
-
-    Stateful for Lightning: a checkpoint records how far into the epoch the batches had gone,
-    and a run resumed from it starts the epoch's iteration there instead of at its beginning.
-    """
+    """``(images, targets)`` mini-batches sliced from in-memory tensors in ``sampler`` order. Stateful for
+    Lightning: a checkpoint records how far into the epoch the batches had gone, and a resumed run starts there."""
 
     batch_sampler = None  # Lightning inspects loaders for one; batches here are slices, not sampled lists
 

@@ -1,14 +1,9 @@
-"""Read an untrusted dataset pickle in a child process, so that whatever the file does to the reader
-ends in one line.
+"""Read an untrusted dataset pickle in a child process, so that whatever the file does to the reader ends in one line.
 
-The child imports only numpy and the allowlist unpickler (``safe_pickle``), runs the record checks
-(``records``) under an address-space limit of 256 MiB plus 4 times the file's size and a CPU-time
-limit of 10 s plus 1 s per 10 MiB, and writes the checked arrays as an uncompressed ``.npz``. The
-parent kills it after the same time in wall-clock seconds, and reads its arrays back without pickle,
-each member's size checked before it is read. A crash (a C stack overflowed by nesting), a hang
-(a tuple graph hashed forever) or a memory bomb in any parsing code, known or not, then ends the
-child, never the run. macOS does not enforce address-space limits: there the allocation budgets of
-``safe_pickle`` and ``records`` (3 and 2 times the file's size) bound memory (see docs/safety.md).
+The child imports only numpy and the allowlist unpickler (``safe_pickle``), runs the record checks (``records``)
+within one memory budget and a CPU-time limit, and writes the checked arrays as an uncompressed ``.npz``, which the
+parent reads back without pickle. A crash, hang or memory bomb, known or not, ends the child, never the run
+(docs/safety.md).
 """
 
 import gc
@@ -23,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnclf.data.records import SPLITS, ImageSplit, check_records, check_splits_match
-from cnnclf.data.safe_pickle import load_pickle, not_a_file
+from cnnclf.data.records import SPLITS, ImageSplit, check_records, check_splits
+from cnnclf.data.safe_pickle import Budget, load_pickle, not_a_file
 from cnnclf.errors import DatasetError
 from cnnclf.files import write_atomically
 from cnnclf.limits import check_limit
 
+# The reader's memory: its address-space limit, and what the unpickler and the record copy may build from the file
 BASE_BYTES, BYTES_PER_FILE_BYTE = 256 * 2**20, 4
 BASE_SECONDS, SECONDS_PER_MIB = 10, 0.1
 ENTRY_SLACK = 2**16  # an .npz's headers, beyond 4 bytes of arrays per byte of the pickle (int8 -> float32)
@@ -39,7 +35,7 @@ OTHER_FORMATS = {
     b"\x1f\x8b": "gzip-compressed: decompress it first (gunzip)",
     b"\x93NUMPY": "a numpy .npy array, not a pickle",
 }
-KINDS = {"images": ("|u1", "<f4"), "labels": ("<i8",)}  # the dtypes of records._compact and ImageSplit
+KINDS = {"images": ("|u1", "<f4"), "labels": ("<i8",)}  # the dtypes check_splits allows, as .npy headers write them
 # the child must not import cnnclf.data's __init__, which imports torch (seconds and a GB of address space)
 CHILD = ("import sys, types; sys.path.insert(0, sys.argv[1]); package = types.ModuleType('cnnclf.data'); "
          "package.__path__ = [sys.argv[1] + '/cnnclf/data']; sys.modules['cnnclf.data'] = package; "
@@ -51,7 +47,7 @@ ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", 
 def check_source(path: Path) -> int:
     """Refuse, before reading it, a file that is no dataset pickle or larger than allowed; its size."""
     if not path.is_file():  # also a FIFO or device, whose reading could block or never end
-        raise DatasetError(f"{path}: {not_a_file(path)} (expected a pickled dataset)")
+        raise DatasetError(f"{path}: {not_a_file(path)}; set --data.path to a pickle in the report's format")
     if path.resolve().parts[1:2] in [(folder,) for folder in SPECIAL_FOLDERS]:
         raise DatasetError(f"{path}: {path.resolve()} is a special file of the system, not a dataset")
     size = path.stat().st_size
@@ -91,13 +87,9 @@ def convert(path: Path, target: Path, size: int) -> dict[str, ImageSplit]:
         splits = read_arrays(target, size)
         if splits is not None:
             return splits
-    raise DatasetError(_failure(path, child, seconds))
-
-
-def _failure(path: Path, child: subprocess.CompletedProcess, seconds: int) -> str:
     lines, code = child.stdout.strip().splitlines(), child.returncode
     if code == 2 and lines:
-        return lines[-1][:2000]  # the child's DatasetError
+        raise DatasetError(lines[-1][:2000])  # the child's DatasetError
     if code == -signal.SIGXCPU:
         why = f"reading it took more than {seconds} s of CPU time"
     elif code == -signal.SIGKILL:
@@ -106,7 +98,7 @@ def _failure(path: Path, child: subprocess.CompletedProcess, seconds: int) -> st
         why = f"it crashed the reader ({signal.Signals(-code).name}): nested too deeply or malformed"
     else:
         why = f"the reader ended with exit status {code}: {(child.stderr.strip().splitlines() or [''])[-1][:200]}"
-    return f"{path}: not a safe dataset pickle: {why}"
+    raise DatasetError(f"{path}: not a safe dataset pickle: {why}")
 
 
 def child_main(path: str, target: str, memory: str, seconds: str) -> None:
@@ -117,8 +109,9 @@ def child_main(path: str, target: str, memory: str, seconds: str) -> None:
     # The child builds one dataset and exits: the cycle collector would only walk every record
     # built so far again and again, for much of a large dataset's unpickling time.
     gc.disable()
+    budget = Budget(int(memory))  # macOS does not enforce RLIMIT_AS: counted, the same figure holds there
     try:
-        splits = check_records(Path(path), load_pickle(path))
+        splits = check_records(Path(path), load_pickle(path, budget), budget)
         arrays = {f"{split}_{kind}": getattr(data, kind) for split, data in splits.items() for kind in KINDS}
         write_atomically(Path(target), lambda stream: np.savez(stream, **arrays))
     except DatasetError as error:
@@ -126,13 +119,13 @@ def child_main(path: str, target: str, memory: str, seconds: str) -> None:
         sys.exit(2)
     except (MemoryError, RecursionError) as error:
         print(f"{path}: not a safe dataset pickle: it needs more than the {int(memory) >> 20} MiB cnnclf gives "
-              f"a file of its size ({type(error).__name__})")
+              f"a file of its size ({str(error) or type(error).__name__})")
         sys.exit(2)
 
 
 def read_arrays(entry: Path, source_size: int) -> dict[str, ImageSplit] | None:
-    """The splits in ``entry``, an .npz written for a pickle of ``source_size`` bytes; None for any
-    entry that is not such a file, each member's size checked before it is read."""
+    """The splits in ``entry``, an .npz written for a pickle of ``source_size`` bytes; None for any entry that
+    is not such a file, each member's header checked against its stored size before anything is allocated."""
     try:
         if entry.stat().st_size > BYTES_PER_FILE_BYTE * source_size + ENTRY_SLACK:
             return None
@@ -141,29 +134,17 @@ def read_arrays(entry: Path, source_size: int) -> dict[str, ImageSplit] | None:
             for split in SPLITS:
                 for kind, dtypes in KINDS.items():
                     info = archive.getinfo(f"{split}_{kind}.npy")
-                    if info.compress_type != zipfile.ZIP_STORED or not _fits(archive, info, dtypes):
-                        return None
+                    with archive.open(info) as stream:
+                        one = np.lib.format.read_magic(stream) == (1, 0)
+                        header = np.lib.format.read_array_header_1_0 if one else np.lib.format.read_array_header_2_0
+                        shape, fortran, dtype = header(stream)
+                        if (info.compress_type != zipfile.ZIP_STORED or dtype.str not in dtypes or fortran
+                                or int(np.prod(shape, dtype=object)) * dtype.itemsize > info.file_size):
+                            return None
                     with archive.open(info) as stream:
                         arrays[f"{split}_{kind}"] = np.lib.format.read_array(stream, allow_pickle=False)
         splits = {split: ImageSplit(arrays[f"{split}_images"], arrays[f"{split}_labels"]) for split in SPLITS}
-        check_splits_match(entry, splits)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, MemoryError, DatasetError):
-        return None  # every failure to read an entry is a miss
-    return splits if all(_as_read(split) for split in splits.values()) else None
-
-
-def _fits(archive: zipfile.ZipFile, info: zipfile.ZipInfo, dtypes: tuple[str, ...]) -> bool:
-    """Whether the .npy member's header declares an array of ``dtypes`` that its stored bytes hold."""
-    with archive.open(info) as stream:
-        version = np.lib.format.read_magic(stream)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(stream)
-    return (dtype.str in dtypes and not fortran and 1 <= len(shape) <= 4
-            and int(np.prod(shape, dtype=object)) * dtype.itemsize <= info.file_size)
-
-
-def _as_read(split: ImageSplit) -> bool:
-    """Whether ``split`` holds arrays as ``check_records`` makes them."""
-    images, labels = split.images, split.labels
-    return (images.ndim == 4 and 0 not in images.shape and labels.shape == (len(images),)
-            and (images.dtype == np.uint8 or bool(np.isfinite(images).all())))
+        check_splits(entry, splits)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, MemoryError):
+        return None  # every failure to read an entry is a miss (a DatasetError is a ValueError)
+    return splits

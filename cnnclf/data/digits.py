@@ -1,8 +1,5 @@
-"""scikit-learn's bundled 8x8 handwritten digits (1,797 images): real data that needs no download.
-
-The images ship with scikit-learn as 0..16 intensities; they are scaled to 0..255 bytes like the
-report's datasets, and split into train and test once with a fixed, stratified seed.
-"""
+"""scikit-learn's bundled 8x8 handwritten digits (1,797 images): real data that needs no download, its 0..16
+intensities scaled to 0..255 bytes like the report's datasets."""
 
 import numpy as np
 from sklearn.datasets import load_digits
@@ -13,9 +10,10 @@ from cnnclf.data.records import ImageSplit
 
 
 class DigitsDataModule(PickledImageDataModule):
-    """The embedded demo dataset; ``test_fraction`` of it is the test split.
+    """The embedded demo dataset; the other arguments are ``PickledImageDataModule``'s but ``path``.
 
-    Takes the shared arguments of ``PickledImageDataModule`` except ``path``.
+    Args:
+        test_fraction: the share of the images in the test split (stratified, always with seed 0).
     """
 
     label_values = tuple(range(10))
@@ -28,8 +26,7 @@ class DigitsDataModule(PickledImageDataModule):
     def read_splits(self) -> dict[str, ImageSplit]:
         digits = load_digits()
         images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]
-        train_x, test_x, train_y, test_y = train_test_split(
-            images, digits.target.astype(np.int64), test_size=self.test_fraction,
-            stratify=digits.target, random_state=0,
-        )
+        train_x, test_x, train_y, test_y = train_test_split(images, digits.target.astype(np.int64),
+                                                            test_size=self.test_fraction, stratify=digits.target,
+                                                            random_state=0)
         return {"train": ImageSplit(train_x, train_y), "test": ImageSplit(test_x, test_y)}

@@ -1,10 +1,8 @@
 """Decode image files (anything Pillow opens) into uint8 arrays: the one reader of predict's files and image folders.
 
-Each file is checked before its pixels are decoded: a regular file (a FIFO or device can block a read
-forever), at most Pillow's pixel limit (so a 48 KB PNG cannot ask for gigabytes). EXIF orientation is
-applied, 16-bit images are scaled to 8 bits, GIFs give their first frame, and every mode is converted
-to gray (``L``) or RGB. Files decode in a thread pool (Pillow releases the GIL while decoding) straight
-into one preallocated array, so memory is the result's size plus one image per thread.
+Each file is checked before its pixels are decoded (a regular file, at most Pillow's pixel limit); EXIF orientation
+is applied, 16-bit images are scaled to 8 bits and every mode becomes gray or RGB. Files decode in a thread pool
+straight into one preallocated array (docs/folders.md).
 """
 
 import glob
@@ -12,8 +10,9 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,50 +56,33 @@ def decode(path: Path, channels: int, size: tuple[int, int] | None = None) -> np
         return np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, channels)
 
 
-class _opened:
-    """``Image.open`` after the file checks, turning every way a file can fail into one ``DatasetError`` line."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> Image.Image:
-        try:
-            mode = os.stat(self.path).st_mode
-            if not stat.S_ISREG(mode):
-                kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, device or socket)"
-                raise DatasetError(f"{self.path}: {kind}; expected an image file")
-            self.image = Image.open(self.path)
-        except BaseException as error:
-            raise self._reason(error) from None
-        pixels = self.image.width * self.image.height
-        if pixels > Image.MAX_IMAGE_PIXELS:  # Pillow only warns between its limit and twice it
-            self.image.close()
-            raise DatasetError(f"{self.path}: refused, a possible decompression bomb: Image size ({pixels} pixels) "
-                               f"exceeds limit of {Image.MAX_IMAGE_PIXELS} pixels")
-        return self.image
-
-    def __exit__(self, kind, error, traceback) -> None:
-        self.image.close()
-        if error is not None and not isinstance(error, DatasetError):
-            raise self._reason(error) from None
-
-    def _reason(self, error: BaseException) -> BaseException:
-        if isinstance(error, DatasetError) or not isinstance(error, Exception):
-            return error
-        if isinstance(error, FileNotFoundError):
-            return DatasetError(f"{self.path}: no such image file")
-        if isinstance(error, Image.DecompressionBombError):
-            return DatasetError(f"{self.path}: refused, a possible decompression bomb: {error}")
-        if isinstance(error, (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)):
-            return DatasetError(f"{self.path}: not a readable image: {error}")
-        return error
+@contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """``Image.open`` after the file checks, every way a file can fail turned into one ``DatasetError`` line."""
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, device or socket)"
+            raise DatasetError(f"{path}: {kind}; expected an image file")
+        with Image.open(path) as image:
+            pixels = image.width * image.height
+            if pixels > Image.MAX_IMAGE_PIXELS:  # Pillow only warns between its limit and twice it
+                raise DatasetError(f"{path}: refused, a possible decompression bomb: Image size ({pixels} pixels) "
+                                   f"exceeds limit of {Image.MAX_IMAGE_PIXELS} pixels")
+            yield image
+    except DatasetError:
+        raise
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such image file") from None
+    except Image.DecompressionBombError as error:
+        raise DatasetError(f"{path}: refused, a possible decompression bomb: {error}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+        raise DatasetError(f"{path}: not a readable image: {error}") from None
 
 
 def each_file(work: Callable[[int], object], count: int, what: str, chunk: int = 256) -> list[object]:
-    """``work(i)`` for i < count in a thread pool, in order; a ``DatasetError`` is returned, not raised.
-
-    Each task takes ``chunk`` files (a task per small file costs more than decoding it). Prints a
-    progress line to stderr every 10 seconds once the work has taken two."""
+    """``work(i)`` for i < count in a thread pool, ``chunk`` at a time, in order; a ``DatasetError`` is returned,
+    not raised. A progress line goes to stderr every 10 seconds once the work has taken two."""
     def attempt(first: int) -> list[object]:
         results = []
         for index in range(first, min(first + chunk, count)):
@@ -142,8 +124,8 @@ class ImageFiles:
 
 
 def expand_patterns(patterns: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files, glob patterns and folders (every image file in them, sorted by name), in the order given;
-    and the files found in those folders that are not images (hidden files are ignored)."""
+    """Files, glob patterns and folders (their image files, sorted) in the order given; and the folders' other
+    files but hidden ones."""
     paths, others = [], []
     for pattern in patterns:
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
@@ -164,8 +146,8 @@ def expand_patterns(patterns: list[str]) -> tuple[list[Path], list[tuple[str, st
 
 
 def read_image_files(patterns: list[str], image_shape: list[int], skip_unreadable: bool = False) -> ImageFiles:
-    """Load each file as gray (1 channel) or RGB (3) resized to ``image_shape`` (C, H, W); an unreadable file
-    is one ``DatasetError``, or with ``skip_unreadable`` listed in ``skipped`` (unless none is readable)."""
+    """Each file as gray or RGB resized to ``image_shape`` (C, H, W); an unreadable one is a ``DatasetError``,
+    or with ``skip_unreadable`` listed in ``skipped`` (unless none is readable)."""
     channels, height, width = image_shape
     if channels not in (1, 3):
         raise DatasetError(f"predicting from image files needs a 1- or 3-channel model, found {channels}")

@@ -1,18 +1,14 @@
-"""ORL (AT&T) faces: 112x92 gray photos of 40 people, stored as RGB copies, labels 1..40.
-
-Labels stay 1..40 wherever a user sees them; the network's class indices are 0..39.
-"""
+"""ORL (AT&T) faces: 112x92 gray photos of 40 people, stored as RGB copies, labels 1..40 (class indices 0..39)."""
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cnnclf.data.base import PickledImageDataModule
-from cnnclf.errors import ConfigError
+from cnnclf.data.base import PickledImageDataModule, check_channels_and_resize
 
 
 class ORLDataModule(PickledImageDataModule):
-    """ORL faces; see ``PickledImageDataModule`` for the shared arguments.
+    """ORL faces; the other arguments are ``PickledImageDataModule``'s.
 
     Args:
         channels: 3 keeps the file's RGB copies (as the report did); 1 keeps one gray channel.
@@ -23,13 +19,9 @@ class ORLDataModule(PickledImageDataModule):
     file_shape_hwc = (112, 92, 3)
 
     def __init__(self, path: str, channels: int = 3, resize: list[int] | None = None, **kwargs) -> None:
-        if channels not in (1, 3):
-            raise ConfigError(f"channels must be 1 or 3, found {channels}")
-        if resize is not None and (len(resize) != 2 or min(resize) < 1):
-            raise ConfigError(f"resize must be [height, width] with positive sizes, found {resize}")
+        check_channels_and_resize(channels, resize)
         super().__init__(path, **kwargs)
-        self.channels = channels
-        self.resize = resize
+        self.channels, self.resize = channels, resize
 
     def transform_images(self, images: Tensor) -> Tensor:
         images = images[:, : self.channels]

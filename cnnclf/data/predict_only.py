@@ -1,14 +1,12 @@
 """Predict on image files with nothing but a checkpoint: ``cnnclf predict --ckpt_path FILE --data.predict_files DIR``.
 
-The checkpoint's hyper-parameters hold what the training data decided: the classes, their
-names, the image shape and the channel statistics. The CLI picks this data module when predict
-gets image files and no config.
+The checkpoint's hyper-parameters hold what the training data decided (classes, names, image shape, channel
+statistics); the CLI picks this data module when predict gets image files and no config.
 """
 
 from typing import Literal
 
-from cnnclf.checkpoints import read_checkpoint
-from cnnclf.data.base import PickledImageDataModule
+from cnnclf.data.base import PickledImageDataModule, label_names, read_trained_on
 from cnnclf.errors import CheckpointError, ConfigError
 
 
@@ -30,31 +28,14 @@ class ImageFilesDataModule(PickledImageDataModule):
             raise ConfigError("ImageFilesDataModule predicts on image files: set --data.predict_files")
         if checkpoint is None:
             raise ConfigError("ImageFilesDataModule needs the checkpoint to predict with: set --ckpt_path")
-        self.trained_on = read_checkpoint(checkpoint, mmap=True).get("hyper_parameters") or {}
-        if "num_classes" not in self.trained_on or "image_shape" not in self.trained_on:
+        self.trained_on = read_trained_on(checkpoint)
+        if not {"num_classes", "image_shape"} <= self.trained_on.keys():
             raise CheckpointError(f"{checkpoint}: its hyper-parameters do not say the classes and image shape it "
                                   "was trained for (not saved by 'cnnclf fit'); predict with --config and --data.path")
+        # A model built without the CLI may have no class names; its classes are then its label values 0..N-1.
+        names = self.trained_on.get("class_names") or label_names(range(self.trained_on["num_classes"]))
+        self.trained_on = {**self.trained_on, "class_names": names}
         self.predict_images  # noqa: B018 - read now: an empty folder or a bad file stops before the model is built
-
-    @property
-    def num_classes(self) -> int:
-        return self.trained_on["num_classes"]
-
-    @property
-    def image_shape(self) -> list[int]:
-        return list(self.trained_on["image_shape"])
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.trained_on.get("class_names") or map(str, range(self.num_classes)))
-
-    @property
-    def input_mean(self) -> list[float] | None:
-        return self.trained_on.get("input_mean")
-
-    @property
-    def input_std(self) -> list[float] | None:
-        return self.trained_on.get("input_std")
 
     def setup(self, stage: str | None = None) -> None:
         if stage != "predict":

@@ -1,28 +1,14 @@
-"""Unpickle dataset files without letting them run code, crash, hang or exhaust memory.
+"""Unpickle dataset files allowing only the globals numpy's own pickles name, each with the arguments numpy gives it.
 
-A pickle names the callables that rebuild its objects, and a plain ``pickle.load`` calls
-whatever it names (``os.system`` included). Dataset files arrive from shared drives, so
-``load_pickle`` resolves only the few globals a pickle of numpy arrays and Python scalars
-needs, for numpy 1.x (``numpy.core``) and 2.x (``numpy._core``) writers alike, and refuses
-everything else before it can be called. There is deliberately no unrestricted fallback.
-
-An allowlist bounds what runs, not how much work or memory it takes: ``cnnclf.data.convert`` runs
-this in a child process under resource limits, so a crash, hang or memory bomb of the unpickler
-ends only the child. Within the allowlist:
-
-- each allowed callable accepts only the arguments numpy's own pickles give it: ``ndarray``
-  only as ``_reconstruct``'s subtype with an empty shape, dtypes only from a plain type code
-  (numbers, bytes and text: never objects, fields or subarrays), array data only as bytes whose
-  length matches shape times item size, and contiguous buffers;
-- the bytes those callables create add up to at most ``ALLOCATION_FACTOR`` times the file (what
-  bounds memory where address-space limits are not enforced, as on macOS).
+A plain ``pickle.load`` calls whatever a file names (``os.system`` included); here anything else is refused
+before it is imported or called, with no unrestricted fallback. Bounding time and memory is the child
+process's work (``convert``); the rules are in docs/safety.md.
 """
 
 import _codecs
 import contextvars
 import functools
 import math
-import os
 import pickle
 from itertools import islice
 from pathlib import Path
@@ -31,27 +17,25 @@ import numpy as np
 
 from cnnclf.errors import DatasetError
 
-ALLOCATION_FACTOR = 3  # protocol 2 holds each image twice: latin-1 bytes, then the array's copy
 DTYPE_KINDS = "biufcSU"  # bool, integers, floats, complex, bytes, text: data without pointers
 MAX_DIMENSIONS = 32  # numpy's own limit on an array's dimensions
-
-FOLDER_ENTRIES_LOOKED_AT = 100  # naming the pickles in a folder given for a file stays quick in a huge folder
-PICKLES_NAMED = 5
 Refused = pickle.UnpicklingError
-_budget: contextvars.ContextVar["_Budget"] = contextvars.ContextVar("pickle_allocation_budget")
 
 
-class _Budget:
-    def __init__(self, limit: int) -> None:
+class Budget:
+    """The bytes a reader may still build from a file: the figure the child's address-space limit enforces
+    where the OS does, counted by the unpickler and the record copy where it does not (macOS)."""
+
+    def __init__(self, limit: float) -> None:
         self.left = limit
 
     def charge(self, size: int, what: str) -> None:
         self.left -= size
         if self.left < 0:
-            raise Refused(
-                f"{what} would take the bytes built from the file past {ALLOCATION_FACTOR} times its size; "
-                "it reuses the same data many times"
-            )
+            raise MemoryError(what)
+
+
+_budget: contextvars.ContextVar[Budget] = contextvars.ContextVar("pickle_budget")
 
 
 class _Global:
@@ -71,9 +55,8 @@ class _Global:
 
 
 class _DtypeRecipe:
-    """What ``numpy.dtype(code)`` and the state ``BUILD`` gives it in a pickle describe: a plain
-    type code and a byte order. numpy's own ``dtype.__setstate__`` trusts the flags in the state
-    (an ``int64`` can be told it holds object pointers), so it is never called with file data."""
+    """``numpy.dtype(code)`` and its ``BUILD`` state, of which only the byte order is used: numpy's own
+    ``dtype.__setstate__`` trusts the state's flags (an ``int64`` can be told it holds object pointers)."""
 
     __slots__ = ("dtype",)
 
@@ -118,6 +101,14 @@ def _checked_shape(shape: object, what: str) -> tuple[int, ...]:
     raise Refused(f"{what}: expected a shape (a tuple of at most {MAX_DIMENSIONS} sizes), found {type(shape).__name__}")
 
 
+def _bytes_for(data: object, shape: tuple[int, ...], dtype: np.dtype, what: str) -> bytes | bytearray:
+    if not isinstance(data, (bytes, bytearray)) or len(data) != math.prod(shape) * dtype.itemsize:
+        found = len(data) if isinstance(data, (bytes, bytearray)) else type(data).__name__
+        raise Refused(f"{what}: {math.prod(shape)} items of {dtype.itemsize} bytes need as many bytes of data, "
+                      f"found {found}")
+    return data
+
+
 class _UnpickledArray(np.ndarray):
     """The arrays ``_reconstruct`` starts: their ``BUILD`` state is checked before numpy sees it."""
 
@@ -126,12 +117,8 @@ class _UnpickledArray(np.ndarray):
         if not isinstance(state, tuple) or len(state) != 5 or state[0] != 1:
             raise Refused("an array's state is not (1, shape, dtype, is_fortran, data)")
         _, shape, dtype, is_fortran, data = state
-        shape = _checked_shape(shape, "array state")
-        dtype = _plain_dtype(dtype, "array state")
-        if not isinstance(data, (bytes, bytearray)) or len(data) != math.prod(shape) * dtype.itemsize:
-            raise Refused(f"array state: {math.prod(shape)} items of {dtype.itemsize} bytes need as many bytes of "
-                    f"data, found {len(data) if isinstance(data, (bytes, bytearray)) else type(data).__name__}")
-        _budget.get().charge(len(data), "an array")
+        shape, dtype = _checked_shape(shape, "array state"), _plain_dtype(dtype, "array state")
+        _budget.get().charge(len(_bytes_for(data, shape, dtype, "array state")), "the arrays of the file")
         np.ndarray.__setstate__(self, (1, shape, dtype, bool(is_fortran), data))
 
 
@@ -150,14 +137,10 @@ def _reconstruct(subtype: object, shape: object, dtype: object) -> np.ndarray:
 
 
 def _frombuffer(buffer: object, dtype: object, shape: object, order: object) -> np.ndarray:
-    dtype = _plain_dtype(dtype, "_frombuffer")
-    shape = _checked_shape(shape, "_frombuffer")
-    if not isinstance(buffer, (bytes, bytearray)) or order not in ("C", "F"):
+    dtype, shape = _plain_dtype(dtype, "_frombuffer"), _checked_shape(shape, "_frombuffer")
+    if order not in ("C", "F"):
         raise Refused("_frombuffer takes the bytes of a C- or Fortran-ordered array")
-    if len(buffer) != math.prod(shape) * dtype.itemsize:
-        raise Refused(f"_frombuffer: {len(buffer)} bytes do not hold an array {list(shape)} of "
-                      f"{dtype.itemsize}-byte items")
-    return np.frombuffer(buffer, dtype).reshape(shape, order=order)
+    return np.frombuffer(_bytes_for(buffer, shape, dtype, "_frombuffer"), dtype).reshape(shape, order=order)
 
 
 def _scalar(dtype: object, data: object = None) -> np.generic:
@@ -172,29 +155,23 @@ def _dtype(code: object, align: object = False, copy: object = False) -> _DtypeR
 
 
 def _latin1_encode(text: object, encoding: object = "latin1") -> bytes:
-    # Protocol 2 has no bytes opcode, so it stores numpy's raw buffers as
-    # _codecs.encode(text, "latin1"); any other codec has no business in an image file.
+    # Protocol 2 has no bytes opcode, so it stores numpy's raw buffers as _codecs.encode(text, "latin1").
     if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
         found = repr(encoding[:20]) if isinstance(encoding, str) else type(encoding).__name__
         raise Refused(f"_codecs.encode is only allowed on a string with encoding 'latin1', found encoding {found}")
-    _budget.get().charge(len(text), "_codecs.encode")
+    _budget.get().charge(len(text), "the strings of the file")
     return _codecs.encode(text, "latin1")
 
 
-def _allowed_globals() -> dict[tuple[str, str], _Global]:
-    allowed = {
-        ("numpy", "ndarray"): NDARRAY,
-        ("numpy", "dtype"): _Global("numpy.dtype", _dtype),
-        ("_codecs", "encode"): _Global("_codecs.encode", _latin1_encode),
-    }
-    for package in ("numpy.core", "numpy._core"):  # numpy 1.x and 2.x write different module paths
-        allowed[(f"{package}.multiarray", "_reconstruct")] = _Global("_reconstruct", _reconstruct)
-        allowed[(f"{package}.multiarray", "scalar")] = _Global("scalar", _scalar)
-        allowed[(f"{package}.numeric", "_frombuffer")] = _Global("_frombuffer", _frombuffer)
-    return allowed
-
-
-ALLOWED_GLOBALS = _allowed_globals()
+ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"): NDARRAY,
+    ("numpy", "dtype"): _Global("numpy.dtype", _dtype),
+    ("_codecs", "encode"): _Global("_codecs.encode", _latin1_encode),
+    # numpy 1.x and 2.x write different module paths
+    **{(f"{package}.{module}", name): _Global(name, function) for package in ("numpy.core", "numpy._core")
+       for module, name, function in (("multiarray", "_reconstruct", _reconstruct), ("multiarray", "scalar", _scalar),
+                                      ("numeric", "_frombuffer", _frombuffer))},
+}
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -202,22 +179,19 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(
-                f"refused global {module[:100]}.{name[:100]}: a dataset pickle may only reference numpy "
-                "arrays, dtypes and scalars"
-            ) from None
+            raise Refused(f"refused global {module[:100]}.{name[:100]}: a dataset pickle may only reference numpy "
+                          "arrays, dtypes and scalars") from None
 
     def persistent_load(self, pid: object) -> object:
-        raise pickle.UnpicklingError("refused persistent id: dataset pickles have none")
+        raise Refused("refused persistent id: dataset pickles have none")
 
 
 def not_a_file(path: Path) -> str:
-    """What ``path``, which is not a regular file, is instead: missing, a folder (naming the first few
-    pickles in it), or something else (a FIFO or a device)."""
+    """What ``path``, not a regular file, is: missing, a folder (naming the first pickles in it), or other."""
     if path.is_dir():
-        pickles = [entry.name for entry in sorted(islice(path.iterdir(), FOLDER_ENTRIES_LOOKED_AT))
+        pickles = [entry.name for entry in sorted(islice(path.iterdir(), 100))  # quick in a huge folder
                    if entry.is_file() and _looks_like_a_pickle(entry)]
-        shown = ", ".join(pickles[:PICKLES_NAMED]) + (", ..." if len(pickles) > PICKLES_NAMED else "")
+        shown = ", ".join(pickles[:5]) + (", ..." if len(pickles) > 5 else "")
         return "a folder, not a pickle file" + (f"; pickles in it: {shown}" if pickles else "")
     return "not a regular file" if path.exists() else "no such file"
 
@@ -228,30 +202,22 @@ def _looks_like_a_pickle(path: Path) -> bool:
     try:
         with path.open("rb") as stream:
             return stream.read(1) == pickle.PROTO  # protocols 2 and above begin with it
-    except OSError:  # unreadable: not one to suggest
+    except OSError:
         return False
 
 
-def load_pickle(path: str | Path) -> object:
-    """Unpickle ``path`` allowing only numpy arrays, dtypes, scalars and plain Python data.
-
-    Raises ``DatasetError`` naming the file for a truncated, non-pickle or unsafe file; nothing the
-    file names outside the allowlist is ever imported or called. Arrays come back as a subclass of
-    ``numpy.ndarray`` whose only change is a checked ``__setstate__``. Only bounded in time and
-    memory when run as ``cnnclf.data.convert`` runs it.
-    """
+def load_pickle(path: str | Path, budget: Budget | None = None) -> object:
+    """Unpickle ``path`` allowing only numpy arrays, dtypes, scalars and plain Python data; what the file
+    builds is charged to ``budget``. A truncated, non-pickle or unsafe file is a ``DatasetError`` naming it."""
     path = Path(path)
+    token = _budget.set(budget or Budget(math.inf))
     try:
         with path.open("rb") as stream:  # buffered: the unpickler reads ahead instead of once per opcode
-            token = _budget.set(_Budget(ALLOCATION_FACTOR * os.fstat(stream.fileno()).st_size))
-            try:
-                return _NumpyOnlyUnpickler(stream).load()
-            finally:
-                _budget.reset(token)
-    except pickle.UnpicklingError as error:
+            return _NumpyOnlyUnpickler(stream).load()
+    except Refused as error:
         raise DatasetError(f"{path}: not a safe dataset pickle: {error}") from None
     except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as error:
-        raise DatasetError(
-            f"{path}: not a readable pickle (truncated or another format): "
-            f"{type(error).__name__}: {str(error)[:200]}"
-        ) from None
+        raise DatasetError(f"{path}: not a readable pickle (truncated or another format): "
+                           f"{type(error).__name__}: {str(error)[:200]}") from None
+    finally:
+        _budget.reset(token)
