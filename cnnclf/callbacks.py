@@ -9,7 +9,6 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import Tensor, nn
-from torchmetrics import Metric
 
 from cnnclf.errors import NonFiniteLossError
 
@@ -124,8 +123,7 @@ class NetworkSummary(ModelSummary):
 
     @property
     def named_modules(self) -> list[tuple[str, nn.Module]]:
-        return [(name, module) for name, module in super().named_modules
-                if not isinstance(module, (Metric, nn.modules.loss._Loss))]
+        return [(name, module) for name, module in super().named_modules if name.split(".")[0] == "net"]
 
 
 class LayerTable(L.Callback):

@@ -1,9 +1,5 @@
-"""One LightningModule per architecture, all on ``ImageClassifier``.
-
-The report's networks, layer for layer: ``ReportMNISTNet``, ``ReportORLNet``, ``ReportCIFARNet``.
-Stronger ones: ``ConvBNNet`` (gray digits and faces), ``ResNet9`` and ``AirbenchNet`` (CIFAR-10),
-whose recipes add the ``lookahead.Lookahead`` weight-averaging callback.
-"""
+"""One LightningModule per architecture, all on ``ImageClassifier``: the report's networks layer for layer
+(``Report*Net``), and stronger ones (``ConvBNNet`` for gray images, ``ResNet9`` and ``AirbenchNet`` for CIFAR-10)."""
 
 from cnnclf.models.airbench import AirbenchNet
 from cnnclf.models.base import ImageClassifier, class_names

@@ -33,14 +33,12 @@ class ImageClassifier(L.LightningModule):
         class_names: each class's name, for reports and predictions; decided by the data.
         input_mean: each channel's mean, subtracted from raw pixels; decided by the data.
         input_std: each channel's standard deviation, divided by; decided by the data.
-        optimizer: ``sgd`` (the report's), ``adam`` or ``adamw`` (these two take torch's fused step
-            on the CPU and CUDA).
+        optimizer: ``sgd`` (the report's), ``adam`` or ``adamw`` (with torch's fused step on the CPU and CUDA).
         lr: learning rate (the peak rate with ``onecycle``).
         momentum: SGD momentum (the report used 0.9).
         nesterov: Nesterov momentum for SGD.
         weight_decay: L2 penalty (decoupled for adamw).
-        lr_schedule: ``constant`` (the report's), or per step ``onecycle``, ``cosine`` or ``triangle``
-            (airbench's), described in ``cnnclf.models.optimization``.
+        lr_schedule: ``constant`` (the report's), or per step ``onecycle``, ``cosine`` or ``triangle`` (airbench's).
         norm_lr_scale: learning-rate multiplier for batch-norm parameters (airbench: 64).
         label_smoothing: cross-entropy's label smoothing.
         channels_last: NHWC activations: faster convolutions with bf16 on recent CPUs and on GPUs.
@@ -56,8 +54,7 @@ class ImageClassifier(L.LightningModule):
                  input_std: list[float] | None = None,
                  optimizer: Optimizer = "sgd", lr: float = 1e-3, momentum: float = 0.9,
                  nesterov: bool = False, weight_decay: float = 0.0, lr_schedule: Schedule = "constant",
-                 norm_lr_scale: float = 1.0,
-                 label_smoothing: float = 0.0,
+                 norm_lr_scale: float = 1.0, label_smoothing: float = 0.0,
                  channels_last: bool = False, compile: bool = False, cuda_graphs: bool = False,
                  tta_hflip: bool = False, tta_translate: int = 0) -> None:
         super().__init__()
@@ -176,8 +173,7 @@ class ImageClassifier(L.LightningModule):
         return self._evaluate(batch, self.test_metrics)  # for the test summary
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> tuple[Tensor, Tensor]:
-        probabilities = self.evaluation_logits(batch[0]).float().softmax(dim=1)
-        confidence, prediction = probabilities.max(dim=1)
+        confidence, prediction = self.evaluation_logits(batch[0]).float().softmax(dim=1).max(dim=1)
         return prediction, confidence
 
     def evaluation_logits(self, images: Tensor) -> Tensor:
