@@ -47,7 +47,7 @@ from cnnclf.callbacks import FitTimer, NonFiniteLossGuard
 from cnnclf.cli import cli_main
 from cnnclf.data import DigitsDataModule
 from cnnclf.models import ImageClassifier, ReportMNISTNet
-from cnnclf.models.figures import AccuracyAndF1
+from cnnclf.models.metrics import AccuracyAndF1
 
 ROOT = Path(__file__).resolve().parents[1]
 LR = 0.002  # configs/digits.yaml's Adam learning rate

@@ -1,47 +1,22 @@
-"""Callbacks the CLI always adds (beside checkpointing's): a non-finite loss guard, the fit time, the layer table,
-the test summary, the predictions CSV."""
+"""Callbacks the CLI always adds for training (beside checkpointing's): a non-finite loss guard, the fit time,
+the layer table."""
 
-import csv
-import hashlib
-import io
 import json
-import math
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import Tensor, nn
-from torchmetrics import Metric, MetricCollection
 
 from cnnclf.checkpoints import FINISHED_MARKER
-from cnnclf.config_text import read_yaml
-from cnnclf.csv_cells import safe_cell
-from cnnclf.errors import CheckpointError, CnnclfError, ConfigError, NonFiniteLossError
-from cnnclf.evaluation import (
-    most_confused,
-    most_confused_text,
-    never_predicted,
-    per_class_scores,
-    plot_confusion_matrix,
-    plot_predictions,
-    predictions_from_confusion,
-    scores,
-)
-from cnnclf.stats import accuracy_interval, accuracy_text, macro_f1, macro_f1_interval
+from cnnclf.errors import NonFiniteLossError
 
 
 def run_directory(trainer: L.Trainer) -> Path:
     """The run's folder. In a distributed run every process must ask: rank 0 broadcasts it."""
     return Path(trainer.log_dir or trainer.default_root_dir)
-
-
-def class_names(model: L.LightningModule) -> list[str]:
-    names = model.hparams.get("class_names")
-    return list(names) if names else [str(index) for index in range(model.hparams.num_classes)]
 
 
 class NonFiniteLossGuard(L.Callback):
@@ -151,8 +126,7 @@ class NetworkSummary(ModelSummary):
 
     @property
     def named_modules(self) -> list[tuple[str, nn.Module]]:
-        return [(name, module) for name, module in super().named_modules
-                if not isinstance(module, (Metric, MetricCollection, nn.modules.loss._Loss))]
+        return [(name, module) for name, module in super().named_modules if name.split(".")[0] == "net"]
 
 
 class LayerTable(L.Callback):
@@ -168,173 +142,3 @@ class LayerTable(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.max_depth and trainer.is_global_zero:
             print(NetworkSummary(pl_module, max_depth=self.max_depth))
-
-
-def test_folder(run: Path, data_path: str | None) -> Path:
-    """``test`` in the run for its own data (that of its ``config.yaml``); for other data a folder beside
-    it named by that data, so that testing a finished run's checkpoint elsewhere never replaces its results."""
-    try:
-        trained_on = read_yaml((run / "config.yaml").read_text(encoding="utf-8"), str(run / "config.yaml"))
-        trained_on = trained_on["data"]["init_args"]["path"]
-    except (OSError, CnnclfError, KeyError, TypeError, UnicodeDecodeError):
-        trained_on = None  # no run config (a Python caller's Trainer): the run is this process's own
-    if data_path is None or trained_on is None or Path(trained_on).resolve() == Path(data_path).resolve():
-        return run / "test"
-    digest = hashlib.sha256(str(Path(data_path).resolve()).encode()).hexdigest()[:8]
-    return run / f"test-{Path(data_path).name[:40]}-{digest}"
-
-
-class TestSummary(L.Callback):
-    """After ``test``: prints and saves the accuracy with its exact 95% interval, macro F1 with a bootstrap
-    interval, the per-class scores, the classes never predicted, the most-confused class pairs, the confusion
-    matrix (counts and normalized by true class) and the highest-loss test images.
-
-    Writes ``summary.txt``, ``summary.json`` (both name the tested checkpoint), ``per_image.csv`` (each test
-    image's index, true and predicted label, confidence and loss: what ``cnnclf compare`` pairs),
-    ``confusion_matrix.png``, ``confusion_matrix_normalized.png`` and ``top_losses.png`` into the run's ``test/``
-    (``test-<data>-<digest>/`` for data other than the run's own: ``test_folder``; nothing in a
-    ``fast_dev_run``, which has none) and logs the figures to TensorBoard. Labels are the dataset's own (ORL
-    1..40), taken from the model's ``class_names``. The ``top_losses`` highest-loss images are kept as a running
-    selection on the device while testing and gathered from every process once, at the end.
-    """
-
-    def __init__(self, top_losses: int = 16) -> None:
-        self.top_losses = top_losses
-
-    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        count, device = self.top_losses, pl_module.device
-        # Filled slots sort first; every process holds the same shapes, as gathering needs.
-        self.worst = {"loss": torch.full((count,), -torch.inf, device=device),
-                      "images": torch.zeros(count, *pl_module.hparams.image_shape, device=device),
-                      "targets": torch.zeros(count, dtype=torch.long, device=device),
-                      "predicted": torch.zeros(count, dtype=torch.long, device=device),
-                      "confidence": torch.zeros(count, device=device)}
-        self.per_image = []  # (targets, predicted, confidence, loss) of each batch, on the device
-
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
-        images, targets = batch
-        loss, predicted, confidence = scores(outputs, targets)
-        self.per_image.append(torch.stack([targets.float(), predicted.float(), confidence, loss]))
-        batch_worst = self._highest_losses({"loss": loss, "images": images, "targets": targets,
-                                            "predicted": predicted, "confidence": confidence})
-        batch_worst["images"] = batch_worst["images"].float()
-        self.worst = self._highest_losses({key: torch.cat([value, batch_worst[key]])
-                                           for key, value in self.worst.items()})
-
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        matrix = pl_module.test_metrics.summed_confusion().cpu().numpy()  # before the model's epoch end resets it
-        worst = self.worst
-        per_image = torch.cat(self.per_image, dim=1).T.tolist() if self.per_image else []
-        if trainer.world_size > 1:
-            worst = self._highest_losses({key: pl_module.all_gather(value).flatten(0, 1)
-                                          for key, value in worst.items()})
-            # Process r tested images r, r + W, r + 2W, ...: interleave them back into the split's order.
-            shards = [None] * trainer.world_size
-            torch.distributed.all_gather_object(shards, per_image)
-            per_image = [shard[k] for k in range(len(shards[0])) for shard in shards if k < len(shard)]
-        folder = test_folder(run_directory(trainer), getattr(trainer.datamodule, "path", None))
-        if not trainer.is_global_zero:
-            return
-        worst = {key: value[worst["loss"] > -torch.inf].cpu() for key, value in worst.items()}
-        names = class_names(pl_module)
-        text, per_class = per_class_scores(matrix, names)
-        confused = most_confused(matrix, names)
-        correct, images = int(matrix.trace()), int(matrix.sum())
-        f1, f1_interval = float(macro_f1(matrix)), macro_f1_interval(*predictions_from_confusion(matrix), len(names))
-        missing = never_predicted(matrix, names)
-        headline = (f"accuracy: {accuracy_text(correct, images)}\nmacro F1: {f1:.4f} (95% CI {f1_interval[0]:.4f}-"
-                    f"{f1_interval[1]:.4f}, bootstrap over the test images)\n"
-                    f"never predicted: {', '.join(missing) or 'none'}")
-        top_losses = [{"true": names[true], "predicted": names[predicted], "confidence": confidence, "loss": loss}
-                      for true, predicted, confidence, loss in zip(
-                          worst["targets"].tolist(), worst["predicted"].tolist(), worst["confidence"].tolist(),
-                          worst["loss"].tolist(), strict=True)]
-        rows = "".join(f"{index},{names[int(true)]},{names[int(guess)]},{confidence:.6f},{loss:.6f}\n"
-                       for index, (true, guess, confidence, loss) in enumerate(per_image))
-        files = {"summary.txt": f"{text}\n{headline}\n\n{most_confused_text(confused)}\n\n"
-                                f"checkpoint: {trainer.ckpt_path or 'none (the weights in memory)'}\n"
-                                "figures beside this file: confusion_matrix.png, confusion_matrix_normalized.png, "
-                                f"top_losses.png (the {len(top_losses)} highest-loss test images); summary.json holds "
-                                "these numbers, per_image.csv each image's prediction\n",
-                 "summary.json": json.dumps(
-                     {"accuracy": correct / images, "correct": correct, "images": images,
-                      "accuracy_ci95": accuracy_interval(correct, images), "macro_f1": f1, "macro_f1_ci95": f1_interval,
-                      "never_predicted": missing, "per_class": per_class, "confusion_matrix": matrix.tolist(),
-                      "class_names": names, "most_confused": confused, "top_losses": top_losses,
-                      "checkpoint": trainer.ckpt_path}, indent=1),
-                 "per_image.csv": "index,true,predicted,confidence,loss\n" + rows}
-        figures = {"confusion_matrix": plot_confusion_matrix(matrix, names),
-                   "confusion_matrix_normalized": plot_confusion_matrix(matrix, names, normalize=True),
-                   "top_losses": plot_predictions(worst["images"], worst["targets"], worst["predicted"],
-                                                  worst["confidence"], names,
-                                                  "highest-loss test images: true -> predicted (confidence)")}
-        # A fast_dev_run is a smoke test without a run folder (Lightning turns its logger off): the summary is
-        # computed and drawn all the same, so the smoke test covers it, but saved nowhere.
-        save = not trainer.fast_dev_run
-        if save:
-            folder.mkdir(parents=True, exist_ok=True)
-            for name, content in files.items():
-                (folder / name).write_text(content)
-        for name, figure in figures.items():
-            figure.savefig(folder / f"{name}.png" if save else io.BytesIO(), dpi=120)
-            if isinstance(trainer.logger, TensorBoardLogger):
-                trainer.logger.experiment.add_figure(f"test/{name}", figure, trainer.global_step)
-        where = f"saved in {folder}" if save else "not saved (fast_dev_run)"
-        print(f"\n{text}\nTest {headline}\n\n{most_confused_text(confused)}\n\n"
-              f"Summary, per-image predictions, confusion matrices and highest-loss images {where}")
-
-    def _highest_losses(self, samples: dict[str, Tensor]) -> dict[str, Tensor]:
-        keep = samples["loss"].topk(min(self.top_losses, len(samples["loss"]))).indices
-        return {key: value[keep] for key, value in samples.items()}
-
-
-class PredictionCSV(BasePredictionWriter):
-    """After ``predict``: writes the predictions (source, label, probability) as CSV.
-
-    The source is the image file, or the record index in the pickle's test split; the label is
-    in the dataset's own label space. Files that were skipped (unreadable, or not images) are listed
-    with the reason in ``<output>_skipped.csv`` beside it, and counted in the summary line.
-
-    Args:
-        output: the CSV file to write; default: ``predictions.csv`` in the checkpoint's run.
-    """
-
-    def __init__(self, output: str | None = None) -> None:
-        super().__init__(write_interval="epoch")
-        self.output = output
-
-    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        rows = list(zip(torch.cat([batch[0] for batch in predictions]).tolist(),
-                        torch.cat([batch[1] for batch in predictions]).tolist(), strict=True))
-        if trainer.world_size > 1:
-            # Process r predicted samples r, r + W, r + 2W, ...: interleave them back into file order.
-            shards = [None] * trainer.world_size
-            torch.distributed.all_gather_object(shards, rows)
-            rows = [shard[k] for k in range(len(shards[0])) for shard in shards if k < len(shard)]
-        path = Path(self.output) if self.output else run_directory(trainer) / "predictions.csv"
-        if not trainer.is_global_zero:
-            return
-        if not all(math.isfinite(confidence) for _, confidence in rows):
-            bad = sum(not math.isfinite(confidence) for _, confidence in rows)
-            raise CheckpointError(f"{trainer.ckpt_path or 'the model'}: its outputs are NaN or infinite for {bad} of "
-                                  f"{len(rows)} images; nothing written")
-        names = class_names(pl_module)
-        skipped, listed = trainer.datamodule.predict_skipped, path.with_name(f"{path.stem}_skipped.csv")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("w", newline="", encoding="utf-8") as stream:
-                writer = csv.writer(stream)
-                writer.writerow(["source", "label", "probability"])
-                # limit_predict_batches and fast_dev_run predict the first sources only
-                for source, (label, confidence) in zip(trainer.datamodule.predict_sources[:len(rows)], rows,
-                                                       strict=True):
-                    writer.writerow([safe_cell(source), safe_cell(names[label]), f"{confidence:.6f}"])
-            listed.unlink(missing_ok=True)  # a previous predict's list
-            if skipped:
-                with listed.open("w", newline="", encoding="utf-8") as stream:
-                    csv.writer(stream).writerows([("source", "reason"), *(map(safe_cell, row) for row in skipped)])
-        except OSError as error:  # a folder, a full or read-only disk
-            raise ConfigError(f"--prediction_csv.output {path}: cannot be written: {error.strerror}") from None
-        print(f"Wrote {len(rows)} predictions to {path}"
-              + (f"; skipped {len(skipped)} files, listed in {listed}" if skipped else ""))

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cnnclf import models
 from cnnclf.argv import COMMANDS, ConciseErrorParser, prepared_arguments, refuse_what_the_data_decides, user_error_in
-from cnnclf.callbacks import FitTimer, LayerTable, NonFiniteLossGuard, PredictionCSV, TestSummary
+from cnnclf.callbacks import FitTimer, LayerTable, NonFiniteLossGuard
 from cnnclf.checkpoints import (
     UNNAMED_EXPERIMENT,
     ResumeState,
@@ -33,6 +33,7 @@ from cnnclf.models import ImageClassifier
 from cnnclf.models.graphs import check_graphed_fit
 from cnnclf.models.optimization import check_schedule_has_an_end
 from cnnclf.noise import progress_bar_for_this_output, silence_lightning_noise
+from cnnclf.summary import PredictionCSV, TestSummary
 
 # Data module properties, read into the model's same-named arguments: the first read loads and checks the file.
 FROM_THE_DATA = ("num_classes", "image_shape", "class_names", "input_mean", "input_std")

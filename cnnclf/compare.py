@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnclf.callbacks import class_names
 from cnnclf.checkpoints import read_checkpoint
 from cnnclf.errors import CheckpointError, CnnclfError, DatasetError
 from cnnclf.explore import load_datamodule, load_model, predict_split
+from cnnclf.models import class_names
 from cnnclf.stats import accuracy_interval, accuracy_text, mcnemar
 
 
@@ -49,7 +49,7 @@ def tested(path: str | Path, data: str | None = None) -> Tested:
         raise CheckpointError(f"{path}: no such checkpoint file or run folder")
     model = load_model(path)
     result = predict_split(model, *load_datamodule(path, **({"path": data} if data else {})).data.test)
-    names = np.array(class_names(model))
+    names = np.array(class_names(model.hparams))
     return Tested(str(path), names.tolist(), names[result.targets.numpy()], names[result.predicted.numpy()])
 
 
@@ -60,7 +60,7 @@ def declared_classes(path: str | Path) -> list[str]:
         summary = path / "test" / "summary.json"
         return json.loads(summary.read_text())["class_names"] if summary.is_file() else []
     hparams = read_checkpoint(path, mmap=True).get("hyper_parameters") or {} if path.is_file() else {}
-    return list(hparams.get("class_names") or map(str, range(hparams.get("num_classes") or 0)))
+    return class_names(hparams)
 
 
 def check_same_classes(a: str, a_names: list[str], b: str, b_names: list[str]) -> None:

@@ -24,8 +24,8 @@ from cnnclf.curves import read_curve
 from cnnclf.data import PickledImageDataModule
 from cnnclf.data.safe_pickle import not_a_file
 from cnnclf.errors import CheckpointError, ConfigError, DatasetError
-from cnnclf.evaluation import scores
 from cnnclf.models import ImageClassifier
+from cnnclf.summary import scores
 
 __all__ = ["checkpoint_to_explore", "load_datamodule", "load_model", "predict_split", "read_curve",
            "repository_root"]

@@ -21,7 +21,7 @@ def accuracy_text(correct: int, total: int) -> str:
 
 def macro_f1(confusions: np.ndarray) -> np.ndarray:
     """Macro F1 of each (..., K, K) confusion matrix (rows: targets), averaged over the classes that occur
-    as a target or a prediction, as scikit-learn and ``models.figures`` average it."""
+    as a target or a prediction, as scikit-learn averages it."""
     hits = np.diagonal(confusions, axis1=-2, axis2=-1)
     occurrences = confusions.sum(-1) + confusions.sum(-2)
     f1 = np.divide(2 * hits, occurrences, out=np.zeros(hits.shape), where=occurrences > 0)

@@ -522,7 +522,7 @@ def test_a_prediction_output_that_is_a_folder_is_one_line(formula_checkpoint, tm
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 5])
 def test_the_image_grid_draws_any_channel_count(channels):
-    from cnnclf.evaluation import plot_predictions
+    from cnnclf.summary import plot_predictions
 
     images = torch.rand(3, channels, 6, 6)
     figure = plot_predictions(images, torch.tensor([0, 1, 0]), torch.tensor([0, 0, 0]), torch.rand(3), ["a", "b"], "t")

@@ -16,7 +16,6 @@ import yaml
 from cnnclf.checkpoints import FINISHED_MARKER
 from cnnclf.curves import CURVES_FILE, CSVCurveLogger
 from cnnclf.errors import CheckpointError, ConfigError, DatasetError
-from cnnclf.evaluation import most_confused, plot_confusion_matrix
 from cnnclf.explore import (
     checkpoint_to_explore,
     load_datamodule,
@@ -25,6 +24,7 @@ from cnnclf.explore import (
     read_curve,
     repository_root,
 )
+from cnnclf.summary import most_confused, plot_confusion_matrix
 from cnnclf.sweeps.results import RUN_RECORD, load_results, read_run, write_tables
 from tests.conftest import report_records, write_report_pickle
 from tests.test_cli import CONFIGS, run
@@ -33,7 +33,7 @@ from tests.test_cli import CONFIGS, run
 def test_importing_cnnclf_leaves_the_matplotlib_backend_alone():
     # A fresh interpreter, as a Jupyter kernel is: this one has imported cnnclf already.
     code = ("import matplotlib; matplotlib.use('svg'); "
-            "import cnnclf.callbacks, cnnclf.evaluation, cnnclf.explore, cnnclf.sweeps.results; "
+            "import cnnclf.callbacks, cnnclf.explore, cnnclf.summary, cnnclf.sweeps.results; "
             "print(matplotlib.get_backend())")
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert printed.strip() == "svg"

@@ -5,6 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
+from cnnclf.callbacks import NetworkSummary
 from cnnclf.errors import ConfigError
 from cnnclf.explore import read_curve
 from cnnclf.models import AirbenchNet, ConvBNNet, ReportCIFARNet, ReportMNISTNet, ReportORLNet, ResNet9
@@ -45,6 +46,13 @@ def test_report_features_pooled_before_relu_match_the_report_order(architecture,
     ours_grad = torch.autograd.grad(ours.square().sum(), convolutions[0].weight)[0]
     theirs_grad = torch.autograd.grad(theirs.square().sum(), convolutions[0].weight)[0]
     assert torch.equal(ours_grad, theirs_grad)
+
+
+def test_the_layer_table_lists_the_network_alone_with_each_layers_output_shape():
+    table = NetworkSummary(ReportMNISTNet(10, [1, 28, 28]), max_depth=2)  # not its loss or metrics
+    assert dict(zip(table.layer_names, table.out_sizes, strict=True)) == {
+        "net": [1, 10], "net.0": [1, 32, 13, 13], "net.1": [1, 5408], "net.2": [1, 10]}
+    assert table.total_parameters == 542_230
 
 
 def test_flatten_width_follows_the_input():

@@ -1,12 +1,7 @@
-"""AirbenchNet: the CIFAR-10 speed-record network of airbench94 (Keller Jordan, 2024), which
-reaches 94% in under 10 epochs.
+"""AirbenchNet: the CIFAR-10 speed-record network of airbench94 (Keller Jordan, 2024), 94% in under 10 epochs.
 
-Its first layer is a fixed 2x2 convolution that whitens image patches: its filters are the
-eigenvectors of the training patches' covariance, scaled to unit variance, and their negatives
-(so the GELU after it keeps both signs). They are computed from the training images when a fit
-starts, not learned. Three stages of convolution, max-pool, batch norm and GELU follow; each
-convolution starts as the identity on its first channels, and batch norm learns only a shift.
-airbench trains it with Lookahead weight averaging (``cnnclf.models.lookahead``).
+A fixed 2x2 whitening convolution (computed from the training images as a fit starts), then three stages of
+convolution, max-pool, batch norm and GELU. airbench trains it with ``cnnclf.models.lookahead.Lookahead``.
 """
 
 import torch
@@ -66,7 +61,8 @@ class AirbenchNet(ImageClassifier):
 
     @torch.no_grad()
     def set_whitening(self, images: Tensor, eps: float = 5e-4) -> None:
-        """Set the whitening filters from raw-pixel ``images`` (N, C, H, W)."""
+        """Set the whitening filters from raw-pixel ``images`` (N, C, H, W): the eigenvectors of the patches'
+        covariance scaled to unit variance, and their negatives (so the GELU after it keeps both signs)."""
         standardized = (images.float().to(self.input_mean.device) - self.input_mean) / self.input_std
         size = self.whitening.kernel_size
         patches = standardized.unfold(2, size[0], 1).unfold(3, size[1], 1)  # (N, C, H', W', kh, kw)

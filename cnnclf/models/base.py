@@ -1,11 +1,7 @@
 """The LightningModule every architecture inherits: loss, metrics, evaluation (optimizer, schedule: ``optimization``).
 
-An architecture is a subclass that declares two layer stacks, ``features`` (convolutions)
-and ``classifier`` (the dense head, given the flattened feature width). The base measures
-that width from the data's ``image_shape``, so one architecture runs on any input size.
-
-Inputs are raw pixels (uint8 or float). When the data module supplies channel statistics
-the model standardizes them itself, so a checkpoint carries everything needed to predict.
+An architecture declares two layer stacks, ``features`` and ``classifier`` (given the flattened width, which
+the base measures from the data's ``image_shape``). Inputs are raw pixels, standardized by the model itself.
 """
 
 import lightning as L
@@ -16,17 +12,20 @@ from torch import Tensor, nn
 from cnnclf.checkpoints import check_fits
 from cnnclf.errors import ConfigError
 from cnnclf.limits import check_limit
-from cnnclf.models.figures import AccuracyAndF1
 from cnnclf.models.graphs import TrainingGraph
-from cnnclf.models.optimization import Optimizer, Schedule, check_optimization_options, optimizer_and_schedule
+from cnnclf.models.metrics import AccuracyAndF1
+from cnnclf.models.optimization import Optimizer, Schedule, optimizer_and_schedule
+
+
+def class_names(hparams) -> list[str]:
+    """The class names a model (its ``hparams``) or a checkpoint's hyper-parameters give, by default the indices."""
+    names = hparams.get("class_names")
+    return list(names) if names else [str(index) for index in range(hparams.get("num_classes") or 0)]
 
 
 class ImageClassifier(L.LightningModule):
-    """Shared training logic; subclasses define ``features`` and ``classifier``.
-
-    An architecture's own options (widths, dropout, ...) are keyword arguments of its ``__init__``,
-    which passes the rest on; ``features`` and ``classifier`` read them from ``self.hparams``,
-    saved before the layers are built.
+    """Shared training logic; an architecture's own options are keyword arguments of its ``__init__``, which
+    ``features`` and ``classifier`` read from ``self.hparams`` (saved before the layers are built).
 
     Args:
         num_classes: the number of classes; decided by the data (the CLI links the data module's).
@@ -34,14 +33,12 @@ class ImageClassifier(L.LightningModule):
         class_names: each class's name, for reports and predictions; decided by the data.
         input_mean: each channel's mean, subtracted from raw pixels; decided by the data.
         input_std: each channel's standard deviation, divided by; decided by the data.
-        optimizer: ``sgd`` (the report's), ``adam`` or ``adamw`` (these two take torch's fused step
-            on the CPU and CUDA).
+        optimizer: ``sgd`` (the report's), ``adam`` or ``adamw`` (with torch's fused step on the CPU and CUDA).
         lr: learning rate (the peak rate with ``onecycle``).
         momentum: SGD momentum (the report used 0.9).
         nesterov: Nesterov momentum for SGD.
         weight_decay: L2 penalty (decoupled for adamw).
-        lr_schedule: ``constant`` (the report's), or per step ``onecycle``, ``cosine`` or ``triangle``
-            (airbench's), described in ``cnnclf.models.optimization``.
+        lr_schedule: ``constant`` (the report's), or per step ``onecycle``, ``cosine`` or ``triangle`` (airbench's).
         norm_lr_scale: learning-rate multiplier for batch-norm parameters (airbench: 64).
         label_smoothing: cross-entropy's label smoothing.
         channels_last: NHWC activations: faster convolutions with bf16 on recent CPUs and on GPUs.
@@ -57,8 +54,7 @@ class ImageClassifier(L.LightningModule):
                  input_std: list[float] | None = None,
                  optimizer: Optimizer = "sgd", lr: float = 1e-3, momentum: float = 0.9,
                  nesterov: bool = False, weight_decay: float = 0.0, lr_schedule: Schedule = "constant",
-                 norm_lr_scale: float = 1.0,
-                 label_smoothing: float = 0.0,
+                 norm_lr_scale: float = 1.0, label_smoothing: float = 0.0,
                  channels_last: bool = False, compile: bool = False, cuda_graphs: bool = False,
                  tta_hflip: bool = False, tta_translate: int = 0) -> None:
         super().__init__()
@@ -69,7 +65,10 @@ class ImageClassifier(L.LightningModule):
             raise ConfigError(f"num_classes must be at least 2, found {num_classes}")
         if len(image_shape) != 3:
             raise ConfigError(f"image_shape must be [channels, height, width], found {image_shape}")
-        check_optimization_options(lr, momentum, weight_decay, norm_lr_scale)
+        if lr <= 0 or norm_lr_scale <= 0:
+            raise ConfigError(f"lr and norm_lr_scale must be positive, found {lr} and {norm_lr_scale}")
+        if momentum < 0 or weight_decay < 0:
+            raise ConfigError(f"momentum and weight_decay must be >= 0, found {momentum} and {weight_decay}")
         if not 0 <= label_smoothing <= 1:
             raise ConfigError(f"label_smoothing must be in [0, 1], found {label_smoothing}")
         if not 0 <= tta_translate < min(image_shape[1:]):
@@ -79,10 +78,10 @@ class ImageClassifier(L.LightningModule):
         # How to train, not what the model is: a graphed run resumes without graphs where they cannot run.
         self.save_hyperparameters(ignore=["cuda_graphs"])
         channels = image_shape[0]
-        mean = torch.tensor(input_mean if input_mean is not None else [0.0] * channels)
-        std = torch.tensor(input_std if input_std is not None else [1.0] * channels)
-        self.register_buffer("input_mean", mean.view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("input_std", std.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("input_mean", torch.tensor(input_mean or [0.0] * channels).view(1, -1, 1, 1),
+                             persistent=False)
+        self.register_buffer("input_std", torch.tensor(input_std or [1.0] * channels).view(1, -1, 1, 1),
+                             persistent=False)
 
         features = self.features(channels)
         width = self._flat_width(features, image_shape)
@@ -105,8 +104,6 @@ class ImageClassifier(L.LightningModule):
         self.val_metrics = AccuracyAndF1(num_classes, prefix="val/", with_loss=True, with_nll=label_smoothing > 0)
         self.test_metrics = AccuracyAndF1(num_classes, prefix="test/", with_loss=True, with_nll=label_smoothing > 0)
 
-    # -- what an architecture declares ------------------------------------------------------
-
     def features(self, in_channels: int) -> nn.Sequential:
         """The convolution stack for images of ``in_channels`` channels."""
         raise NotImplementedError
@@ -128,17 +125,12 @@ class ImageClassifier(L.LightningModule):
         finally:
             features.train()
 
-    # -- forward and steps ------------------------------------------------------------------
-
     def configure_model(self) -> None:
         self.net.to(memory_format=self.memory_format)
 
     def compile_network(self) -> None:
-        """``torch.compile`` the network if asked, once; Lightning calls it as each loop starts.
-
-        Not earlier: the model summary runs the network with hooks and the TensorBoard graph
-        traces it, and a compiled function run that way falls back to eager for good.
-        """
+        """``torch.compile`` the network if asked, once, as a loop starts: not earlier, as the model summary's
+        hooks and the TensorBoard graph's tracing would turn a compiled function eager for good."""
         if self.hparams.compile and self.compiled_net is None:
             # A compiled function, not a wrapped module, so checkpoints keep the plain parameter names.
             self.compiled_net = torch.compile(self.net.forward)
@@ -165,8 +157,8 @@ class ImageClassifier(L.LightningModule):
         return loss
 
     def _loss_is_read_after(self, batch_index: int) -> bool:
-        """Whether the logger or the progress bar reads ``train/loss`` after this step: logged only then,
-        as each ``self.log`` costs Lightning a good part of a small network's step."""
+        """Whether the logger or the progress bar reads ``train/loss`` after this step: each ``self.log`` costs
+        Lightning a good part of a small network's step."""
         trainer = self.trainer
         bar = trainer.progress_bar_callback
         redrawn = bar is not None and bar.is_enabled and (
@@ -178,11 +170,10 @@ class ImageClassifier(L.LightningModule):
         self._evaluate(batch, self.val_metrics)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> Tensor:
-        return self._evaluate(batch, self.test_metrics)  # for the test summary's highest-loss images
+        return self._evaluate(batch, self.test_metrics)  # for the test summary
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> tuple[Tensor, Tensor]:
-        probabilities = self.evaluation_logits(batch[0]).float().softmax(dim=1)
-        confidence, prediction = probabilities.max(dim=1)
+        confidence, prediction = self.evaluation_logits(batch[0]).float().softmax(dim=1).max(dim=1)
         return prediction, confidence
 
     def evaluation_logits(self, images: Tensor) -> Tensor:
@@ -208,12 +199,8 @@ class ImageClassifier(L.LightningModule):
         return logits
 
     def _log_epoch(self, metrics: AccuracyAndF1, prog_bar: bool) -> None:
-        """Logs the epoch's figures and starts the next epoch's afresh.
-
-        Once per epoch: handing Lightning the metric objects or the loss every step costs more than
-        a small network's step. Computed from every step's update, so the figures are the same. A fit
-        resumed from an epoch's end ends that epoch again: its training counts, restored, log again.
-        """
+        """Logs the epoch's figures once, and starts the next epoch's afresh (a fit resumed from an epoch's end
+        ends that epoch again: its restored training counts log again)."""
         self.log_dict(metrics.counted_figures(), prog_bar=prog_bar)
         metrics.reset()
 
@@ -237,7 +224,7 @@ class ImageClassifier(L.LightningModule):
             self.training_graph.release()
 
     def on_test_epoch_start(self) -> None:
-        self.test_metrics.reset()  # the test summary reads it whole
+        self.test_metrics.reset()  # what an interrupted test counted
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         check_fits(checkpoint, self)

@@ -4,13 +4,8 @@ from torch import Tensor, nn
 
 
 def conv_bn(in_channels: int, out_channels: int, pool: bool = False) -> nn.Sequential:
-    """3x3 convolution (no bias: batch norm's shift replaces it), batch norm, ReLU; size-preserving
-    unless ``pool``.
-
-    With ``pool`` a 2x2 max-pool follows the convolution, halving the image side. Pooling before
-    batch norm and ReLU (as airbench does) gives them a quarter of the pixels, which matters
-    where those layers rather than the convolutions dominate a step (ConvBNNet on MNIST).
-    """
+    """3x3 convolution (no bias: batch norm's shift replaces it), batch norm, ReLU. With ``pool`` a 2x2 max-pool
+    halves the side before batch norm and ReLU (as airbench does), which then see a quarter of the pixels."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
         *([nn.MaxPool2d(2)] if pool else []),

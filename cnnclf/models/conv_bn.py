@@ -1,8 +1,5 @@
-"""A VGG-style net with batch norm for gray digits and faces (MNIST, ORL, digits, any pickle).
-
-Each stage is a convolution, a 2x2 max-pool, batch norm and ReLU; global average pooling and
-one linear layer classify. ``widths`` sets the channels of each stage, and so the depth.
-"""
+"""A VGG-style net with batch norm for gray digits and faces: stages of convolution, 2x2 max-pool, batch norm and
+ReLU, then global average pooling and one linear layer."""
 
 from torch import nn
 
@@ -23,10 +20,9 @@ class ConvBNNet(ImageClassifier):
         super().__init__(*args, **kwargs)
 
     def features(self, in_channels: int) -> nn.Sequential:
-        stages = []
         widths = self.hparams.widths
-        for width_in, width_out in zip([in_channels, *widths[:-1]], widths, strict=True):
-            stages.append(conv_bn(width_in, width_out, pool=True))  # (B, width_out, H/2, W/2)
+        stages = [conv_bn(width_in, width_out, pool=True)  # (B, width_out, H/2, W/2)
+                  for width_in, width_out in zip([in_channels, *widths[:-1]], widths, strict=True)]
         return nn.Sequential(*stages, nn.AdaptiveAvgPool2d(1))  # (B, widths[-1], 1, 1)
 
     def classifier(self, in_features: int, num_classes: int) -> nn.Sequential:

@@ -1,18 +1,5 @@
-"""``--model.cuda_graphs true``: the network's training forward and backward replayed as CUDA graphs.
-
-A small network's step is a few hundred kernels, and on a GPU launching them takes the CPU longer
-than running them takes the GPU. Captured once (``torch.cuda.make_graphed_callables``), each pass is
-one launch, so the CPU's per-step work (Lightning's hooks, the loss, the optimizer step) runs while
-the GPU computes. Only the network is captured: the loss and metrics, the optimizer step, the
-schedule, Lookahead and the non-finite guard stay eager and unchanged, evaluation runs eagerly, and
-checkpoints hold the same weights. Batch norm's statistics update inside the graph.
-
-The capture is made at the first training batch of each fit (torch first runs three passes on a side
-stream, whose batch-norm updates are put back), and again when the set of trainable weights changes
-(AirbenchNet freezes its whitening bias) or a weight has moved. A graph replays one input size:
-cnnclf's data modules drop each epoch's last partial batch for a graphed model, and a batch of
-another size (a loader of your own) runs eagerly. Lightning's autocast keeps its weight cache off,
-as capture requires.
+"""``--model.cuda_graphs true``: the network's training forward and backward replayed as CUDA graphs, one launch
+each instead of a few hundred (docs/gpu.md, CUDA graphs). Only the network is captured; evaluation stays eager.
 """
 
 import torch
@@ -48,7 +35,8 @@ class TrainingGraph:
                               f"{' in several processes' if distributed else ''}: set cuda_graphs=False")
         self.release()
         before = [buffer.clone() for buffer in self.network.buffers()]
-        # A holder of its own keeps the network's forward as it was, for evaluation and other sizes.
+        # torch runs three passes on a side stream first: their batch-norm updates are put back. A holder of its
+        # own keeps the network's forward as it was, for evaluation and other sizes.
         self.graphed = torch.cuda.make_graphed_callables(nn.Sequential(self.network), (images,))
         for buffer, value in zip(self.network.buffers(), before, strict=True):
             buffer.copy_(value)

@@ -1,11 +1,6 @@
-"""Lookahead weight averaging, as airbench trains CIFAR-10: an exponential moving average of
-the weights that the network is pulled back onto every few steps and at the end of each epoch.
-
-Late in training the average moves slower and slower, so the network that gets tested and
-saved is a smoothed one, which a one-cycle schedule's last noisy steps would otherwise leave
-behind. Add it to a config's ``trainer.callbacks``:
-
-    - class_path: cnnclf.models.lookahead.Lookahead
+"""Lookahead weight averaging, as airbench trains CIFAR-10: an exponential moving average of the weights that
+the network is pulled back onto every few steps and at each epoch's end, so the network tested and saved is a
+smoothed one. In a config's ``trainer.callbacks``: ``- class_path: cnnclf.models.lookahead.Lookahead``.
 """
 
 import lightning as L

@@ -1,6 +1,5 @@
-"""The report's CIFAR CNN: three padded convolution blocks, three dense layers with dropout;
-154,454 parameters on 3x32x32. Max-pooling comes before the ReLU (see report_mnist.py).
-"""
+"""The report's CIFAR CNN: three padded convolution blocks, three dense layers with dropout; 154,454 parameters
+on 3x32x32. Pooled before the ReLU (see report_mnist.py)."""
 
 from torch import nn
 

@@ -1,8 +1,6 @@
-"""The report's MNIST CNN: one convolution, two dense layers; 542,230 parameters on 1x28x28.
-
-The report applies ReLU then max-pooling. The report nets here pool first: ReLU is monotonic,
-so the values and gradients are the same, and the ReLU sees a quarter of the pixels.
-"""
+"""The report's MNIST CNN: one convolution, two dense layers; 542,230 parameters on 1x28x28. The report nets
+pool before the ReLU (the report's order is the other): the same values, as ReLU is monotonic, on a quarter of the
+pixels."""
 
 from torch import nn
 

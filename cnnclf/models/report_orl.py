@@ -1,7 +1,5 @@
-"""The report's ORL CNN: two convolutions, four dense layers with dropout; 42,130,782 parameters
-on 3x92x92 (the report resized the 112x92 faces to 92x92). Max-pooling comes before the ReLU
-(see report_mnist.py).
-"""
+"""The report's ORL CNN: two convolutions, four dense layers with dropout; 42,130,782 parameters on 3x92x92
+(the report resized the 112x92 faces to 92x92). Pooled before the ReLU (see report_mnist.py)."""
 
 from torch import nn
 

@@ -1,8 +1,5 @@
-"""ResNet-9 after the fast CIFAR-10 training records (Myrtle's DAWNBench entry, airbench's
-ancestor): conv-BN-ReLU stages, max-pooled before batch norm as in airbench, and two residual
-blocks. At ``width`` 64 it is the record net (94% in 24 epochs); narrower widths trade accuracy
-for CPU time.
-"""
+"""ResNet-9 after Myrtle's DAWNBench CIFAR-10 record (airbench's ancestor): conv-BN-ReLU stages and two residual
+blocks. At ``width`` 64 it is the record net (94% in 24 epochs); narrower ones trade accuracy for CPU time."""
 
 from torch import nn
 
