@@ -165,6 +165,7 @@ def fake_run(folder: Path, name: str, overrides: dict, test: float | None, val: 
     (run_dir / "test").mkdir(parents=True)
     (run_dir / RUN_RECORD).write_text(json.dumps({"name": name, "overrides": overrides, "status": "ok"}))
     (run_dir / "test" / "summary.json").write_text(json.dumps({"accuracy": test, "accuracy_ci95": [0, 1],
+                                                               "correct": round(100 * test), "images": 100,
                                                                "macro_f1": test}))
     if val is not None:
         CSVCurveLogger(run_dir / CURVES_FILE).log_metrics({"val/acc": val - 0.1, "epoch": 0}, 10)

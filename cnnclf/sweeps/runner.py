@@ -1,10 +1,5 @@
-"""``cnnclf-sweep FILE``: run every combination of a sweep through ``cnnclf fit`` and tabulate them.
-
-Each run is its own ``cnnclf fit ... --test_after_fit true`` process (the exact command is kept
-in the run's ``sweep_run.json``) writing into ``<out>/<run name>/``, a normal run directory.
-Run again after an interruption and it continues: finished runs are skipped, a run that saved a
-checkpoint resumes from it, and the results table is rebuilt from the run directories.
-"""
+"""``cnnclf-sweep FILE``: every combination of a sweep as its own ``cnnclf fit ... --test_after_fit true`` process
+in ``<out>/<run name>/``, tabulated; run it again after an interruption to continue (docs/sweeps.md)."""
 
 import argparse
 import hashlib
@@ -16,13 +11,14 @@ import time
 from pathlib import Path
 
 from cnnclf.errors import CnnclfError, ConfigError
+from cnnclf.explore import RUN_RECORD, Run, read_run
 from cnnclf.files import write_atomically
-from cnnclf.sweeps.results import RUN_RECORD, RunResult, read_run, write_tables
+from cnnclf.sweeps.results import write_tables
 from cnnclf.sweeps.spec import PlannedRun, Sweep, load_sweep
 
 
 def run_sweep(sweep_file: str | Path, out: str | Path | None = None, retry_failed: bool = False,
-              dry_run: bool = False) -> list[RunResult]:
+              dry_run: bool = False) -> list[Run]:
     sweep = load_sweep(sweep_file)
     out = Path(out) if out is not None else Path("runs") / "sweeps" / sweep.name
     planned = sweep.runs()
@@ -97,12 +93,12 @@ def _last_error(output: str) -> str:
     return (errors or lines or ["no output"])[-1]
 
 
-def _summary(result: RunResult) -> str:
+def _summary(result: Run) -> str:
     if result.status != "ok":
-        return f"failed: {result.error}"
+        return f"failed: {result.record['error']}"
     validation = "" if result.val_accuracy is None else f"val accuracy {result.val_accuracy:.2%}, "
     return (f"{validation}test accuracy {result.test_accuracy:.2%}, macro F1 {result.test_macro_f1:.4f}, "
-            f"{result.epochs} epochs, {result.wall_seconds:.1f} s")
+            f"{result.epochs} epochs, {result.record['wall_seconds']:.1f} s")
 
 
 def main(args: list[str] | None = None) -> None:

@@ -1,5 +1,5 @@
-"""A report as a list of blocks, written out as Markdown (PNGs linked beside it) or as one self-contained HTML file
-(PNGs embedded), so the two always say the same."""
+"""A document as a list of blocks, written as Markdown (PNGs linked beside it) and as one self-contained HTML file
+(PNGs embedded), so the two always say the same: the report and a sweep's results.md."""
 
 import base64
 import html
@@ -16,7 +16,7 @@ class Heading:
 
 @dataclass(frozen=True)
 class Text:
-    text: str  # `code` spans are the only markup
+    text: str  # `code` spans and [contents](#anchor) links are the only markup
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Code:
 
 @dataclass(frozen=True)
 class Image:
-    path: Path  # a PNG in the report's folder
+    path: Path  # a PNG in the document's folder
     caption: str
 
 
@@ -52,8 +52,8 @@ def markdown(blocks: list[Block], folder: Path) -> str:
         elif isinstance(block, Text):
             parts.append(block.text)
         elif isinstance(block, Table):
-            cells = [[cell.replace("|", "\\|") for cell in row] for row in [block.header, *block.rows]]
-            lines = ["| " + " | ".join(row) + " |" for row in cells]
+            lines = ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+                     for row in [block.header, *block.rows]]
             parts.append("\n".join([lines[0], "|" + " --- |" * len(block.header), *lines[1:]]))
         elif isinstance(block, Code):
             parts.append(f"```\n{block.text.rstrip()}\n```")
@@ -71,7 +71,9 @@ h2{border-bottom:2px solid #ddd;margin-top:2em}h3{margin-top:1.5em}"""
 
 
 def _inline(text: str) -> str:
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    """`code` spans and [text](#anchor) links as HTML."""
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    return re.sub(r"\[([^\]]+)\]\((#[\w\-]+)\)", r'<a href="\2">\1</a>', text)
 
 
 def html_page(blocks: list[Block], title: str) -> str:
@@ -80,7 +82,7 @@ def html_page(blocks: list[Block], title: str) -> str:
         if isinstance(block, Heading):
             parts.append(f'<h{block.level} id="{anchor(block.text)}">{html.escape(block.text)}</h{block.level}>')
         elif isinstance(block, Text):
-            parts.append(f"<p>{_link(_inline(block.text))}</p>")
+            parts.append(f"<p>{_inline(block.text)}</p>")
         elif isinstance(block, Table):
             head = "".join(f"<th>{_inline(cell)}</th>" for cell in block.header)
             body = "".join("<tr>" + "".join(f"<td>{_inline(cell)}</td>" for cell in row) + "</tr>"
@@ -94,16 +96,3 @@ def html_page(blocks: list[Block], title: str) -> str:
                          f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
-
-
-def _link(text: str) -> str:
-    """Markdown links ``[text](#anchor)`` (the contents) as HTML links."""
-    return re.sub(r"\[([^\]]+)\]\((#[\w\-]+)\)", r'<a href="\2">\1</a>', text)
-
-
-def write(blocks: list[Block], folder: Path, title: str) -> tuple[Path, Path]:
-    """``folder/report.md`` and ``folder/report.html``."""
-    paths = folder / "report.md", folder / "report.html"
-    paths[0].write_text(markdown(blocks, folder))
-    paths[1].write_text(html_page(blocks, title))
-    return paths
