@@ -26,17 +26,12 @@ class Table:
 
 
 @dataclass(frozen=True)
-class Code:
-    text: str
-
-
-@dataclass(frozen=True)
 class Image:
     path: Path  # a PNG in the document's folder
     caption: str
 
 
-Block = Heading | Text | Table | Code | Image
+Block = Heading | Text | Table | Image
 
 
 def anchor(text: str) -> str:
@@ -55,8 +50,6 @@ def markdown(blocks: list[Block], folder: Path) -> str:
             lines = ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
                      for row in [block.header, *block.rows]]
             parts.append("\n".join([lines[0], "|" + " --- |" * len(block.header), *lines[1:]]))
-        elif isinstance(block, Code):
-            parts.append(f"```\n{block.text.rstrip()}\n```")
         else:
             parts.append(f"![{block.caption}]({block.path.relative_to(folder).as_posix()})\n\n*{block.caption}*")
     return "\n\n".join(parts) + "\n"
@@ -65,7 +58,7 @@ def markdown(blocks: list[Block], folder: Path) -> str:
 STYLE = """body{font:15px/1.5 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:13px}td,th{border:1px solid #ccc;padding:2px 8px;
 text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}
-pre{background:#f6f6f6;padding:.7em;overflow-x:auto;font-size:12px}code{background:#f3f3f3;padding:0 3px}
+code{background:#f3f3f3;padding:0 3px}
 figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{font-size:13px;color:#555}
 h2{border-bottom:2px solid #ddd;margin-top:2em}h3{margin-top:1.5em}"""
 
@@ -88,8 +81,6 @@ def html_page(blocks: list[Block], title: str) -> str:
             body = "".join("<tr>" + "".join(f"<td>{_inline(cell)}</td>" for cell in row) + "</tr>"
                            for row in block.rows)
             parts.append(f"<table><tr>{head}</tr>{body}</table>")
-        elif isinstance(block, Code):
-            parts.append(f"<pre>{html.escape(block.text.rstrip())}</pre>")
         else:
             data = base64.b64encode(block.path.read_bytes()).decode()
             parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block.caption)}">'

@@ -22,9 +22,6 @@ from cnnclf.errors import CheckpointError, ConfigError, DatasetError
 from cnnclf.evaluation import scores
 from cnnclf.models import ImageClassifier
 
-__all__ = ["Run", "checkpoint_to_explore", "load_datamodule", "load_model", "predict_split", "read_curve",
-           "read_run", "repository_root"]
-
 RUN_RECORD = "sweep_run.json"  # what a sweep records of each of its runs
 
 

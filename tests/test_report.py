@@ -208,7 +208,7 @@ def test_an_input_that_is_no_run_is_refused_in_one_line(tmp_path, capsys):
 
 
 def test_a_sweeps_report_aggregates_its_runs_and_reports_the_best_chosen_on_validation(digits_sweep, tmp_path):
-    from cnnclf.sweeps.results import read_run
+    from cnnclf.explore import read_run
 
     markdown, page = report([digits_sweep], tmp_path / "out")
     results = {name: read_run(digits_sweep / name) for name in ("optimizer=adam", "optimizer=sgd")}

@@ -12,9 +12,10 @@ import yaml
 from cnnclf.cli import cli_main
 from cnnclf.curves import CURVES_FILE, CSVCurveLogger
 from cnnclf.errors import ConfigError
+from cnnclf.explore import RUN_RECORD, read_run
 from cnnclf.shipped import shipped_configs
 from cnnclf.sweeps import load_sweep, run_sweep
-from cnnclf.sweeps.results import RUN_RECORD, choose_best, group_runs, read_run, write_tables
+from cnnclf.sweeps.results import choose_best, group_runs, write_tables
 from cnnclf.sweeps.runner import main
 from tests.conftest import CONFIGS, write_sweep
 

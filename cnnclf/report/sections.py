@@ -13,7 +13,7 @@ import torch
 
 from cnnclf.callbacks import NetworkSummary
 from cnnclf.curves import read_curve
-from cnnclf.document import Block, Code, Heading, Image, Table, Text
+from cnnclf.document import Block, Heading, Image, Table, Text
 from cnnclf.errors import CheckpointError, CnnclfError
 from cnnclf.explore import Run, load_datamodule, load_model
 from cnnclf.report.figures import curves, sample_grid
@@ -21,6 +21,9 @@ from cnnclf.stats import accuracy_text
 from cnnclf.sweeps.spec import cli_value
 
 NOT_RECORDED = "not recorded"
+TEST_FIGURES = {"confusion_matrix.png": "Confusion matrix, counts",
+                "confusion_matrix_normalized.png": "Confusion matrix, normalized by true class",
+                "top_losses.png": "The highest-loss test images: true -> predicted (confidence)"}
 
 def accuracy(summary: dict) -> str:
     """The test accuracy of ``test/summary.json`` with its count and exact interval."""
@@ -138,7 +141,7 @@ def evaluation(run: Run, folder: Path) -> list[Block]:
     if not summary:
         return [Text(f"{NOT_RECORDED}: no `test/summary.json` (the run was not tested; `cnnclf test --ckpt_path "
                      "FILE` tests it)")]
-    names, test = summary["class_names"], run.folder / "test"
+    names = summary["class_names"]
     f1_low, f1_high = summary["macro_f1_ci95"]
     never = summary["never_predicted"]
     blocks = [Text(f"Test accuracy: {accuracy(summary)}, checkpoint `{summary.get('checkpoint')}`."),
@@ -149,10 +152,6 @@ def evaluation(run: Run, folder: Path) -> list[Block]:
              f"{per_class[name]['support']:.0f}"] for name in [*names, "macro avg", "weighted avg"]]
     blocks += [Text("scikit-learn's classification report, from `test/summary.json`:"),
                Table(["class", "precision", "recall", "F1", "support"], rows)]
-    for name, caption in (("confusion_matrix", "Confusion matrix, counts"),
-                          ("confusion_matrix_normalized", "Confusion matrix, normalized by true class")):
-        if (test / f"{name}.png").is_file():
-            blocks.append(Image(Path(shutil.copy(test / f"{name}.png", folder)), f"{caption} ({run.name})"))
     if len(names) <= 12:
         rows = [[name, *map(str, row)] for name, row in zip(names, summary["confusion_matrix"], strict=True)]
         blocks += [Text("Confusion matrix counts (rows: true class, columns: predicted):"),
@@ -162,9 +161,9 @@ def evaluation(run: Run, folder: Path) -> list[Block]:
     if pairs:
         blocks.append(Table(["true", "predicted", "images"], [[p["true"], p["predicted"], str(p["count"])]
                                                              for p in pairs]))
-    if (test / "top_losses.png").is_file():
-        blocks.append(Image(Path(shutil.copy(test / "top_losses.png", folder)),
-                            f"The highest-loss test images: true -> predicted (confidence) ({run.name})"))
+    for name, caption in TEST_FIGURES.items():  # the PNGs `cnnclf test` wrote
+        if (run.folder / "test" / name).is_file():
+            blocks.append(Image(Path(shutil.copy(run.folder / "test" / name, folder)), f"{caption} ({run.name})"))
     blocks.append(Table(["true", "predicted", "confidence", "loss"], [
         [item["true"], item["predicted"], f"{item['confidence']:.2%}", f"{item['loss']:.4f}"]
         for item in summary["top_losses"]]))
@@ -177,14 +176,12 @@ def provenance(run: Run, folder: Path) -> list[Block]:
                if marker.is_file() else NOT_RECORDED)
     rows = [["run folder", f"`{run.folder.resolve()}`"], ["checkpoint", f"`{run.checkpoint}`"],
             ["training finished", trained]]
-    blocks = [Table(["", "this run"], rows), Text("The report command's environment:"),
-              Table(["", "value"], [[key, value] for key, value in environment()])]
     if run.record.get("command"):
-        blocks += [Text("The sweep trained it with:"), Code("cnnclf " + " ".join(run.record["command"][2:]))]
-    return blocks
+        rows.append(["the sweep trained it with", "`cnnclf " + " ".join(run.record["command"][2:]) + "`"])
+    return [Text("The run, and the report command's environment:"), Table(["", "value"], rows + environment())]
 
 
-def environment() -> list[tuple[str, str]]:
+def environment() -> list[list[str]]:
     """Versions, checkout, machine and date of the report command."""
     try:
         commit = subprocess.run(["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty",
@@ -194,9 +191,9 @@ def environment() -> list[tuple[str, str]]:
     cpuinfo = Path("/proc/cpuinfo")
     cpus = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
             if line.startswith("model name")] if cpuinfo.is_file() else []
-    return [("cnnclf", importlib.metadata.version("cnnclf")), ("torch", torch.__version__),
-            ("Lightning", importlib.metadata.version("lightning")), ("Python", platform.python_version()),
-            ("cnnclf's git commit", commit or "none (not a git checkout)"),
-            ("CPU", f"{cpus[0]}, {len(cpus)} cores" if cpus else platform.processor() or platform.machine()),
-            ("GPU", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"),
-            ("written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))]
+    return [["cnnclf", importlib.metadata.version("cnnclf")], ["torch", torch.__version__],
+            ["Lightning", importlib.metadata.version("lightning")], ["Python", platform.python_version()],
+            ["cnnclf's git commit", commit or "none (not a git checkout)"],
+            ["CPU", f"{cpus[0]}, {len(cpus)} cores" if cpus else platform.processor() or platform.machine()],
+            ["GPU", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"],
+            ["written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")]]

@@ -11,11 +11,9 @@ from matplotlib.figure import Figure
 from cnnclf.csv_cells import safe_cell
 from cnnclf.document import Block, Heading, Table, Text, markdown
 from cnnclf.errors import ConfigError
-from cnnclf.explore import RUN_RECORD, Run, read_run
+from cnnclf.explore import Run
 from cnnclf.stats import accuracy_text, spread
 from cnnclf.sweeps.spec import REPEATS, cli_value
-
-__all__ = ["COLUMNS", "RUN_RECORD", "choose_best", "group_runs", "load_results", "read_run", "write_tables"]
 
 COLUMNS = ["status", "val_accuracy", "test_accuracy", "test_accuracy_low", "test_accuracy_high", "test_macro_f1",
            "epochs", "fit_seconds", "wall_seconds", "checkpoint", "error"]

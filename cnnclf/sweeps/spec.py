@@ -78,7 +78,7 @@ def load_sweep(path: str | Path) -> Sweep:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: 'grid.{key}' must be a non-empty list of values, found {values!r}")
     seeds, folds = content.get("seeds"), content.get("folds")
-    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+    if type(seeds) is int and seeds >= 1:
         seeds = list(range(seeds))
     if seeds is not None:
         if not (isinstance(seeds, list) and seeds and all(type(seed) is int for seed in seeds)):
