@@ -53,11 +53,6 @@ class Run:
     epochs = property(lambda self: self.fit.get("epochs"))
     fit_seconds = property(lambda self: self.fit.get("fit_seconds"))
 
-    def setting(self, section: str, key: str):
-        """``config.yaml``'s ``section.key`` (``model.lr`` is under ``model.init_args``); ``None`` if unset."""
-        part = self.config.get(section) or {}
-        return (part.get("init_args", part) if section in ("model", "data") else part).get(key)
-
 
 def read_run(path: str | Path) -> Run:
     """The run of a run folder, or of a checkpoint inside one (``RUN/checkpoints/x.ckpt``)."""

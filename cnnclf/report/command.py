@@ -19,7 +19,7 @@ from cnnclf.explore import Run, read_run
 from cnnclf.report.sections import NOT_RECORDED, accuracy, run_sections
 from cnnclf.shipped import shipped_config
 from cnnclf.stats import accuracy_text
-from cnnclf.sweeps.results import choose_best, group_runs, load_results, result_blocks
+from cnnclf.sweeps.results import cell, choose_best, group_runs, load_results, result_blocks
 
 # The report cnnclf grew from: each dataset's test accuracy, as correct images of the test split.
 ORIGINAL = {"MNISTDataModule": ("MNIST", 8863, 10000, "ReportMNISTNet, 1000 epochs"),
@@ -48,9 +48,10 @@ def data_class(run: Run) -> str:
 
 
 def comparison(runs: list[Run]) -> list[Block]:
-    rows = [[run.name, data_class(run), accuracy(run.summary),
-             f"{run.test_macro_f1:.4f}" if run.test_macro_f1 is not None else NOT_RECORDED,
-             str(run.epochs or NOT_RECORDED), f"{run.fit_seconds:.1f}" if run.fit else NOT_RECORDED] for run in runs]
+    rows = []
+    for run in runs:
+        figures = [cell(run.test_macro_f1, "{:.4f}"), cell(run.epochs), cell(run.fit_seconds, "{:.1f}")]
+        rows.append([run.name, data_class(run), accuracy(run.summary), *(text or NOT_RECORDED for text in figures)])
     blocks = [Heading("Comparison", 2), Table(["run", "data", "test accuracy", "macro F1", "epochs", "fit s"], rows)]
     pairs = []
     for a, b in combinations(runs, 2):

@@ -89,6 +89,7 @@ def spread_text(figures: dict[str, float] | None, form: str) -> str:
         return ""
     if figures["n"] == 1:
         return form.format(figures["mean"])
+    # a percent form: each number scaled by 100, one % at the end
     scale, form = (100, form.replace("%", "f")) if form.endswith("%}") else (1, form)
     mean, std, low, high = (form.format(scale * figures[key]) for key in ("mean", "std", "min", "max"))
     return f"{mean} ± {std} ({low}-{high})" + ("%" if scale == 100 else "")
