@@ -1,9 +1,9 @@
-"""``cnnclf compare A B``: two models on the same test images, paired: each one's accuracy with its exact
-interval, the images only one of them gets right, and the exact McNemar test of the difference.
+"""``cnnclf compare A B``: two models paired on the same test images: each one's accuracy with its exact interval,
+the images only one of them gets right, and the exact McNemar test of the difference.
 
-A and B are checkpoints (their test split is predicted now, on the CPU, from the data their run's config
-names) or run folders (their ``test/per_image.csv``, what ``cnnclf test`` wrote). Two models of different
-classes, or tested on different images, are refused: a paired test needs the same images.
+A and B are checkpoints (their test split is predicted now, on the CPU, from the data their run's config names) or
+run folders (their ``test/per_image.csv``, what ``cnnclf test`` wrote); models of other classes or other test images
+are refused, since a paired test needs the same images.
 """
 
 import argparse
@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnclf.checkpoints import read_checkpoint
 from cnnclf.errors import CheckpointError, CnnclfError, DatasetError
-from cnnclf.explore import load_datamodule, load_model, predict_split
+from cnnclf.explore import load_datamodule, load_model, predict_split, read_json
 from cnnclf.models import class_names
 from cnnclf.stats import accuracy_interval, accuracy_text, mcnemar
 
@@ -36,14 +35,13 @@ def tested(path: str | Path, data: str | None = None) -> Tested:
     """The test predictions of a run folder (from its ``test/per_image.csv``) or of a checkpoint (predicted now)."""
     path = Path(path)
     if path.is_dir():
-        per_image, summary = path / "test" / "per_image.csv", path / "test" / "summary.json"
-        if not per_image.is_file() or not summary.is_file():
+        per_image, summary = path / "test" / "per_image.csv", read_json(path / "test" / "summary.json")
+        if not per_image.is_file() or not summary:
             raise CheckpointError(f"{path}: no test/per_image.csv and summary.json in this run folder; run "
                                   "`cnnclf test --ckpt_path FILE` on its checkpoint, or give the checkpoint itself")
         with per_image.open(newline="") as stream:
             rows = list(csv.DictReader(stream))
-        names = json.loads(summary.read_text())["class_names"]
-        return Tested(str(path), names, np.array([row["true"] for row in rows]),
+        return Tested(str(path), summary["class_names"], np.array([row["true"] for row in rows]),
                       np.array([row["predicted"] for row in rows]))
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file or run folder")
@@ -53,53 +51,33 @@ def tested(path: str | Path, data: str | None = None) -> Tested:
     return Tested(str(path), names.tolist(), names[result.targets.numpy()], names[result.predicted.numpy()])
 
 
-def declared_classes(path: str | Path) -> list[str]:
-    """The class names a run folder's test summary or a checkpoint's hyper-parameters name, reading no data."""
-    path = Path(path)
-    if path.is_dir():
-        summary = path / "test" / "summary.json"
-        return json.loads(summary.read_text())["class_names"] if summary.is_file() else []
-    hparams = read_checkpoint(path, mmap=True).get("hyper_parameters") or {} if path.is_file() else {}
-    return class_names(hparams)
-
-
-def check_same_classes(a: str, a_names: list[str], b: str, b_names: list[str]) -> None:
-    if a_names and b_names and a_names != b_names:
-        raise CheckpointError(f"A ({a}) has classes {_short(a_names)}, B ({b}) has {_short(b_names)}: "
-                              "models of different data cannot be compared")
-
-
-def check_same_data(a: Tested, b: Tested) -> None:
-    check_same_classes(a.source, a.class_names, b.source, b.class_names)
+def comparison(a: Tested, b: Tested) -> dict:
+    """Each model's accuracy and interval, the discordant images, the McNemar p-value and a sentence."""
+    if a.class_names != b.class_names:
+        raise CheckpointError(f"A ({a.source}) has classes {_short(a.class_names)}, B ({b.source}) has "
+                              f"{_short(b.class_names)}: models of different data cannot be compared")
     if len(a.true) != len(b.true) or (a.true != b.true).any():
         raise DatasetError(f"A ({a.source}) and B ({b.source}) were tested on different images ({len(a.true)} and "
                            f"{len(b.true)}, labels in another order or not the same): compare on the same test split")
-
-
-def comparison(a: Tested, b: Tested) -> dict:
-    """Each model's accuracy and interval, the discordant images, the McNemar p-value and a sentence."""
-    check_same_data(a, b)
     a_right, b_right = a.predicted == a.true, b.predicted == b.true
     only_a, only_b, p = mcnemar(a_right, b_right)
     if p >= 0.05:
         verdict = f"No evidence that A and B differ at the 5% level (p = {p:.3g})."
     else:
         verdict = f"{'A' if only_a > only_b else 'B'} is better at the 5% level (p = {p:.3g})."
-    images = len(a.true)
-    return {"images": images, "a": _model(a, a_right), "b": _model(b, b_right), "only_a_right": only_a,
+    return {"images": len(a.true), "a": _model(a, a_right), "b": _model(b, b_right), "only_a_right": only_a,
             "only_b_right": only_b, "both_right": int((a_right & b_right).sum()),
             "neither_right": int((~a_right & ~b_right).sum()), "mcnemar_p": p, "verdict": verdict}
 
 
-def comparison_text(result: dict) -> str:
-    a, b = result["a"], result["b"]
-    return "\n".join([
-        f"A: {a['source']}\n   accuracy {accuracy_text(a['correct'], result['images'])}",
-        f"B: {b['source']}\n   accuracy {accuracy_text(b['correct'], result['images'])}",
-        f"on the same {result['images']} test images: {result['only_a_right']} only A gets right, "
-        f"{result['only_b_right']} only B, {result['both_right']} both, {result['neither_right']} neither",
-        f"exact McNemar test (binomial on the {result['only_a_right'] + result['only_b_right']} images they "
-        f"disagree on): p = {result['mcnemar_p']:.4g}", result["verdict"]])
+def _model(model: Tested, right: np.ndarray) -> dict:
+    correct = int(right.sum())
+    return {"source": model.source, "correct": correct, "accuracy": correct / len(right),
+            "accuracy_ci95": accuracy_interval(correct, len(right))}
+
+
+def _short(names: list[str]) -> str:
+    return f"{len(names)} ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
 
 
 def main(args: list[str]) -> None:
@@ -111,21 +89,15 @@ def main(args: list[str]) -> None:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     options = parser.parse_args(args)
     try:
-        # Before any data is read or predicted: a checkpoint must be one of cnnclf's, of the same classes.
-        check_same_classes(options.a, declared_classes(options.a), options.b, declared_classes(options.b))
         result = comparison(tested(options.a, options.data), tested(options.b, options.data))
     except CnnclfError as error:
         sys.exit(f"cnnclf: error: {error}")
-    print(comparison_text(result))
+    a, b, images = result["a"], result["b"], result["images"]
+    print(f"A: {a['source']}\n   accuracy {accuracy_text(a['correct'], images)}\n"
+          f"B: {b['source']}\n   accuracy {accuracy_text(b['correct'], images)}\n"
+          f"on the same {images} test images: {result['only_a_right']} only A gets right, "
+          f"{result['only_b_right']} only B, {result['both_right']} both, {result['neither_right']} neither\n"
+          f"exact McNemar test (binomial on the {result['only_a_right'] + result['only_b_right']} images they "
+          f"disagree on): p = {result['mcnemar_p']:.4g}\n{result['verdict']}")
     if options.json:
         Path(options.json).write_text(json.dumps(result, indent=1))
-
-
-def _model(model: Tested, right: np.ndarray) -> dict:
-    correct = int(right.sum())
-    return {"source": model.source, "correct": correct, "accuracy": correct / len(right),
-            "accuracy_ci95": accuracy_interval(correct, len(right))}
-
-
-def _short(names: list[str]) -> str:
-    return f"{len(names)} ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"

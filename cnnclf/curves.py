@@ -1,10 +1,6 @@
-"""Every figure a run logs, also as a plain CSV file beside TensorBoard's: ``metrics.csv`` in the run folder.
-
-One row per logged value (``step,epoch,name,value``), so a resumed fit and a later test append to the
-same file without rewriting its header; ``read_curve`` keeps a step's latest value. Lightning's own
-``CSVLogger`` rewrites its file whenever a new figure appears and warns on every run folder that already
-holds a config, as every cnnclf run folder does.
-"""
+"""Every figure a run logs, also as ``metrics.csv`` in the run folder: one ``step,epoch,name,value`` row per value,
+so a resumed fit and a later test append to it (Lightning's ``CSVLogger`` rewrites its file when a new figure
+appears, and warns on a run folder that holds a config, as every cnnclf run folder does)."""
 
 import csv
 from pathlib import Path
@@ -75,8 +71,8 @@ class CurvesCSV(L.Callback):
 
 
 def read_curve(run_dir: str | Path, name: str) -> tuple[list[int], list[float]]:
-    """The steps and values logged under ``name`` (e.g. ``val/acc``) in a run's ``metrics.csv``; a step
-    logged twice (a fit resumed from before it) keeps its latest value. None logged: two empty lists."""
+    """The steps and values logged under ``name`` (``val/acc``) in a run's ``metrics.csv``, a step logged twice (a
+    fit resumed from before it) with its latest value; two empty lists when none is."""
     path = Path(run_dir) / CURVES_FILE
     if not path.is_file():
         return [], []

@@ -1,14 +1,9 @@
-"""Open a finished run from its checkpoint or its curves (``metrics.csv``), for notebooks and scripts.
+"""Open a finished run (its folder's files, its checkpoint, its data) for the report, sweeps, notebooks and scripts.
 
-The notebooks' default paths are resolved against the repository root, found from the working
-directory: JupyterLab starts a kernel in ``notebooks/``, ``jupyter nbconvert`` wherever it runs. A
-path given in full opens from any folder, a copy of a notebook outside the repository included.
-
-Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain values only, so
-a crafted file cannot run code. The classes a checkpoint and its run's config name are only
-ever taken from cnnclf's own models and data modules.
+Checkpoints are read with ``weights_only=True`` and only name cnnclf's own classes (docs/safety.md).
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +22,52 @@ from cnnclf.errors import CheckpointError, ConfigError, DatasetError
 from cnnclf.models import ImageClassifier
 from cnnclf.summary import scores
 
-__all__ = ["checkpoint_to_explore", "load_datamodule", "load_model", "predict_split", "read_curve",
-           "repository_root"]
+RUN_RECORD = "sweep_run.json"  # what a sweep records of each of its runs
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a run folder holds; each file's content is empty where the run did not write it."""
+
+    folder: Path
+    checkpoint: Path | None  # absolute: the one given, else the tested one, else best.ckpt, else last.ckpt
+    config: dict  # config.yaml, as the fit saved it
+    summary: dict  # test/summary.json
+    fit: dict  # fit_time.json
+    record: dict  # sweep_run.json
+    val_accuracy: float | None  # the best epoch's (the tested checkpoint is the best by val/acc)
+
+    @property
+    def name(self) -> str:
+        return self.record.get("name") or f"{self.folder.parent.name}/{self.folder.name}"
+
+    # what a sweep tabulates, by the names of its results.csv
+    overrides = property(lambda self: self.record.get("overrides", {}))
+    status = property(lambda self: self.record.get("status", "ok"))
+    test_accuracy = property(lambda self: self.summary.get("accuracy"))
+    test_macro_f1 = property(lambda self: self.summary.get("macro_f1"))
+    epochs = property(lambda self: self.fit.get("epochs"))
+    fit_seconds = property(lambda self: self.fit.get("fit_seconds"))
+
+
+def read_run(path: str | Path) -> Run:
+    """The run of a run folder, or of a checkpoint inside one (``RUN/checkpoints/x.ckpt``)."""
+    path = Path(path)
+    folder = path.parents[1] if path.is_file() else path
+    summary = read_json(folder / "test" / "summary.json")
+    tested = Path(summary.get("checkpoint") or "")
+    # The run's own copy first: a run folder that was moved or copied still names the old place.
+    candidates = [path, folder / "checkpoints" / tested.name, tested,
+                  *(folder / "checkpoints" / name for name in ("best.ckpt", "last.ckpt"))]
+    checkpoint = next((file.resolve() for file in candidates if file.name and file.is_file()), None)
+    config = folder / "config.yaml"
+    return Run(folder, checkpoint, yaml.safe_load(config.read_text()) if config.is_file() else {}, summary,
+               read_json(folder / "fit_time.json"), read_json(folder / RUN_RECORD),
+               max(read_curve(folder, "val/acc")[1], default=None))
 
 
 def repository_root(start: str | Path | None = None) -> Path:
@@ -48,13 +87,8 @@ def _root_above(start: Path) -> Path | None:
 
 
 def checkpoint_to_explore(given: str | Path | None = None, start: str | Path | None = None) -> tuple[Path, str]:
-    """The checkpoint a notebook opens, and why that one.
-
-    ``given``, when set, works from any folder: absolute, or relative to the working directory or
-    else to the repository root. Without it, the checkpoint ``--ckpt_path best`` means without a
-    config: the newest finished run of any experiment under the repository's ``runs/``, its
-    ``best.ckpt``, or its ``last.ckpt`` when it trained without validation.
-    """
+    """The checkpoint a notebook opens and why: ``given`` (absolute, or from the working directory or else the
+    repository root), or else the one ``--ckpt_path best`` finds among every experiment under ``runs/``."""
     if given:
         path = Path(given).expanduser()
         root = None if path.is_absolute() or path.exists() else _root_above(Path(start or Path.cwd()).resolve())
@@ -62,9 +96,8 @@ def checkpoint_to_explore(given: str | Path | None = None, start: str | Path | N
         if not path.is_file():
             raise CheckpointError(f"{given}: no such checkpoint file")
         return path, "the checkpoint given"
-    runs = repository_root(start) / "runs"
     try:
-        return find_checkpoint(runs, "best", EVERY_EXPERIMENTS_RUNS)
+        return find_checkpoint(repository_root(start) / "runs", "best", EVERY_EXPERIMENTS_RUNS)
     except CheckpointError as error:
         raise CheckpointError(f"no checkpoint to explore by default ({error}); train one with `make demo`, or give "
                               "the notebook a checkpoint file") from None
@@ -84,13 +117,9 @@ def load_model(checkpoint: str | Path) -> ImageClassifier:
 
 
 def load_datamodule(checkpoint: str | Path, **overrides) -> PickledImageDataModule:
-    """The data module of the run ``checkpoint`` belongs to, from the run's saved config.yaml.
-
-    A relative data ``path`` is read from the root of the repository the run lies in, where the
-    run was started, so a notebook finds the data whatever its working directory. Where the data
-    is elsewhere (the run was copied, or trained on another machine), pass ``path=``.
-    """
-    config_path = Path(checkpoint).resolve().parent.parent / "config.yaml"
+    """The data module of the run ``checkpoint`` belongs to, from its config.yaml; a relative data path is read
+    from the root of the repository the run lies in, one given as ``path=`` from the working directory."""
+    config_path = Path(checkpoint).resolve().parents[1] / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{config_path}: no run config beside the checkpoint's folder")
     data = yaml.safe_load(config_path.read_text())["data"]
@@ -99,7 +128,7 @@ def load_datamodule(checkpoint: str | Path, **overrides) -> PickledImageDataModu
     root = _root_above(config_path.parent)
     if arguments.get("path") and root is not None:
         arguments["path"] = str(root / arguments["path"])
-    arguments.update(overrides)  # a path given here is the caller's, from their working directory
+    arguments.update(overrides)
     path = Path(arguments.get("path") or "")
     if arguments.get("path") and not path.is_file():
         origin = "as given" if "path" in overrides else f"{config_path} gives data.path {data['init_args']['path']!r}"

@@ -17,15 +17,17 @@ from cnnclf.checkpoints import FINISHED_MARKER
 from cnnclf.curves import CURVES_FILE, CSVCurveLogger
 from cnnclf.errors import CheckpointError, ConfigError, DatasetError
 from cnnclf.explore import (
+    RUN_RECORD,
     checkpoint_to_explore,
     load_datamodule,
     load_model,
     predict_split,
     read_curve,
+    read_run,
     repository_root,
 )
 from cnnclf.summary import most_confused, plot_confusion_matrix
-from cnnclf.sweeps.results import RUN_RECORD, load_results, read_run, write_tables
+from cnnclf.sweeps.results import load_results, write_tables
 from tests.conftest import report_records, write_report_pickle
 from tests.test_cli import CONFIGS, run
 

@@ -17,6 +17,7 @@ import yaml
 from scipy.stats import beta
 
 from cnnclf.cli import cli_main
+from cnnclf.stats import accuracy_text
 
 SECTIONS = ["Dataset", "Model", "Setup", "Training", "Evaluation", "Provenance"]
 
@@ -116,7 +117,7 @@ def check_run(markdown: str, run: Path, label: str) -> None:
 
     # Setup: as config.yaml says
     config = yaml.safe_load((run / "config.yaml").read_text())
-    setup = {row[2]: row[1] for row in table_after(markdown, ["setting", "value", "config key"])}
+    setup = dict(table_after(markdown, ["config key", "value"]))
     assert setup["`model.lr`"] == json.dumps(config["model"]["init_args"]["lr"])
     assert setup["`model.optimizer`"] == config["model"]["init_args"]["optimizer"]
     assert setup["`data.batch_size`"] == str(config["data"]["init_args"]["batch_size"])
@@ -207,15 +208,17 @@ def test_an_input_that_is_no_run_is_refused_in_one_line(tmp_path, capsys):
 
 
 def test_a_sweeps_report_aggregates_its_runs_and_reports_the_best_chosen_on_validation(digits_sweep, tmp_path):
-    from cnnclf.sweeps.results import read_run
+    from cnnclf.explore import read_run
 
     markdown, page = report([digits_sweep], tmp_path / "out")
     results = {name: read_run(digits_sweep / name) for name in ("optimizer=adam", "optimizer=sgd")}
-    settings = table_after(markdown, ["setting", "n", "val accuracy", "test accuracy", "test range", "macro F1",
-                                      "fit s"])
-    assert [(row[0], row[1], row[3]) for row in settings] == [
-        (f"model.optimizer={name.split('=')[1]}", "1", f"{result.test_accuracy:.2%}")
-        for name, result in results.items()]
+    runs = table_after(markdown, ["run", "model.optimizer", "val accuracy", "test accuracy", "macro F1", "epochs",
+                                  "fit s", "checkpoint"])
+    assert [row[:4] for row in runs] == [
+        [name, name.split("=")[1], f"{result.val_accuracy:.2%}",
+         accuracy_text(result.summary["correct"], result.summary["images"])] for name, result in results.items()]
+    # The sweep's own results.md has the same tables
+    assert all(table in tables(markdown) for table in tables((digits_sweep / "results.md").read_text()))
     effects = table_after(markdown, ["option", "value", "runs", "test accuracy"])
     assert effects == [["model.optimizer", name.split("=")[1], "1", f"{result.test_accuracy:.2%}"]
                        for name, result in results.items()]

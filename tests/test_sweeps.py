@@ -12,9 +12,10 @@ import yaml
 from cnnclf.cli import cli_main
 from cnnclf.curves import CURVES_FILE, CSVCurveLogger
 from cnnclf.errors import ConfigError
+from cnnclf.explore import RUN_RECORD, read_run
 from cnnclf.shipped import shipped_configs
 from cnnclf.sweeps import load_sweep, run_sweep
-from cnnclf.sweeps.results import RUN_RECORD, choose_best, group_runs, read_run, write_tables
+from cnnclf.sweeps.results import choose_best, group_runs, write_tables
 from cnnclf.sweeps.runner import main
 from tests.conftest import CONFIGS, write_sweep
 
@@ -165,6 +166,7 @@ def fake_run(folder: Path, name: str, overrides: dict, test: float | None, val: 
     (run_dir / "test").mkdir(parents=True)
     (run_dir / RUN_RECORD).write_text(json.dumps({"name": name, "overrides": overrides, "status": "ok"}))
     (run_dir / "test" / "summary.json").write_text(json.dumps({"accuracy": test, "accuracy_ci95": [0, 1],
+                                                               "correct": round(100 * test), "images": 100,
                                                                "macro_f1": test}))
     if val is not None:
         CSVCurveLogger(run_dir / CURVES_FILE).log_metrics({"val/acc": val - 0.1, "epoch": 0}, 10)

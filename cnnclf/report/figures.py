@@ -32,8 +32,7 @@ def sample_grid(images: Tensor, targets: Tensor, class_names: list[str], title: 
 
 
 def curves(points: dict[str, tuple[list[float], list[float]]], x_label: str, title: str) -> Figure:
-    """Loss, accuracy and learning rate against the epochs trained: ``points`` maps a metric's name
-    (``train/loss``, ``val/acc``, ...) to its x and y values."""
+    """Loss, accuracy and learning rate panels; ``points`` maps a metric's name (``val/acc``) to its x and y values."""
     panels = [("loss", "cross-entropy loss", ["train/loss", "train/epoch_loss", "val/loss"]),
               ("accuracy", "accuracy (%)", ["train/acc", "val/acc"]),
               ("learning rate", "learning rate", ["train/lr"])]

@@ -1,13 +1,7 @@
-"""A sweep's results: one row per run, the runs that repeat one setting (seeds, folds) aggregated into
-n, mean, std, min and max, and the best chosen on validation; as CSV, Markdown and a chart.
-
-Every figure is read back from what the run itself wrote (``test/summary.json``, ``metrics.csv``,
-``fit_time.json``) and from the sweep's record of it (``sweep_run.json``), so the tables can be
-rebuilt at any time without training.
-"""
+"""A sweep's results, rebuilt from its run folders at any time: ``results.csv`` (a row per run), ``groups.csv`` (a
+row per setting: the runs that differ only by seed or fold), ``results.md`` and ``results.png`` (docs/sweeps.md)."""
 
 import csv
-import json
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,37 +9,24 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from cnnclf.csv_cells import safe_cell
-from cnnclf.curves import read_curve
+from cnnclf.document import Block, Heading, Table, Text, markdown
 from cnnclf.errors import ConfigError
-from cnnclf.stats import spread
+from cnnclf.explore import Run
+from cnnclf.stats import accuracy_text, spread
 from cnnclf.sweeps.spec import REPEATS, cli_value
 
-RUN_RECORD = "sweep_run.json"
 COLUMNS = ["status", "val_accuracy", "test_accuracy", "test_accuracy_low", "test_accuracy_high", "test_macro_f1",
            "epochs", "fit_seconds", "wall_seconds", "checkpoint", "error"]
-FIGURES = ["val_accuracy", "test_accuracy", "test_macro_f1", "fit_seconds"]  # aggregated over repeats
-FORMS = ["{:.2f}%", "{:.2f}%", "{:.4f}", "{:.1f}"]
+FIGURES = {"val_accuracy": "{:.2%}", "test_accuracy": "{:.2%}", "test_macro_f1": "{:.4f}", "fit_seconds": "{:.1f}"}
 
 
-@dataclass(frozen=True)
-class RunResult:
-    name: str
-    overrides: dict[str, object]
-    status: str  # "ok" or "failed"
-    val_accuracy: float | None  # the best epoch's: the tested checkpoint is the best by val/acc
-    test_accuracy: float | None
-    test_accuracy_low: float | None  # its exact 95% interval
-    test_accuracy_high: float | None
-    test_macro_f1: float | None
-    epochs: int | None
-    fit_seconds: float | None
-    wall_seconds: float | None
-    checkpoint: str
-    error: str
-
-    def row(self) -> dict[str, object]:
-        return {"run": self.name, **{key: cli_value(value) for key, value in self.overrides.items()},
-                **{column: "" if getattr(self, column) is None else getattr(self, column) for column in COLUMNS}}
+def run_row(run: Run) -> dict[str, object]:
+    """``run``'s row of results.csv."""
+    low, high = run.summary.get("accuracy_ci95") or (None, None)
+    values = [run.status, run.val_accuracy, run.test_accuracy, low, high, run.test_macro_f1, run.epochs,
+              run.fit_seconds, run.record.get("wall_seconds"), str(run.checkpoint or ""), run.record.get("error")]
+    return {"run": run.name, **{key: cli_value(value) for key, value in run.overrides.items()},
+            **{column: "" if value is None else value for column, value in zip(COLUMNS, values, strict=True)}}
 
 
 @dataclass(frozen=True)
@@ -54,7 +35,7 @@ class Group:
 
     name: str
     setting: dict[str, object]
-    runs: list[RunResult]
+    runs: list[Run]
 
     def figures(self) -> dict[str, dict[str, float] | None]:
         """n, mean, std, min, max of each figure over the runs; ``None`` where a run lacks it."""
@@ -76,41 +57,14 @@ class Group:
         return self.figures()["test_accuracy"]["mean"]
 
 
-def read_run(run_dir: Path) -> RunResult:
-    """The result of a finished run from the files in its directory."""
-    record = json.loads((run_dir / RUN_RECORD).read_text())
-    report = _json_or_empty(run_dir / "test" / "summary.json")
-    fit = _json_or_empty(run_dir / "fit_time.json")
-    checkpoints = [run_dir / "checkpoints" / name for name in ("best.ckpt", "last.ckpt")]
-    validation = read_curve(run_dir, "val/acc")[1]
-    low, high = report.get("accuracy_ci95") or (None, None)
-    return RunResult(
-        name=record["name"],
-        overrides=record["overrides"],
-        status=record["status"],
-        val_accuracy=max(validation) if validation else None,
-        test_accuracy=report.get("accuracy"),
-        test_accuracy_low=low,
-        test_accuracy_high=high,
-        test_macro_f1=report.get("macro_f1", report.get("per_class", {}).get("macro avg", {}).get("f1-score")),
-        epochs=fit.get("epochs"),
-        fit_seconds=fit.get("fit_seconds"),
-        wall_seconds=record.get("wall_seconds"),
-        # Absolute, so the table's paths open from a notebook or any other working directory.
-        checkpoint=str(next((path.resolve() for path in checkpoints if path.is_file()), "")),
-        error=record.get("error", ""),
-    )
-
-
-def group_runs(results: list[RunResult]) -> list[Group]:
+def group_runs(results: list[Run]) -> list[Group]:
     """The finished runs grouped by their overrides other than the seed and the fold, in sweep order."""
     groups: dict[str, Group] = {}
     for result in results:
-        if result.status != "ok" or result.test_accuracy is None:
-            continue
-        setting = {key: value for key, value in result.overrides.items() if key not in REPEATS}
-        name = ",".join(f"{key}={cli_value(value)}" for key, value in setting.items()) or "base"
-        groups.setdefault(name, Group(name, setting, [])).runs.append(result)
+        if result.status == "ok" and result.test_accuracy is not None:
+            setting = {key: value for key, value in result.overrides.items() if key not in REPEATS}
+            name = ",".join(f"{key}={cli_value(value)}" for key, value in setting.items()) or "base"
+            groups.setdefault(name, Group(name, setting, [])).runs.append(result)
     return list(groups.values())
 
 
@@ -129,52 +83,71 @@ def choose_best(candidates: list) -> tuple[object | None, str]:
                   f"accuracy {best.test_accuracy:.2%} is an optimistic estimate")
 
 
-def write_tables(results: list[RunResult], folder: Path, title: str) -> list[Path]:
-    """``results.csv`` (one row per run), ``groups.csv`` (one per setting), ``results.md`` and ``results.png``
-    in ``folder``; returns their paths."""
-    folder.mkdir(parents=True, exist_ok=True)
+def spread_text(figures: dict[str, float] | None, form: str) -> str:
+    """``92.00 ± 2.00 (90.00-94.00)%`` over several values, ``92.00%`` for one; ``form`` formats one value."""
+    if not figures:
+        return ""
+    if figures["n"] == 1:
+        return form.format(figures["mean"])
+    # a percent form: each number scaled by 100, one % at the end
+    scale, form = (100, form.replace("%", "f")) if form.endswith("%}") else (1, form)
+    mean, std, low, high = (form.format(scale * figures[key]) for key in ("mean", "std", "min", "max"))
+    return f"{mean} ± {std} ({low}-{high})" + ("%" if scale == 100 else "")
+
+
+def cell(value: object, form: str = "{}") -> str:
+    return "" if value is None else form.format(value)
+
+
+def result_blocks(results: list[Run], level: int) -> list[Block]:
+    """Every run; each setting over its seeds and folds; each swept option's effect; the best setting."""
+    keys = list(dict.fromkeys(key for result in results for key in result.overrides))
+    rows = []
+    for result in results:
+        if result.status == "ok":
+            figures = [cell(result.val_accuracy, "{:.2%}"),
+                       accuracy_text(result.summary["correct"], result.summary["images"]) if result.summary else "",
+                       cell(result.test_macro_f1, "{:.4f}"), cell(result.epochs), cell(result.fit_seconds, "{:.1f}"),
+                       f"`{result.checkpoint}`"]
+        else:
+            figures = [f"failed: {result.record.get('error')}", "", "", "", "", ""]
+        values = [cli_value(result.overrides[key]) if key in result.overrides else "" for key in keys]
+        rows.append([result.name, *values, *figures])
+    blocks = [Table(["run", *keys, "val accuracy", "test accuracy", "macro F1", "epochs", "fit s", "checkpoint"], rows)]
     groups = group_runs(results)
+    if any(len(group.runs) > 1 for group in groups):
+        rows = [[group.name, str(len(group.runs)),
+                 *(spread_text(group.figures()[figure], form) for figure, form in FIGURES.items())] for group in groups]
+        blocks += [Heading("Over seeds and folds (mean ± std, min-max)", level),
+                   Table(["setting", "n", "val accuracy", "test accuracy", "macro F1", "fit s"], rows)]
+    finished = [run for group in groups for run in group.runs]
+    effects = []
+    for key in (key for key in keys if key not in REPEATS):
+        for value in dict.fromkeys(run.overrides.get(key) for run in finished):
+            found = [run.test_accuracy for run in finished if run.overrides.get(key) == value]
+            effects.append([key, cli_value(value), str(len(found)), spread_text(spread(found), "{:.2%}")])
+    if effects:
+        blocks += [Heading("Effect of each swept option", level),
+                   Text("The test accuracy of the finished runs with each value, over the other options:"),
+                   Table(["option", "value", "runs", "test accuracy"], effects)]
+    why = choose_best(groups)[1]
+    return [*blocks, Text(why[0].upper() + why[1:] + ".")]
+
+
+def write_tables(results: list[Run], folder: Path, title: str) -> list[Path]:
+    """``results.csv``, ``groups.csv``, ``results.md`` and ``results.png`` in ``folder``; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / name for name in ("results.csv", "groups.csv", "results.md", "results.png")]
-    _write_csv(paths[0], [result.row() for result in results])
-    _write_csv(paths[1], [group.row() for group in groups])
-    paths[2].write_text(markdown_table(results, title))
+    _write_csv(paths[0], [run_row(result) for result in results])
+    _write_csv(paths[1], [group.row() for group in group_runs(results)])
+    paths[2].write_text(markdown([Heading(title, 1), *result_blocks(results, 2)], folder))
     accuracy_chart(results, title).savefig(paths[3], dpi=120)
     return paths
 
 
-def markdown_table(results: list[RunResult], title: str) -> str:
-    keys = list(dict.fromkeys(key for result in results for key in result.overrides))
-    header = ["run", *keys, "val accuracy", "test accuracy (95% CI)", "macro F1", "epochs", "fit s", "wall s",
-              "checkpoint"]
-    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for result in results:
-        if result.status == "ok":
-            interval = ("" if result.test_accuracy_low is None else
-                        f" ({100 * result.test_accuracy_low:.2f}-{100 * result.test_accuracy_high:.2f}%)")
-            figures = [_percent(result.val_accuracy), _percent(result.test_accuracy) + interval,
-                       _number(result.test_macro_f1, "{:.4f}"), _number(result.epochs, "{}"),
-                       _number(result.fit_seconds, "{:.1f}"), _number(result.wall_seconds, "{:.1f}"),
-                       f"`{result.checkpoint}`"]
-        else:
-            figures = [f"failed: {result.error}", "", "", "", "", _number(result.wall_seconds, "{:.1f}"), ""]
-        values = [cli_value(result.overrides[key]) if key in result.overrides else "" for key in keys]
-        lines.append("| " + " | ".join([result.name, *values, *figures]) + " |")
-    groups = group_runs(results)
-    if any(len(group.runs) > 1 for group in groups):
-        lines += ["", "## Over seeds and folds (mean ± std, min-max)", "",
-                  "| setting | n | val accuracy | test accuracy | macro F1 | fit s |", "|" + " --- |" * 6]
-        for group in groups:
-            figures = group.figures()
-            lines.append(f"| {group.name} | {len(group.runs)} | " + " | ".join(
-                _spread(figures[figure], form) for figure, form in zip(FIGURES, FORMS, strict=True)) + " |")
-    best, why = choose_best(groups if any(len(group.runs) > 1 for group in groups) else
-                            [result for result in results if result.status == "ok"])
-    return "\n".join([*lines, "", why[0].upper() + why[1:] + "."]) + "\n"
-
-
-def accuracy_chart(results: list[RunResult], title: str) -> Figure:
-    """Horizontal bars of mean test accuracy per setting with the std over its seeds and folds as error bars
-    and each run as a dot; the best setting (chosen as ``choose_best`` says) in orange."""
+def accuracy_chart(results: list[Run], title: str) -> Figure:
+    """Mean test accuracy per setting, the std over its seeds and folds as error bars, each run a dot; the best
+    setting (as ``choose_best`` chooses it) in orange."""
     groups = group_runs(results)
     best, why = choose_best(groups)
     figure = Figure(figsize=(8, 1.6 + 0.4 * max(len(groups), 1)), layout="constrained")
@@ -185,10 +158,9 @@ def accuracy_chart(results: list[RunResult], title: str) -> Figure:
                      color=["tab:orange" if group is best else "tab:blue" for group in groups])
     for row, group in enumerate(groups):
         axes.plot([100 * run.test_accuracy for run in group.runs], [row] * len(group.runs), "k.", markersize=4)
-    axes.bar_label(bars, labels=[f"{mean:.2f}%" + (f" ± {error:.2f} (n={len(group.runs)})" if len(group.runs) > 1
-                                                    else "") for mean, error, group in zip(means, errors, groups,
-                                                                                           strict=True)],
-                   padding=8, fontsize=8)
+    labels = [f"{mean:.2f}%" + (f" ± {error:.2f} (n={len(group.runs)})" if len(group.runs) > 1 else "")
+              for mean, error, group in zip(means, errors, groups, strict=True)]
+    axes.bar_label(bars, labels=labels, padding=8, fontsize=8)
     axes.set_yticks(range(len(groups)), [group.name for group in groups], fontsize=8)
     axes.invert_yaxis()
     axes.set_xlim(0, 118)
@@ -200,7 +172,7 @@ def accuracy_chart(results: list[RunResult], title: str) -> Figure:
 
 
 def load_results(folder: str | Path) -> list[dict[str, str]]:
-    """The rows of a sweep's ``results.csv`` (for notebooks)."""
+    """The rows of a sweep's ``results.csv``."""
     path = Path(folder) / "results.csv"
     if not path.is_file():
         raise ConfigError(f"{path}: no such file; run the sweep first (`make sweep`), or give the folder it wrote")
@@ -213,23 +185,3 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(stream, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
         writer.writerows({key: safe_cell(value) for key, value in row.items()} for row in rows)
-
-
-def _json_or_empty(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _spread(figures: dict[str, float] | None, form: str) -> str:
-    if figures is None:
-        return ""
-    scale, form = (100, form[:-1]) if form.endswith("%") else (1, form)
-    mean, std, low, high = (form.format(scale * figures[key]) for key in ("mean", "std", "min", "max"))
-    return f"{mean} ± {std} ({low}-{high})" + ("%" if scale == 100 else "")
-
-
-def _percent(value: float | None) -> str:
-    return "" if value is None else f"{value:.2%}"
-
-
-def _number(value: object, form: str) -> str:
-    return "" if value is None else form.format(value)

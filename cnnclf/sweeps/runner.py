@@ -1,10 +1,5 @@
-"""``cnnclf-sweep FILE``: run every combination of a sweep through ``cnnclf fit`` and tabulate them.
-
-Each run is its own ``cnnclf fit ... --test_after_fit true`` process (the exact command is kept
-in the run's ``sweep_run.json``) writing into ``<out>/<run name>/``, a normal run directory.
-Run again after an interruption and it continues: finished runs are skipped, a run that saved a
-checkpoint resumes from it, and the results table is rebuilt from the run directories.
-"""
+"""``cnnclf-sweep FILE``: every combination of a sweep as its own ``cnnclf fit ... --test_after_fit true`` process
+in ``<out>/<run name>/``, tabulated; run it again after an interruption to continue (docs/sweeps.md)."""
 
 import argparse
 import hashlib
@@ -16,25 +11,19 @@ import time
 from pathlib import Path
 
 from cnnclf.errors import CnnclfError, ConfigError
+from cnnclf.explore import RUN_RECORD, Run, read_json, read_run
 from cnnclf.files import write_atomically
-from cnnclf.sweeps.results import RUN_RECORD, RunResult, read_run, write_tables
+from cnnclf.sweeps.results import write_tables
 from cnnclf.sweeps.spec import PlannedRun, Sweep, load_sweep
 
 
 def run_sweep(sweep_file: str | Path, out: str | Path | None = None, retry_failed: bool = False,
-              dry_run: bool = False) -> list[RunResult]:
+              dry_run: bool = False) -> list[Run]:
     sweep = load_sweep(sweep_file)
-    out = Path(out) if out is not None else Path("runs") / "sweeps" / sweep.name
-    planned = sweep.runs()
-    results = []
+    out = Path(out or Path("runs") / "sweeps" / sweep.name)
+    planned, results = sweep.runs(), []
     for number, run in enumerate(planned, start=1):
-        run_dir = out / run.name
-        settings = sweep.arguments(run)
-        arguments = settings + [
-            "--test_after_fit=true", "--trainer.enable_progress_bar=false",
-            f"--trainer.logger.init_args.save_dir={out}", "--trainer.logger.init_args.name=",
-            f"--trainer.logger.init_args.version={run.name}",
-        ]
+        run_dir, settings = out / run.name, sweep.arguments(run)
         fingerprint = _fingerprint(sweep, settings)
         state = _state(run_dir, fingerprint, retry_failed)
         print(f"[{number}/{len(planned)}] {run.name}: {state}", flush=True)
@@ -43,8 +32,10 @@ def run_sweep(sweep_file: str | Path, out: str | Path | None = None, retry_faile
         if state == "to run" and run_dir.exists():
             shutil.rmtree(run_dir)  # an attempt that saved no checkpoint: only partial logs to lose
         if state != "finished":
-            last = run_dir / "checkpoints" / "last.ckpt"
-            _train(run, run_dir, arguments + ([f"--ckpt_path={last}"] if state == "resuming" else []), fingerprint)
+            resume = [f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"] if state == "resuming" else []
+            _train(run, run_dir, [*settings, *resume, "--test_after_fit=true", "--trainer.enable_progress_bar=false",
+                                  f"--trainer.logger.init_args.save_dir={out}", "--trainer.logger.init_args.name=",
+                                  f"--trainer.logger.init_args.version={run.name}"], fingerprint)
         result = read_run(run_dir)
         print("    " + _summary(result), flush=True)
         results.append(result)
@@ -55,14 +46,11 @@ def run_sweep(sweep_file: str | Path, out: str | Path | None = None, retry_faile
 
 
 def _state(run_dir: Path, fingerprint: str, retry_failed: bool) -> str:
-    record_path = run_dir / RUN_RECORD
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
+    record = read_json(run_dir / RUN_RECORD)
+    if record:
         if record.get("fingerprint") != fingerprint:
-            raise ConfigError(
-                f"{run_dir}: finished with other settings (the sweep file or its base config changed since); "
-                "delete that run's folder to redo it, or pass --out for a new sweep folder"
-            )
+            raise ConfigError(f"{run_dir}: finished with other settings (the sweep file or its base config changed "
+                              "since); delete that run's folder to redo it, or pass --out for a new sweep folder")
         if record["status"] == "ok" or not retry_failed:
             return "finished"
     return "resuming" if (run_dir / "checkpoints" / "last.ckpt").is_file() else "to run"
@@ -97,12 +85,12 @@ def _last_error(output: str) -> str:
     return (errors or lines or ["no output"])[-1]
 
 
-def _summary(result: RunResult) -> str:
+def _summary(result: Run) -> str:
     if result.status != "ok":
-        return f"failed: {result.error}"
+        return f"failed: {result.record['error']}"
     validation = "" if result.val_accuracy is None else f"val accuracy {result.val_accuracy:.2%}, "
     return (f"{validation}test accuracy {result.test_accuracy:.2%}, macro F1 {result.test_macro_f1:.4f}, "
-            f"{result.epochs} epochs, {result.wall_seconds:.1f} s")
+            f"{result.epochs} epochs, {result.record['wall_seconds']:.1f} s")
 
 
 def main(args: list[str] | None = None) -> None:

@@ -1,19 +1,5 @@
-"""A sweep file: a base config and a grid of overrides, one ``cnnclf fit`` run per combination.
-
-.. code-block:: yaml
-
-    base: ../digits.yaml            # one config or a list, relative to this file
-    set:                            # the same for every run
-      trainer.max_epochs: 15
-    grid:                           # every combination of these is one run
-      model.optimizer: [sgd, adam]
-      model.final_relu: [true, false]
-    seeds: 5                        # each combination with seeds 0..4 (or a list of seeds)
-    folds: 5                        # and on each of 5 cross-validation folds
-
-Keys are the CLI's own (``model.lr``, ``data.normalize``, ``trainer.max_epochs``; ``model``
-alone switches the architecture), so any run can be repeated by hand with the command it records.
-"""
+"""A sweep file: base configs, settings for every run (``set``), a grid of overrides with one ``cnnclf fit`` run per
+combination, and ``seeds:``/``folds:`` repeats of each (docs/sweeps.md shows one). Keys are the CLI's own."""
 
 import itertools
 import json
@@ -26,7 +12,7 @@ from cnnclf.errors import ConfigError
 from cnnclf.shipped import shipped_config
 
 FIELDS = {"base", "set", "grid", "name", "seeds", "folds"}
-#: the options whose runs are repeats of one setting: the results table aggregates over them
+# the options whose runs are repeats of one setting: the results table aggregates over them
 REPEATS = ("seed_everything", "data.split_seed", "data.fold")
 
 
@@ -92,16 +78,17 @@ def load_sweep(path: str | Path) -> Sweep:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: 'grid.{key}' must be a non-empty list of values, found {values!r}")
     seeds, folds = content.get("seeds"), content.get("folds")
+    if type(seeds) is int and seeds >= 1:
+        seeds = list(range(seeds))
     if seeds is not None:
-        if isinstance(seeds, bool) or not (isinstance(seeds, int) and seeds >= 1 or isinstance(seeds, list) and seeds
-                                           and all(isinstance(seed, int) for seed in seeds)):
+        if not (isinstance(seeds, list) and seeds and all(type(seed) is int for seed in seeds)):
             raise ConfigError(f"{path}: 'seeds' must be a count of seeds (0, 1, ...) or a list, found {seeds!r}")
-        fixed, grid = _repeat(fixed, grid, "seed_everything", list(range(seeds)) if isinstance(seeds, int) else seeds,
-                              path, "seeds")
+        grid = _repeat(fixed, grid, "seed_everything", seeds, path, "seeds")
     if folds is not None:
-        if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        if type(folds) is not int or folds < 2:
             raise ConfigError(f"{path}: 'folds' must be a number of cross-validation folds >= 2, found {folds!r}")
-        fixed, grid = _repeat({**fixed, "data.folds": folds}, grid, "data.fold", list(range(folds)), path, "folds")
+        fixed = {**fixed, "data.folds": folds}
+        grid = _repeat(fixed, grid, "data.fold", list(range(folds)), path, "folds")
     both = set(fixed) & set(grid)
     if both:
         raise ConfigError(f"{path}: {sorted(both)} in both 'set' and 'grid'; keep each key in one")
@@ -122,11 +109,11 @@ def _mapping(value: object, path: Path, field: str) -> dict:
     return value
 
 
-def _repeat(fixed: dict, grid: dict, key: str, values: list, path: Path, field: str) -> tuple[dict, dict]:
+def _repeat(fixed: dict, grid: dict, key: str, values: list, path: Path, field: str) -> dict:
     """The grid with a repeat axis last, so that the runs of one setting follow each other."""
     if key in fixed or key in grid:
         raise ConfigError(f"{path}: '{field}' sets {key}, which 'set' or 'grid' sets too; keep one")
-    return fixed, {**grid, key: values}
+    return {**grid, key: values}
 
 
 def _short_labels(keys: list[str]) -> dict[str, str]:

@@ -1,3 +1,0 @@
-from cnnclf.sweeps.runner import main
-
-main()
