@@ -48,7 +48,7 @@ def check_channels_and_resize(channels: int | None, resize: list[int] | None) ->
 
 def read_trained_on(checkpoint: str | None) -> dict:
     """The hyper-parameters of the checkpoint a model was trained with, which the data must match; {} without one."""
-    return (read_checkpoint(checkpoint, mmap=True).get("hyper_parameters") or {}) if checkpoint else {}
+    return (read_checkpoint(checkpoint).get("hyper_parameters") or {}) if checkpoint else {}
 
 
 class PickledImageDataModule(L.LightningDataModule):
