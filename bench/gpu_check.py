@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=float, default=420, help="seconds; later rows are skipped")
     parser.add_argument("--only", nargs="+", help="these configs only (names such as cifar_best, orl)")
     parser.add_argument("--fit-options", default="", metavar="OPTIONS",
-                        help='added to every table row\'s fit, e.g. "--checkpoint.every_n_epochs 1000"')
+                        help='added to every table row\'s fit, e.g. "--last_checkpoint.every_n_epochs 1000"')
     parser.add_argument("--airbench", type=Path, metavar="PATH",
                         help="airbench94's own script (a copy, never committed): run --seeds times beside cifar_best, "
                              "on the same CIFAR data")

@@ -2,7 +2,7 @@
 
 The data module's ``num_classes``, ``image_shape``, class names and channel statistics are
 linked into the model at instantiation, so they are never configured twice. ``--ckpt_path``
-also takes ``best`` or ``last``; test, validate and predict write into the run that made the
+also takes ``best`` or ``last``; test, validate, predict and a resumed fit write into the run that made the
 checkpoint (``cnnclf.checkpoints`` holds how checkpoints are found, read, written and resumed).
 """
 
@@ -83,12 +83,7 @@ class CnnclfCLI(LightningCLI):
         if config.get("ckpt_path") is not None:
             if resolve_checkpoint(config, subcommand):
                 self.save_config_kwargs["config_filename"] = f"{subcommand}_config.yaml"  # the run's config stays
-            checkpoint = read_checkpoint(config.ckpt_path)
-            if "pytorch-lightning_version" not in checkpoint:
-                raise CheckpointError(f"{config.ckpt_path}: not saved by Lightning (it has no "
-                                      "'pytorch-lightning_version'); test, predict and resume take a checkpoint "
-                                      "written by 'cnnclf fit'")
-            class_path = checkpoint.get("hyper_parameters", {}).get("_class_path")
+            class_path = read_checkpoint(config.ckpt_path).get("hyper_parameters", {}).get("_class_path")
             if class_path is not None:
                 checked_class(class_path, models, ImageClassifier, config.ckpt_path)
             if (config.data.class_path.endswith((".ImageFilesDataModule", ".ImageFolderDataModule"))
@@ -134,7 +129,11 @@ class CnnclfCLI(LightningCLI):
             print(self.fallback, file=sys.stderr)
         ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
         if ckpt_path is not None:
-            check_fits(read_checkpoint(ckpt_path), self.model)
+            checkpoint = read_checkpoint(ckpt_path)
+            if "pytorch-lightning_version" not in checkpoint:
+                raise CheckpointError(f"{ckpt_path}: not saved by Lightning (it has no 'pytorch-lightning_version'); "
+                                      "test, predict and resume take a checkpoint written by 'cnnclf fit'")
+            check_fits(checkpoint, self.model)
         elif self.subcommand != "fit":
             print(f"cnnclf {self.subcommand}: no --ckpt_path, so the model is untrained; "
                   "pass --ckpt_path best|last|FILE to evaluate a trained one", file=sys.stderr)

@@ -9,6 +9,7 @@ checkpoint whole (``cnnclf.files.write_atomically``).
 """
 
 import functools
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ def read_checkpoint(path: str | Path) -> dict:
 @functools.lru_cache(maxsize=2)
 def _read_once(path: Path, *version) -> dict:  # version: the file's stat, so a rewritten file is read again
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        # torch maps only its zip format; the legacy one is read whole
+        content = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... by what is wrong
         refused = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line), None)
         if refused is not None:
