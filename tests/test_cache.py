@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnnclf.data import MNISTDataModule
-from cnnclf.data.cache import cache_folder
+from cnnclf.data.convert import cache_folder
 from tests.conftest import report_records, write_report_pickle
 
 

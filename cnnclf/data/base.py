@@ -3,7 +3,6 @@ dataset) declare the labels, names and image shape they expect; loading, checks,
 
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -15,7 +14,6 @@ from torch import Tensor
 from cnnclf.checkpoints import read_checkpoint
 from cnnclf.data.augment import Padding, mirror_seeded_half, random_hflip, random_translate
 from cnnclf.data.batches import EpochOrder, TensorBatches
-from cnnclf.data.cache import read_dataset_cached
 from cnnclf.data.convert import read_pickled_dataset
 from cnnclf.data.image_files import ImageFiles, read_image_files
 from cnnclf.data.records import ImageSplit
@@ -154,7 +152,7 @@ class PickledImageDataModule(L.LightningDataModule):
 
     def read_splits(self) -> dict[str, ImageSplit]:
         """The raw train and test splits (and a ``val`` split, where the data has one of its own)."""
-        return read_dataset_cached(Path(self.path)) if self.cache else read_pickled_dataset(self.path)
+        return read_pickled_dataset(self.path, cache=self.cache)
 
     def transform_images(self, images: Tensor) -> Tensor:
         """Per-dataset change to the (N, C, H, W) images after loading; none by default."""
@@ -230,19 +228,13 @@ class PickledImageDataModule(L.LightningDataModule):
 
     @cached_property
     def channel_stats(self) -> tuple[list[float], list[float]]:
-        """Per-channel mean and std of the training split, in raw pixel units (computed once)."""
-        images = self.data.train[0]
-        # in float64 a few thousand images at a time, all channels at once; shifted by the first
-        # image's means, so that values far from zero lose no precision to the sum of squares
-        shift = images[0].to(torch.float64).mean(dim=(1, 2)).view(1, -1, 1, 1)
-        total = squares = torch.zeros(images.shape[1], dtype=torch.float64)
-        for chunk in images.split(4096):
-            values = chunk.to(torch.float64) - shift
-            total, squares = total + values.sum(dim=(0, 2, 3)), squares + values.square().sum(dim=(0, 2, 3))
-        count = images.numel() // images.shape[1]
-        mean = total / count
-        std = ((squares - count * mean.square()) / max(count - 1, 1)).clamp(min=0).sqrt().clamp(min=1e-6)
-        return (mean + shift.flatten()).tolist(), std.tolist()
+        """Per-channel mean and std of the training split, in raw pixel units: two passes in float64, a few
+        thousand images at a time, so that values far from zero lose no precision to the sum of squares."""
+        chunks = self.data.train[0].split(4096)
+        count = sum(chunk.numel() for chunk in chunks) // chunks[0].shape[1]
+        mean = sum(chunk.sum(dim=(0, 2, 3), dtype=torch.float64) for chunk in chunks) / count
+        squares = sum((chunk - mean.view(1, -1, 1, 1)).square().sum(dim=(0, 2, 3)) for chunk in chunks)
+        return mean.tolist(), (squares / max(count - 1, 1)).sqrt().clamp(min=1e-6).tolist()
 
     # -- batches ------------------------------------------------------------------------------------------------
 

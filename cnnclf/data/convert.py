@@ -2,11 +2,13 @@
 
 The child imports only numpy and the allowlist unpickler (``safe_pickle``), runs the record checks (``records``)
 within one memory budget and a CPU-time limit, and writes the checked arrays as an uncompressed ``.npz``, which the
-parent reads back without pickle. A crash, hang or memory bomb, known or not, ends the child, never the run
-(docs/safety.md).
+parent reads back without pickle. A crash, hang or memory bomb, known or not, ends the child, never the run; with
+``cache``, the arrays stay in the dataset cache, so a second run of the same file skips the child (docs/safety.md).
 """
 
+import contextlib
 import gc
+import hashlib
 import os
 import resource
 import signal
@@ -42,6 +44,7 @@ CHILD = ("import sys, types; sys.path.insert(0, sys.argv[1]); package = types.Mo
          "from cnnclf.data.convert import child_main; child_main(*sys.argv[2:])")
 ROOT = Path(__file__).resolve().parents[2]
 ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+FORMAT = b"3"  # bump when the cache entries' arrays change meaning
 
 
 def check_source(path: Path) -> int:
@@ -65,12 +68,44 @@ def check_source(path: Path) -> int:
     return size
 
 
-def read_pickled_dataset(path: str | Path) -> dict[str, ImageSplit]:
-    """The checked ``train`` and ``test`` splits of the pickle ``path``, read in a child process."""
+def read_pickled_dataset(path: str | Path, cache: bool = False) -> dict[str, ImageSplit]:
+    """The checked ``train`` and ``test`` splits of the pickle ``path``, read in a child process or, with
+    ``cache``, from the entry of a file of the same content."""
     path = Path(path)
     size = check_source(path)
+    if cache:
+        with path.open("rb") as stream:
+            entry = cache_entry(path, hashlib.file_digest(stream, lambda: hashlib.sha256(FORMAT)).hexdigest())
+        cached = read_arrays(entry, size)
+        if cached is not None:
+            return cached
+        with contextlib.suppress(OSError):
+            entry.parent.mkdir(parents=True, exist_ok=True)
+        if os.access(entry.parent, os.W_OK):  # a cache folder that cannot be written costs the next run a full read
+            splits = convert(path, entry, size)
+            remove_stale(entry)
+            return splits
     with tempfile.TemporaryDirectory(prefix="cnnclf-") as folder:
         return convert(path, Path(folder) / "dataset.npz", size)
+
+
+def cache_folder() -> Path:
+    if os.environ.get("CNNCLF_CACHE_DIR"):
+        return Path(os.environ["CNNCLF_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnclf"
+
+
+def cache_entry(source: Path, digest: str) -> Path:
+    """Where the arrays made from ``source`` go, ``digest`` naming what they were made from."""
+    return cache_folder() / f"{hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]}-{digest}.npz"
+
+
+def remove_stale(entry: Path) -> None:
+    """Remove the other entries of the same source (a listing, not a glob: names may hold glob characters)."""
+    with contextlib.suppress(OSError):
+        for stale in entry.parent.iterdir():
+            if stale.name[:17] == entry.name[:17] and stale != entry:
+                stale.unlink()
 
 
 def convert(path: Path, target: Path, size: int) -> dict[str, ImageSplit]:

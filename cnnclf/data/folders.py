@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from cnnclf.data.base import PickledImageDataModule, check_channels_and_resize, read_trained_on
-from cnnclf.data.cache import cache_entry, remove_stale
+from cnnclf.data.convert import cache_entry, remove_stale
 from cnnclf.data.image_files import EXTENSIONS, decode_all, each_file, read_header
 from cnnclf.data.records import ImageSplit, check_splits
 from cnnclf.errors import ConfigError, DatasetError
