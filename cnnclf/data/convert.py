@@ -1,9 +1,8 @@
 """Read an untrusted dataset pickle in a child process, so that whatever the file does to the reader ends in one line.
 
-The child imports only numpy and the allowlist unpickler (``safe_pickle``), runs the record checks (``records``)
-within one memory budget and a CPU-time limit, and writes the checked arrays as an uncompressed ``.npz``, which the
-parent reads back without pickle. A crash, hang or memory bomb, known or not, ends the child, never the run; with
-``cache``, the arrays stay in the dataset cache, so a second run of the same file skips the child (docs/safety.md).
+The child imports only numpy and the allowlist unpickler (``safe_pickle``) and runs the record checks (``records``)
+within one memory budget and a CPU-time limit; it writes the checked arrays as an uncompressed ``.npz`` (with
+``cache``, into the dataset cache), which the parent reads back without pickle (docs/safety.md).
 """
 
 import contextlib

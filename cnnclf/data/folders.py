@@ -1,8 +1,5 @@
-"""Folders of image files as a dataset: ``--data.root DIR`` (layouts, bounds and checkpoints: docs/folders.md).
-
-The images are decoded once into uint8 arrays (``image_files``), cached, and from there served as the pickles
-are, with the folder names as the class names.
-"""
+"""Folders of image files as a dataset, ``--data.root DIR``: decoded once (``image_files``), cached, and served as
+the pickles are, with the folder names as the class names (layouts, bounds and checkpoints: docs/folders.md)."""
 
 import hashlib
 import math

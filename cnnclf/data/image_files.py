@@ -1,8 +1,5 @@
 """Decode image files (anything Pillow opens) into uint8 arrays: the one reader of predict's files and image folders.
-
-Each file is checked before its pixels are decoded (a regular file, at most Pillow's pixel limit); EXIF orientation
-is applied, 16-bit images are scaled to 8 bits and every mode becomes gray or RGB. Files decode in a thread pool
-straight into one preallocated array (docs/folders.md).
+Each file is checked before its pixels are decoded (orientation, bit depths, modes, the thread pool: docs/folders.md).
 """
 
 import glob

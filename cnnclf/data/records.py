@@ -1,9 +1,6 @@
 """Check a report-format dataset, ``{'train': [{'image': ndarray, 'label': int}, ...], 'test': [...]}``, and
-turn its records into one array per split; ``convert`` runs this in the child process that unpickles the file.
-
-Images are (H, W) or (H, W, C) arrays of any integer or float dtype (the course's MNIST file stores int64);
-labels are Python or numpy integers. Every problem is a ``DatasetError`` naming the file, split and record.
-"""
+turn its records into one array per split, in the child process that unpickles the file (``convert``); every
+problem is a ``DatasetError`` naming the file, split and record (the checks: docs/safety.md)."""
 
 from dataclasses import dataclass
 from itertools import islice

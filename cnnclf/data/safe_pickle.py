@@ -1,8 +1,5 @@
-"""Unpickle dataset files allowing only the globals numpy's own pickles name, each with the arguments numpy gives it.
-
-A plain ``pickle.load`` calls whatever a file names (``os.system`` included); here anything else is refused
-before it is imported or called, with no unrestricted fallback. Bounding time and memory is the child
-process's work (``convert``); the rules are in docs/safety.md.
+"""Unpickle dataset files allowing only the globals numpy's own pickles name, each with the arguments numpy gives it;
+anything else is refused before it is imported or called (docs/safety.md). Time and memory: the child (``convert``).
 """
 
 import _codecs
