@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from cnnclf.checkpoints import check_fits
 from cnnclf.errors import ConfigError
 from cnnclf.limits import check_limit
-from cnnclf.models.graphs import TrainingGraph
+from cnnclf.models.graphs import TrainingGraph, check_graphed_fit
 from cnnclf.models.metrics import AccuracyAndF1
 from cnnclf.models.optimization import Optimizer, Schedule, optimizer_and_schedule
 
@@ -213,6 +213,9 @@ class ImageClassifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch(self.test_metrics, prog_bar=True)
+
+    def on_fit_start(self) -> None:
+        check_graphed_fit(self.trainer, self)  # the CLI asked already; a Trainer of a Python caller has not
 
     def on_train_start(self) -> None:
         self.compile_network()
