@@ -92,18 +92,17 @@ class CnnclfCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if self.subcommand == "fit" and not config.trainer.fast_dev_run:
-            check_schedule_has_an_end(config.model.init_args.get("lr_schedule"), config.trainer)
-            for limit in ("max_epochs", "max_steps"):
-                if config.trainer[limit] == 0:
-                    raise ConfigError(f"--trainer.{limit} 0: nothing would be trained; give at least 1, or evaluate a "
-                                      "checkpoint with `cnnclf test` and the same --config, --ckpt_path best|last|FILE")
-        if self.subcommand == "fit":
-            check_graphed_fit(config)
         self.fallback = fit_to_this_machine(config.trainer)
         progress_bar_for_this_output(config.trainer)
 
     def before_fit(self) -> None:
+        # On the built trainer (fast_dev_run has set its limits), before a run folder exists.
+        check_graphed_fit(self.trainer, self.model)
+        check_schedule_has_an_end(self.model.hparams.lr_schedule, self.trainer)
+        for limit in ("max_epochs", "max_steps"):
+            if getattr(self.trainer, limit) == 0:
+                raise ConfigError(f"--trainer.{limit} 0: nothing would be trained; give at least 1, or evaluate a "
+                                  "checkpoint with `cnnclf test` and the same --config, --ckpt_path best|last|FILE")
         self.before_running()
         if not getattr(self.datamodule, "has_validation", True):
             self.trainer.limit_val_batches = 0  # val_split 0: no validation loop to set up (nor warn about)

@@ -1,8 +1,5 @@
-"""What ``test`` and ``predict`` write: the test summary (accuracy and macro F1 with intervals, per-class scores,
-the most-confused classes, the highest-loss images, their figures) and the predictions CSV.
-
-Figures are ``matplotlib.figure.Figure`` objects, never pyplot's: importing cnnclf leaves a notebook's backend alone.
-"""
+"""What ``test`` and ``predict`` write: the test summary with its figures, and the predictions CSV. Figures are
+``matplotlib.figure.Figure`` objects, never pyplot's: importing cnnclf leaves a notebook's backend alone."""
 
 import csv
 import hashlib
@@ -217,8 +214,8 @@ class PredictionCSV(BasePredictionWriter):
         self.output = output
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        rows = in_split_order(trainer, list(zip(torch.cat([batch[0] for batch in predictions]).tolist(),
-                                                torch.cat([batch[1] for batch in predictions]).tolist(), strict=True)))
+        labels, confidences = (torch.cat(column).tolist() for column in zip(*predictions, strict=True))
+        rows = in_split_order(trainer, list(zip(labels, confidences, strict=True)))
         path = Path(self.output) if self.output else run_directory(trainer) / "predictions.csv"
         if not trainer.is_global_zero:
             return

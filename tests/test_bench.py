@@ -46,8 +46,8 @@ def test_gpu_check_dry_run_prints_a_row_per_run_and_the_seed_summary(tmp_path, c
         assert float(rows[name][11].rstrip("x")) > 0
         # On a CPU the graphed fit is refused in one line, listed below the table; the row keeps its other figures.
         assert rows[name][6:8] == ["-", "-"] and rows[name][-1] == "- |", rows[name]
-        assert (f"- {name} graphed: cnnclf: error: --model.cuda_graphs true replays CUDA graphs, and "
-                "--trainer.accelerator cpu has none") in printed
+        assert (f"- {name} graphed: cnnclf: error: --model.cuda_graphs true replays CUDA graphs on one GPU, and "
+                "this fit trains on cpu") in printed
     assert "| cifar_best | 2 |" in printed and "| cifar_best --data.translate 1 | 2 |" in printed
     assert "| airbench94's own script (airbench94.py) | 2 | 90.50% | 90.00%, 91.00% | 1.50 |" in printed
     assert "skipped" not in printed

@@ -21,11 +21,11 @@ GRAPHED = ["--model.cuda_graphs", "true"]
 @pytest.mark.parametrize(("options", "refusal"), [
     (["--model.compile", "true"], "--model.cuda_graphs true and --model.compile true both take"),
     (["--trainer.accumulate_grad_batches", "2"], "cannot accumulate --trainer.accumulate_grad_batches 2: set it to 1"),
-    (["--trainer.devices", "2", "--trainer.strategy", "ddp"], "trains on one GPU in one process, and this fit asks "
-                                                              "for --trainer.devices 2 --trainer.strategy ddp"),
-    (["--trainer.strategy", "ddp_spawn"], "--trainer.strategy ddp_spawn"),
-    (["--trainer.devices", "0,1"], "--trainer.devices 0,1"),
-    (["--trainer.accelerator", "cpu"], "--trainer.accelerator cpu has none: --model.cuda_graphs false"),
+    (["--trainer.devices", "2", "--trainer.strategy", "ddp"], "trains on one GPU in one process, and this fit's "
+                                                              "strategy is DDPStrategy on 2 device(s)"),
+    (["--trainer.strategy", "ddp_spawn"], "strategy is DDPStrategy on 1 device(s)"),
+    (["--trainer.num_nodes", "2"], "on 2 device(s) (--trainer.devices, --trainer.strategy, --trainer.num_nodes)"),
+    (["--trainer.accelerator", "cpu"], "replays CUDA graphs on one GPU, and this fit trains on cpu"),
 ])
 def test_a_graphed_fit_that_cannot_run_is_refused_in_one_line_before_a_run_exists(options, refusal, tmp_path):
     with pytest.raises(SystemExit, match=re.escape(refusal)):
@@ -35,7 +35,7 @@ def test_a_graphed_fit_that_cannot_run_is_refused_in_one_line_before_a_run_exist
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="for machines without a CUDA GPU")
 def test_a_graphed_fit_on_a_machine_without_cuda_is_refused_with_the_way_out(tmp_path):
-    with pytest.raises(SystemExit, match=r"finds no CUDA GPU here: train with --model.cuda_graphs false$"):
+    with pytest.raises(SystemExit, match=r"finds no CUDA GPU here\): train with --model.cuda_graphs false$"):
         run("fit", CONFIGS / "digits.yaml", tmp_path, *GRAPHED)
     assert list(tmp_path.iterdir()) == []
 

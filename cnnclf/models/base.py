@@ -1,8 +1,5 @@
-"""The LightningModule every architecture inherits: loss, metrics, evaluation (optimizer, schedule: ``optimization``).
-
-An architecture declares two layer stacks, ``features`` and ``classifier`` (given the flattened width, which
-the base measures from the data's ``image_shape``). Inputs are raw pixels, standardized by the model itself.
-"""
+"""The LightningModule every architecture inherits: an architecture declares ``features`` and ``classifier``;
+the base measures the flattened width between them, standardizes the raw pixels and trains, evaluates, predicts."""
 
 import lightning as L
 import torch
@@ -12,7 +9,7 @@ from torch import Tensor, nn
 from cnnclf.checkpoints import check_fits
 from cnnclf.errors import ConfigError
 from cnnclf.limits import check_limit
-from cnnclf.models.graphs import TrainingGraph
+from cnnclf.models.graphs import TrainingGraph, check_graphed_fit
 from cnnclf.models.metrics import AccuracyAndF1
 from cnnclf.models.optimization import Optimizer, Schedule, optimizer_and_schedule
 
@@ -24,8 +21,7 @@ def class_names(hparams) -> list[str]:
 
 
 class ImageClassifier(L.LightningModule):
-    """Shared training logic; an architecture's own options are keyword arguments of its ``__init__``, which
-    ``features`` and ``classifier`` read from ``self.hparams`` (saved before the layers are built).
+    """An architecture's own options are keyword arguments of its ``__init__``, read from ``self.hparams``.
 
     Args:
         num_classes: the number of classes; decided by the data (the CLI links the data module's).
@@ -78,10 +74,9 @@ class ImageClassifier(L.LightningModule):
         # How to train, not what the model is: a graphed run resumes without graphs where they cannot run.
         self.save_hyperparameters(ignore=["cuda_graphs"])
         channels = image_shape[0]
-        self.register_buffer("input_mean", torch.tensor(input_mean or [0.0] * channels).view(1, -1, 1, 1),
-                             persistent=False)
-        self.register_buffer("input_std", torch.tensor(input_std or [1.0] * channels).view(1, -1, 1, 1),
-                             persistent=False)
+        for name, value in (("input_mean", input_mean or [0.0] * channels),
+                            ("input_std", input_std or [1.0] * channels)):
+            self.register_buffer(name, torch.tensor(value).view(1, -1, 1, 1), persistent=False)
 
         features = self.features(channels)
         width = self._flat_width(features, image_shape)
@@ -199,7 +194,7 @@ class ImageClassifier(L.LightningModule):
         return logits
 
     def _log_epoch(self, metrics: AccuracyAndF1, prog_bar: bool) -> None:
-        """Logs the epoch's figures once, and starts the next epoch's afresh (a fit resumed from an epoch's end
+        """Logs the epoch's figures once, and starts the next epoch's afresh (a fit resumed at an epoch's end
         ends that epoch again: its restored training counts log again)."""
         self.log_dict(metrics.counted_figures(), prog_bar=prog_bar)
         metrics.reset()
@@ -213,6 +208,9 @@ class ImageClassifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch(self.test_metrics, prog_bar=True)
+
+    def on_fit_start(self) -> None:
+        check_graphed_fit(self.trainer, self)  # the CLI asked already; a Trainer of a Python caller has not
 
     def on_train_start(self) -> None:
         self.compile_network()

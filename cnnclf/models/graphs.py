@@ -3,6 +3,7 @@ each instead of a few hundred (docs/gpu.md, CUDA graphs). Only the network is ca
 """
 
 import torch
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import Tensor, nn
 
 from cnnclf.errors import ConfigError
@@ -29,10 +30,6 @@ class TrainingGraph:
         return self.graphed(images)
 
     def capture(self, images: Tensor, weights: list[tuple[int, bool]]) -> None:
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if not images.is_cuda or (distributed and torch.distributed.get_world_size() > 1):
-            raise ConfigError(f"cuda_graphs=True replays CUDA graphs on one GPU, and this fit trains on {images.device}"
-                              f"{' in several processes' if distributed else ''}: set cuda_graphs=False")
         self.release()
         before = [buffer.clone() for buffer in self.network.buffers()]
         # torch runs three passes on a side stream first: their batch-norm updates are put back. A holder of its
@@ -43,37 +40,25 @@ class TrainingGraph:
         self.shape, self.weights = images.shape, weights
 
 
-def check_graphed_fit(config) -> None:
-    """Refuse, before anything is built, a fit asked to replay graphs in a setup that cannot: ``config`` is
-    the fit's (``model.init_args``, ``trainer``)."""
-    model, trainer = config.model.init_args, config.trainer
-    if not model.get("cuda_graphs"):
+def check_graphed_fit(trainer, model) -> None:
+    """Refuse a graphed fit the built ``trainer`` cannot replay: the CLI asks before a run folder exists."""
+    if model.training_graph is None:
         return
     off = "--model.cuda_graphs false"
-    if model.get("compile"):
+    if model.hparams.compile:
         problem = ("and --model.compile true both take the per-step launch cost away, and a compiled network is not "
                    "captured: set one of them false")
     elif trainer.accumulate_grad_batches != 1:
         problem = (f"replays the backward into the same gradient buffers every step, so it cannot accumulate "
                    f"--trainer.accumulate_grad_batches {trainer.accumulate_grad_batches}: set it to 1, or {off}")
-    elif str(trainer.strategy) not in ("auto", "single_device") or trainer.num_nodes != 1 or devices(trainer) > 1:
-        problem = (f"trains on one GPU in one process, and this fit asks for --trainer.devices {trainer.devices} "
-                   f"--trainer.strategy {trainer.strategy} --trainer.num_nodes {trainer.num_nodes}: use one device, "
-                   f"or {off}")
-    elif str(trainer.accelerator) not in ("auto", "gpu", "cuda"):
-        problem = f"replays CUDA graphs, and --trainer.accelerator {trainer.accelerator} has none: {off}, or a GPU"
-    elif not torch.cuda.is_available():
-        problem = f"replays CUDA graphs, and torch {torch.__version__} finds no CUDA GPU here: train with {off}"
+    elif not isinstance(trainer.strategy, SingleDeviceStrategy):
+        problem = (f"trains on one GPU in one process, and this fit's strategy is {type(trainer.strategy).__name__} "
+                   f"on {trainer.world_size} device(s) (--trainer.devices, --trainer.strategy, --trainer.num_nodes): "
+                   f"use one device, or {off}")
+    elif trainer.strategy.root_device.type != "cuda":
+        found = "" if torch.cuda.is_available() else f" (torch {torch.__version__} finds no CUDA GPU here)"
+        problem = (f"replays CUDA graphs on one GPU, and this fit trains on {trainer.strategy.root_device.type}"
+                   f"{found}: train with {off}")
     else:
         return
     raise ConfigError(f"--model.cuda_graphs true {problem}")
-
-
-def devices(trainer) -> int:
-    """How many devices ``--trainer.devices`` asks for: a count (-1: all), indices ([0, 1] or "0,1"), or auto."""
-    asked = trainer.devices
-    if str(asked) in ("auto", "-1"):
-        return torch.cuda.device_count()
-    if isinstance(asked, list) or "," in str(asked):
-        return len(asked if isinstance(asked, list) else str(asked).strip(",").split(","))
-    return int(asked)

@@ -18,7 +18,7 @@ Schedule = Literal["constant", "onecycle", "cosine", "triangle"]
 
 
 def check_schedule_has_an_end(lr_schedule: str | None, trainer) -> None:
-    """A schedule planned in steps needs a last step: Lightning's ``max_epochs -1`` trains until stopped."""
+    """A schedule planned in steps needs the built ``trainer`` to have a last step (``max_epochs -1``: none)."""
     if lr_schedule not in (None, "constant") and trainer.max_epochs == -1 and trainer.max_steps == -1:
         raise ConfigError(f"--trainer.max_epochs -1 trains until stopped, and the {lr_schedule} learning-rate schedule "
                           "is planned to its last step: give --trainer.max_epochs N or --trainer.max_steps N, or "
