@@ -1,7 +1,5 @@
-"""Open a finished run (its folder's files, its checkpoint, its data) for the report, sweeps, notebooks and scripts.
-
-Checkpoints are read with ``weights_only=True`` and only name cnnclf's own classes (docs/safety.md).
-"""
+"""Open a finished run (its folder's files, its checkpoint, its data) for the report, sweeps, notebooks and scripts;
+checkpoints are read weights only and may name only cnnclf's own classes (docs/safety.md)."""
 
 import json
 from dataclasses import dataclass
