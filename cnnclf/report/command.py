@@ -125,7 +125,6 @@ def report(inputs: list[str], output: Path, original: bool = False) -> tuple[Pat
 
 
 def main(args: list[str]) -> None:
-    """``cnnclf report``."""
     parser = argparse.ArgumentParser(prog="cnnclf report", description=__doc__)
     parser.add_argument("inputs", nargs="+", metavar="RUN|SWEEP|CKPT|CONFIG", help="a run folder, a checkpoint in "
                         "one, a sweep folder, or a config (its newest finished run under runs/)")

@@ -21,7 +21,6 @@ FIGURES = {"val_accuracy": "{:.2%}", "test_accuracy": "{:.2%}", "test_macro_f1":
 
 
 def run_row(run: Run) -> dict[str, object]:
-    """``run``'s row of results.csv."""
     low, high = run.summary.get("accuracy_ci95") or (None, None)
     values = [run.status, run.val_accuracy, run.test_accuracy, low, high, run.test_macro_f1, run.epochs,
               run.fit_seconds, run.record.get("wall_seconds"), str(run.checkpoint or ""), run.record.get("error")]
@@ -175,7 +174,6 @@ def accuracy_chart(results: list[Run], title: str) -> Figure:
 
 
 def load_results(folder: str | Path) -> list[dict[str, str]]:
-    """The rows of a sweep's ``results.csv``."""
     path = Path(folder) / "results.csv"
     if not path.is_file():
         raise ConfigError(f"{path}: no such file; run the sweep first (`make sweep`), or give the folder it wrote")
