@@ -1,10 +1,5 @@
-"""``cnnclf compare A B``: two models paired on the same test images: each one's accuracy with its exact interval,
-the images only one of them gets right, and the exact McNemar test of the difference.
-
-A and B are checkpoints (their test split is predicted now, on the CPU, from the data their run's config names) or
-run folders (their ``test/per_image.csv``, what ``cnnclf test`` wrote); models of other classes or other test images
-are refused, since a paired test needs the same images.
-"""
+"""``cnnclf compare A B``: two checkpoints or tested run folders paired on the same test images, with the exact
+McNemar test of their difference (docs/report.md)."""
 
 import argparse
 import csv
@@ -23,7 +18,7 @@ from cnnclf.stats import accuracy_interval, accuracy_text, mcnemar
 
 @dataclass(frozen=True)
 class Tested:
-    """One model's predictions on a test split: the true and predicted label of each image, in order."""
+    """One model's true and predicted label of each test image, in order."""
 
     source: str
     class_names: list[str]
@@ -81,8 +76,7 @@ def _short(names: list[str]) -> str:
 
 
 def main(args: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="cnnclf compare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="cnnclf compare", description=__doc__)
     parser.add_argument("a", help="a checkpoint file or a tested run folder")
     parser.add_argument("b", help="the same for the other model")
     parser.add_argument("--data", help="the pickle to test checkpoints on (default: the one their run's config names)")

@@ -1,6 +1,5 @@
-"""Every figure a run logs, also as ``metrics.csv`` in the run folder: one ``step,epoch,name,value`` row per value,
-so a resumed fit and a later test append to it (Lightning's ``CSVLogger`` rewrites its file when a new figure
-appears, and warns on a run folder that holds a config, as every cnnclf run folder does)."""
+"""Every figure a run logs, also as ``step,epoch,name,value`` rows of the run's ``metrics.csv``, which a resumed fit
+and a later test append to (Lightning's ``CSVLogger`` deletes the file of a run folder that is not empty)."""
 
 import csv
 from pathlib import Path
@@ -59,8 +58,7 @@ class CurvesCSV(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self.loss_sum += loss.detach().float() * len(batch[1])  # on the device: no wait for it
+        self.loss_sum += outputs["loss"].detach().float() * len(batch[1])  # on the device: no wait for it
         self.images += len(batch[1])
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -1,7 +1,5 @@
-"""Open a finished run (its folder's files, its checkpoint, its data) for the report, sweeps, notebooks and scripts.
-
-Checkpoints are read with ``weights_only=True`` and only name cnnclf's own classes (docs/safety.md).
-"""
+"""Open a finished run (its folder's files, its checkpoint, its data) for the report, sweeps, notebooks and scripts;
+checkpoints are read weights only and may name only cnnclf's own classes (docs/safety.md)."""
 
 import json
 from dataclasses import dataclass
@@ -90,9 +88,8 @@ def checkpoint_to_explore(given: str | Path | None = None, start: str | Path | N
     """The checkpoint a notebook opens and why: ``given`` (absolute, or from the working directory or else the
     repository root), or else the one ``--ckpt_path best`` finds among every experiment under ``runs/``."""
     if given:
-        path = Path(given).expanduser()
-        root = None if path.is_absolute() or path.exists() else _root_above(Path(start or Path.cwd()).resolve())
-        path = root / path if root is not None else path
+        path, root = Path(given).expanduser(), _root_above(Path(start or Path.cwd()).resolve())
+        path = path if path.exists() or root is None else root / path  # an absolute path stays as it is
         if not path.is_file():
             raise CheckpointError(f"{given}: no such checkpoint file")
         return path, "the checkpoint given"

@@ -16,10 +16,10 @@ from cnnclf.compare import tested
 from cnnclf.document import Block, Heading, Image, Table, Text, anchor, html_page, markdown
 from cnnclf.errors import CnnclfError, ConfigError
 from cnnclf.explore import Run, read_run
-from cnnclf.report.sections import NOT_RECORDED, accuracy, run_sections
+from cnnclf.report.sections import NOT_RECORDED, run_sections
 from cnnclf.shipped import shipped_config
 from cnnclf.stats import accuracy_text
-from cnnclf.sweeps.results import cell, choose_best, group_runs, load_results, result_blocks
+from cnnclf.sweeps.results import choose_best, group_runs, load_results, result_blocks, test_cells
 
 # The report cnnclf grew from: each dataset's test accuracy, as correct images of the test split.
 ORIGINAL = {"MNISTDataModule": ("MNIST", 8863, 10000, "ReportMNISTNet, 1000 epochs"),
@@ -48,10 +48,7 @@ def data_class(run: Run) -> str:
 
 
 def comparison(runs: list[Run]) -> list[Block]:
-    rows = []
-    for run in runs:
-        figures = [cell(run.test_macro_f1, "{:.4f}"), cell(run.epochs), cell(run.fit_seconds, "{:.1f}")]
-        rows.append([run.name, data_class(run), accuracy(run.summary), *(text or NOT_RECORDED for text in figures)])
+    rows = [[run.name, data_class(run), *(text or NOT_RECORDED for text in test_cells(run))] for run in runs]
     blocks = [Heading("Comparison", 2), Table(["run", "data", "test accuracy", "macro F1", "epochs", "fit s"], rows)]
     pairs = []
     for a, b in combinations(runs, 2):
@@ -89,7 +86,7 @@ def against_the_original(runs: list[Run]) -> list[Block]:
     for run in runs:
         if data_class(run) in ORIGINAL:
             name, correct, total, how = ORIGINAL[data_class(run)]
-            rows.append([name, accuracy_text(correct, total), how, accuracy(run.summary), run.name])
+            rows.append([name, accuracy_text(correct, total), how, test_cells(run)[0] or NOT_RECORDED, run.name])
     return [Heading("Beside the original report", 2),
             Text("The report cnnclf grew from gave one test accuracy per dataset; its 95% intervals here are exact "
                  "(Clopper-Pearson) on its test split's size."),
@@ -128,7 +125,6 @@ def report(inputs: list[str], output: Path, original: bool = False) -> tuple[Pat
 
 
 def main(args: list[str]) -> None:
-    """``cnnclf report``."""
     parser = argparse.ArgumentParser(prog="cnnclf report", description=__doc__)
     parser.add_argument("inputs", nargs="+", metavar="RUN|SWEEP|CKPT|CONFIG", help="a run folder, a checkpoint in "
                         "one, a sweep folder, or a config (its newest finished run under runs/)")

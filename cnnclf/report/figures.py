@@ -4,6 +4,14 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+# every metric the curves draw, in the order a table lists them
+STYLES = {"train/loss": dict(color="tab:blue", alpha=0.35, linewidth=0.8, label="training, per logged step"),
+          "train/epoch_loss": dict(color="tab:blue", marker=".", label="training, epoch mean"),
+          "val/loss": dict(color="tab:orange", marker=".", label="validation"),
+          "train/acc": dict(color="tab:blue", marker=".", label="training"),
+          "val/acc": dict(color="tab:orange", marker=".", label="validation"),
+          "train/lr": dict(color="tab:green", label="first parameter group")}
+
 
 def sample_grid(images: Tensor, targets: Tensor, class_names: list[str], title: str) -> Figure:
     """The first few images of each class, each class's first one titled with its name."""
@@ -36,19 +44,13 @@ def curves(points: dict[str, tuple[list[float], list[float]]], x_label: str, tit
     panels = [("loss", "cross-entropy loss", ["train/loss", "train/epoch_loss", "val/loss"]),
               ("accuracy", "accuracy (%)", ["train/acc", "val/acc"]),
               ("learning rate", "learning rate", ["train/lr"])]
-    styles = {"train/loss": dict(color="tab:blue", alpha=0.35, linewidth=0.8, label="training, per logged step"),
-              "train/epoch_loss": dict(color="tab:blue", marker=".", label="training, epoch mean"),
-              "val/loss": dict(color="tab:orange", marker=".", label="validation"),
-              "train/acc": dict(color="tab:blue", marker=".", label="training"),
-              "val/acc": dict(color="tab:orange", marker=".", label="validation"),
-              "train/lr": dict(color="tab:green", label="first parameter group")}
     figure = Figure(figsize=(13, 3.8), layout="constrained")
     for axes, (name, unit, metrics) in zip(figure.subplots(1, 3), panels, strict=True):
         for metric in metrics:
             x, y = points.get(metric, ([], []))
             if len(x) > (metric == "train/loss"):  # one logged step is no curve, only a legend entry
                 scale = 100 if name == "accuracy" else 1
-                axes.plot(x, [scale * value for value in y], markersize=4 if len(x) < 60 else 0, **styles[metric])
+                axes.plot(x, [scale * value for value in y], markersize=4 if len(x) < 60 else 0, **STYLES[metric])
         axes.set(title=name, xlabel=x_label, ylabel=unit)
         axes.grid(alpha=0.3)
         if axes.lines:

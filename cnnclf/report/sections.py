@@ -16,7 +16,7 @@ from cnnclf.curves import read_curve
 from cnnclf.document import Block, Heading, Image, Table, Text
 from cnnclf.errors import CheckpointError, CnnclfError
 from cnnclf.explore import Run, load_datamodule, load_model
-from cnnclf.report.figures import curves, sample_grid
+from cnnclf.report.figures import STYLES, curves, sample_grid
 from cnnclf.stats import accuracy_text
 from cnnclf.sweeps.spec import cli_value
 
@@ -24,10 +24,6 @@ NOT_RECORDED = "not recorded"
 TEST_FIGURES = {"confusion_matrix.png": "Confusion matrix, counts",
                 "confusion_matrix_normalized.png": "Confusion matrix, normalized by true class",
                 "top_losses.png": "The highest-loss test images: true -> predicted (confidence)"}
-
-def accuracy(summary: dict) -> str:
-    """The test accuracy of ``test/summary.json`` with its count and exact interval."""
-    return accuracy_text(summary["correct"], summary["images"]) if summary else NOT_RECORDED
 
 
 def run_sections(run: Run, folder: Path) -> list[Block]:
@@ -115,8 +111,7 @@ def training(run: Run, folder: Path) -> list[Block]:
                   "the training and validation loops, from `fit_time.json`.")
     else:
         timing = f"Fit time: {NOT_RECORDED} (no `fit_time.json`: the fit did not finish)."
-    names = ["train/loss", "train/epoch_loss", "val/loss", "train/acc", "val/acc", "train/lr"]
-    logged = {name: read_curve(run.folder, name) for name in names}
+    logged = {name: read_curve(run.folder, name) for name in STYLES}
     if not any(steps for steps, _ in logged.values()):
         return [Text(timing), Text(f"Curves: {NOT_RECORDED} (no `metrics.csv` in {run.folder})")]
     # Lightning logs an epoch's figures at its last step: epoch e (from 1) ends at step e * steps per epoch - 1.
@@ -125,7 +120,7 @@ def training(run: Run, folder: Path) -> list[Block]:
               for name, (steps, values) in logged.items()}
     image = folder / "curves.png"
     curves(points, "epochs trained" if per_epoch else "step", f"training curves ({run.name})").savefig(image, dpi=100)
-    columns = [name for name in names[1:] if logged[name][0]]
+    columns = [name for name in list(STYLES)[1:] if logged[name][0]]
     value = {name: dict(zip((round(x) for x in points[name][0]), points[name][1], strict=True)) for name in columns}
     epochs = sorted({epoch for name in columns for epoch in value[name]})
     shown = epochs if len(epochs) <= 20 else sorted({epochs[round(i * (len(epochs) - 1) / 19)] for i in range(20)})
@@ -141,10 +136,10 @@ def evaluation(run: Run, folder: Path) -> list[Block]:
     if not summary:
         return [Text(f"{NOT_RECORDED}: no `test/summary.json` (the run was not tested; `cnnclf test --ckpt_path "
                      "FILE` tests it)")]
-    names = summary["class_names"]
+    names, accuracy = summary["class_names"], accuracy_text(summary["correct"], summary["images"])
     f1_low, f1_high = summary["macro_f1_ci95"]
     never = summary["never_predicted"]
-    blocks = [Text(f"Test accuracy: {accuracy(summary)}, checkpoint `{summary.get('checkpoint')}`."),
+    blocks = [Text(f"Test accuracy: {accuracy}, checkpoint `{summary.get('checkpoint')}`."),
               Text(f"Macro F1: {summary['macro_f1']:.4f} (95% CI {f1_low:.4f}-{f1_high:.4f}, bootstrap over the test "
                    "images)."), Text(f"Never predicted: {', '.join(never) or 'none'}.")]
     per_class = summary["per_class"]

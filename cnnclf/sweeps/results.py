@@ -21,7 +21,6 @@ FIGURES = {"val_accuracy": "{:.2%}", "test_accuracy": "{:.2%}", "test_macro_f1":
 
 
 def run_row(run: Run) -> dict[str, object]:
-    """``run``'s row of results.csv."""
     low, high = run.summary.get("accuracy_ci95") or (None, None)
     values = [run.status, run.val_accuracy, run.test_accuracy, low, high, run.test_macro_f1, run.epochs,
               run.fit_seconds, run.record.get("wall_seconds"), str(run.checkpoint or ""), run.record.get("error")]
@@ -99,16 +98,19 @@ def cell(value: object, form: str = "{}") -> str:
     return "" if value is None else form.format(value)
 
 
+def test_cells(run: Run) -> list[str]:
+    """Test accuracy (its count and exact interval), macro F1, epochs and fit seconds; "" for what the run lacks."""
+    accuracy = accuracy_text(run.summary["correct"], run.summary["images"]) if run.summary else ""
+    return [accuracy, cell(run.test_macro_f1, "{:.4f}"), cell(run.epochs), cell(run.fit_seconds, "{:.1f}")]
+
+
 def result_blocks(results: list[Run], level: int) -> list[Block]:
     """Every run; each setting over its seeds and folds; each swept option's effect; the best setting."""
     keys = list(dict.fromkeys(key for result in results for key in result.overrides))
     rows = []
     for result in results:
         if result.status == "ok":
-            figures = [cell(result.val_accuracy, "{:.2%}"),
-                       accuracy_text(result.summary["correct"], result.summary["images"]) if result.summary else "",
-                       cell(result.test_macro_f1, "{:.4f}"), cell(result.epochs), cell(result.fit_seconds, "{:.1f}"),
-                       f"`{result.checkpoint}`"]
+            figures = [cell(result.val_accuracy, "{:.2%}"), *test_cells(result), f"`{result.checkpoint}`"]
         else:
             figures = [f"failed: {result.record.get('error')}", "", "", "", "", ""]
         values = [cli_value(result.overrides[key]) if key in result.overrides else "" for key in keys]
@@ -172,7 +174,6 @@ def accuracy_chart(results: list[Run], title: str) -> Figure:
 
 
 def load_results(folder: str | Path) -> list[dict[str, str]]:
-    """The rows of a sweep's ``results.csv``."""
     path = Path(folder) / "results.csv"
     if not path.is_file():
         raise ConfigError(f"{path}: no such file; run the sweep first (`make sweep`), or give the folder it wrote")

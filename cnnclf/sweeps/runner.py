@@ -94,7 +94,6 @@ def _summary(result: Run) -> str:
 
 
 def main(args: list[str] | None = None) -> None:
-    """The ``cnnclf-sweep`` console script."""
     parser = argparse.ArgumentParser(prog="cnnclf-sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_file", help="a sweep YAML file, or a shipped sweep's name as `cnnclf configs` lists it, "

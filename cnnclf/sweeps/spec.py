@@ -49,8 +49,7 @@ class Sweep:
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    """The sweep in file ``path``, or the shipped one of that name, with or without the ``sweeps/`` that
-    ``cnnclf configs`` lists it under (``sweeps/digits_report_ablations`` or ``digits_report_ablations``)."""
+    """The sweep in file ``path``, or the shipped one of that name, with or without its ``sweeps/`` prefix."""
     path = Path(path)
     if not path.is_file():
         path = shipped_config(f"sweeps/{str(path).removeprefix('configs/').removeprefix('sweeps/')}") or path
@@ -77,18 +76,22 @@ def load_sweep(path: str | Path) -> Sweep:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: 'grid.{key}' must be a non-empty list of values, found {values!r}")
-    seeds, folds = content.get("seeds"), content.get("folds")
+    seeds, folds, repeats = content.get("seeds"), content.get("folds"), {}
     if type(seeds) is int and seeds >= 1:
         seeds = list(range(seeds))
     if seeds is not None:
         if not (isinstance(seeds, list) and seeds and all(type(seed) is int for seed in seeds)):
             raise ConfigError(f"{path}: 'seeds' must be a count of seeds (0, 1, ...) or a list, found {seeds!r}")
-        grid = _repeat(fixed, grid, "seed_everything", seeds, path, "seeds")
+        repeats["seeds"] = ("seed_everything", seeds)
     if folds is not None:
         if type(folds) is not int or folds < 2:
             raise ConfigError(f"{path}: 'folds' must be a number of cross-validation folds >= 2, found {folds!r}")
         fixed = {**fixed, "data.folds": folds}
-        grid = _repeat(fixed, grid, "data.fold", list(range(folds)), path, "folds")
+        repeats["folds"] = ("data.fold", list(range(folds)))
+    for field, (key, values) in repeats.items():  # repeat axes last: the runs of one setting follow each other
+        if key in fixed or key in grid:
+            raise ConfigError(f"{path}: '{field}' sets {key}, which 'set' or 'grid' sets too; keep one")
+        grid = {**grid, key: values}
     both = set(fixed) & set(grid)
     if both:
         raise ConfigError(f"{path}: {sorted(both)} in both 'set' and 'grid'; keep each key in one")
@@ -107,13 +110,6 @@ def _mapping(value: object, path: Path, field: str) -> dict:
     if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
         raise ConfigError(f"{path}: '{field}' must map option names (like model.lr) to values, found {value!r}")
     return value
-
-
-def _repeat(fixed: dict, grid: dict, key: str, values: list, path: Path, field: str) -> dict:
-    """The grid with a repeat axis last, so that the runs of one setting follow each other."""
-    if key in fixed or key in grid:
-        raise ConfigError(f"{path}: '{field}' sets {key}, which 'set' or 'grid' sets too; keep one")
-    return {**grid, key: values}
 
 
 def _short_labels(keys: list[str]) -> dict[str, str]:
