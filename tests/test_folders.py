@@ -154,6 +154,31 @@ def test_the_cache_is_used_and_misses_when_a_file_is_added_changed_or_renamed(sp
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # stale entries removed
 
 
+def test_a_forged_cache_entry_that_would_allocate_gigabytes_is_a_miss(split_folder, tmp_path, monkeypatch):
+    import tracemalloc
+    import zipfile
+
+    monkeypatch.setenv("CNNCLF_CACHE_DIR", str(tmp_path / "cache"))
+    expected = ImageFolderDataModule(str(split_folder), val_split=0).data.train[0]
+    [entry] = (tmp_path / "cache").glob("*.npz")
+    with np.load(entry) as stored:
+        reasons = stored["reasons"]
+    with zipfile.ZipFile(entry, "w") as archive:  # an images header of 10 GB over a few bytes
+        with archive.open("images.npy", "w") as stream:
+            np.lib.format.write_array_header_1_0(stream, {"descr": "|u1", "fortran_order": False,
+                                                          "shape": (10**10 // 120, 12, 10, 1)})
+            stream.write(bytes(120))
+        with archive.open("reasons.npy", "w") as stream:
+            np.lib.format.write_array(stream, reasons)
+    tracemalloc.start()  # numpy reports its allocations to it
+    try:
+        again = ImageFolderDataModule(str(split_folder), val_split=0).data.train[0]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10**9 and np.array_equal(again.numpy(), expected.numpy())  # decoded afresh
+
+
 def test_fit_test_and_predict_from_the_checkpoint_alone(split_folder, tmp_path, monkeypatch):
     fitted = fit(split_folder, tmp_path / "runs", "--test_after_fit", "true")
     run_dir = Path(fitted.trainer.log_dir)

@@ -159,26 +159,38 @@ def child_main(path: str, target: str, memory: str, seconds: str) -> None:
 
 def read_arrays(entry: Path, source_size: int) -> dict[str, ImageSplit] | None:
     """The splits in ``entry``, an .npz written for a pickle of ``source_size`` bytes; None for any entry that
-    is not such a file, each member's header checked against its stored size before anything is allocated."""
+    is not such a file."""
     try:
         if entry.stat().st_size > BYTES_PER_FILE_BYTE * source_size + ENTRY_SLACK:
             return None
-        arrays = {}
-        with zipfile.ZipFile(entry) as archive:
-            for split in SPLITS:
-                for kind, dtypes in KINDS.items():
-                    info = archive.getinfo(f"{split}_{kind}.npy")
-                    with archive.open(info) as stream:
-                        one = np.lib.format.read_magic(stream) == (1, 0)
-                        header = np.lib.format.read_array_header_1_0 if one else np.lib.format.read_array_header_2_0
-                        shape, fortran, dtype = header(stream)
-                        if (info.compress_type != zipfile.ZIP_STORED or dtype.str not in dtypes or fortran
-                                or int(np.prod(shape, dtype=object)) * dtype.itemsize > info.file_size):
-                            return None
-                    with archive.open(info) as stream:
-                        arrays[f"{split}_{kind}"] = np.lib.format.read_array(stream, allow_pickle=False)
+        arrays = read_npz(entry, {f"{split}_{kind}": dtypes for split in SPLITS for kind, dtypes in KINDS.items()})
+        if arrays is None:
+            return None
         splits = {split: ImageSplit(arrays[f"{split}_images"], arrays[f"{split}_labels"]) for split in SPLITS}
         check_splits(entry, splits)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, MemoryError):
+    except (OSError, ValueError):
         return None  # every failure to read an entry is a miss (a DatasetError is a ValueError)
     return splits
+
+
+def read_npz(entry: Path, members: dict[str, tuple[str, ...]]) -> dict[str, np.ndarray] | None:
+    """The arrays ``members`` names (each with the .npy dtype headers it may have, as prefixes) from ``entry``, an
+    uncompressed .npz; None for any other file. Each header is checked against the member's stored size before
+    anything is allocated, so an entry allocates no more than it holds on disk."""
+    arrays = {}
+    try:
+        with zipfile.ZipFile(entry) as archive:
+            for name, dtypes in members.items():
+                info = archive.getinfo(f"{name}.npy")
+                with archive.open(info) as stream:
+                    one = np.lib.format.read_magic(stream) == (1, 0)
+                    header = np.lib.format.read_array_header_1_0 if one else np.lib.format.read_array_header_2_0
+                    shape, fortran, dtype = header(stream)
+                    if (info.compress_type != zipfile.ZIP_STORED or not dtype.str.startswith(dtypes) or fortran
+                            or int(np.prod(shape, dtype=object)) * dtype.itemsize > info.file_size):
+                        return None
+                with archive.open(info) as stream:
+                    arrays[name] = np.lib.format.read_array(stream, allow_pickle=False)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, MemoryError):
+        return None
+    return arrays

@@ -6,7 +6,6 @@ import math
 import os
 import re
 import sys
-import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from cnnclf.data.base import PickledImageDataModule, check_channels_and_resize, read_trained_on
-from cnnclf.data.convert import cache_entry, remove_stale
+from cnnclf.data.convert import cache_entry, read_npz, remove_stale
 from cnnclf.data.image_files import EXTENSIONS, decode_all, each_file, read_header
 from cnnclf.data.records import ImageSplit, check_splits
 from cnnclf.errors import ConfigError, DatasetError
@@ -202,13 +201,13 @@ class ImageFolderDataModule(PickledImageDataModule):
 
     @staticmethod
     def _cached(entry: Path, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        arrays = read_npz(entry, {"images": ("|u1",), "reasons": ("<U",)})
+        if arrays is None or arrays["reasons"].shape != labels.shape:
+            return None
+        images, reasons = arrays["images"], arrays["reasons"]
         try:
-            with np.load(entry, allow_pickle=False) as arrays:
-                images, reasons = arrays["images"], arrays["reasons"]
-            if images.dtype != np.uint8 or reasons.shape != labels.shape or reasons.dtype.kind != "U":
-                return None
             check_splits(entry, {"cached": ImageSplit(images, labels[reasons == ""])})
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # a DatasetError is a ValueError
+        except ValueError:  # a DatasetError
             return None
         return images, reasons
 
