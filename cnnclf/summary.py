@@ -140,10 +140,11 @@ class TestSummary(L.Callback):
         loss, predicted, confidence = scores(outputs, targets)
         rows = torch.stack([targets.float(), predicted.float(), confidence, loss], dim=1)
         self.rows.append(rows)
+        rows, images = self._highest_losses(rows, images)  # the batch's own first: only those are copied as floats
         self.worst = self._highest_losses(torch.cat([self.worst[0], rows]), torch.cat([self.worst[1], images.float()]))
 
     def _highest_losses(self, rows: Tensor, images: Tensor) -> tuple[Tensor, Tensor]:
-        keep = rows[:, 3].topk(self.top_losses).indices
+        keep = rows[:, 3].topk(min(self.top_losses, len(rows))).indices
         return rows[keep], images[keep]
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
