@@ -52,13 +52,13 @@ class _Global:
 
 
 class _DtypeRecipe:
-    """``numpy.dtype(code)`` and its ``BUILD`` state, of which only the byte order is used: numpy's own
+    """``numpy.dtype(code, align, copy)`` and its ``BUILD`` state, of which only the byte order is used: numpy's own
     ``dtype.__setstate__`` trusts the state's flags (an ``int64`` can be told it holds object pointers)."""
 
     __slots__ = ("dtype",)
 
-    def __init__(self, dtype: np.dtype) -> None:
-        self.dtype = dtype
+    def __init__(self, code: object, align: object = False, copy: object = False) -> None:
+        self.dtype = _plain_dtype(code, "dtype")
 
     def __setstate__(self, state: object) -> None:
         # numpy writes (3, byte order, None, None, None, item size, alignment, flags) for a plain dtype
@@ -98,12 +98,14 @@ def _checked_shape(shape: object, what: str) -> tuple[int, ...]:
     raise Refused(f"{what}: expected a shape (a tuple of at most {MAX_DIMENSIONS} sizes), found {type(shape).__name__}")
 
 
-def _bytes_for(data: object, shape: tuple[int, ...], dtype: np.dtype, what: str) -> bytes | bytearray:
+def _plain_array(shape: object, dtype: object, data: object, what: str) -> tuple[tuple[int, ...], np.dtype, bytes]:
+    """An array's checked shape, dtype and data: bytes, as many as the shape and the item size ask for."""
+    shape, dtype = _checked_shape(shape, what), _plain_dtype(dtype, what)
     if not isinstance(data, (bytes, bytearray)) or len(data) != math.prod(shape) * dtype.itemsize:
         found = len(data) if isinstance(data, (bytes, bytearray)) else type(data).__name__
         raise Refused(f"{what}: {math.prod(shape)} items of {dtype.itemsize} bytes need as many bytes of data, "
                       f"found {found}")
-    return data
+    return shape, dtype, data
 
 
 class _UnpickledArray(np.ndarray):
@@ -114,8 +116,8 @@ class _UnpickledArray(np.ndarray):
         if not isinstance(state, tuple) or len(state) != 5 or state[0] != 1:
             raise Refused("an array's state is not (1, shape, dtype, is_fortran, data)")
         _, shape, dtype, is_fortran, data = state
-        shape, dtype = _checked_shape(shape, "array state"), _plain_dtype(dtype, "array state")
-        _budget.get().charge(len(_bytes_for(data, shape, dtype, "array state")), "the arrays of the file")
+        shape, dtype, data = _plain_array(shape, dtype, data, "array state")
+        _budget.get().charge(len(data), "the arrays of the file")
         np.ndarray.__setstate__(self, (1, shape, dtype, bool(is_fortran), data))
 
 
@@ -134,21 +136,15 @@ def _reconstruct(subtype: object, shape: object, dtype: object) -> np.ndarray:
 
 
 def _frombuffer(buffer: object, dtype: object, shape: object, order: object) -> np.ndarray:
-    dtype, shape = _plain_dtype(dtype, "_frombuffer"), _checked_shape(shape, "_frombuffer")
     if order not in ("C", "F"):
         raise Refused("_frombuffer takes the bytes of a C- or Fortran-ordered array")
-    return np.frombuffer(_bytes_for(buffer, shape, dtype, "_frombuffer"), dtype).reshape(shape, order=order)
+    shape, dtype, buffer = _plain_array(shape, dtype, buffer, "_frombuffer")
+    return np.frombuffer(buffer, dtype).reshape(shape, order=order)
 
 
 def _scalar(dtype: object, data: object = None) -> np.generic:
-    dtype = _plain_dtype(dtype, "scalar")
-    if not isinstance(data, bytes) or len(data) != dtype.itemsize:
-        raise Refused(f"scalar: a {dtype.str} scalar needs {dtype.itemsize} bytes of data")
+    _, dtype, data = _plain_array((), dtype, data, "scalar")
     return np.frombuffer(data, dtype)[0]
-
-
-def _dtype(code: object, align: object = False, copy: object = False) -> _DtypeRecipe:
-    return _DtypeRecipe(_plain_dtype(code, "dtype"))
 
 
 def _latin1_encode(text: object, encoding: object = "latin1") -> bytes:
@@ -162,7 +158,7 @@ def _latin1_encode(text: object, encoding: object = "latin1") -> bytes:
 
 ALLOWED_GLOBALS = {
     ("numpy", "ndarray"): NDARRAY,
-    ("numpy", "dtype"): _Global("numpy.dtype", _dtype),
+    ("numpy", "dtype"): _Global("numpy.dtype", _DtypeRecipe),
     ("_codecs", "encode"): _Global("_codecs.encode", _latin1_encode),
     # numpy 1.x and 2.x write different module paths
     **{(f"{package}.{module}", name): _Global(name, function) for package in ("numpy.core", "numpy._core")
