@@ -172,7 +172,7 @@ def _write(tmp_path, train, test) -> Path:
     (_records(2**70), _records(0), r"record 0: 'label' int of 71 bits is outside the 64-bit integer range"),
     (_records(np.uint64(2**64 - 1)), _records(0), r"'label' uint64 18446744073709551615 is outside the 64-bit"),
     ([{"image": np.zeros((4, 4), np.uint8), 10**5000: 0}], _records(0),
-     r"record 0: expected a dict with keys 'image' and 'label', found \['image', int of 16610 bits\]"),
+     r"record 0: expected a dict with keys 'image' and 'label', found dict with keys \['image', int of 16610 bits\]"),
     (_records(0), _records(0, shape=(2, 2), dtype=np.float64, fill=1e300),
      r"split 'test', record 0: image holds NaN or infinite values \(as float32"),
     (_records(0, shape=(8, 8)), _records(0, shape=(16, 16)),

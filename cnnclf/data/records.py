@@ -33,9 +33,7 @@ def check_records(path: Path, content: object, budget: Budget) -> dict[str, Imag
         raise DatasetError(f"{path}: expected a dict with keys 'train' and 'test', found {describe(content)}")
     missing = [split for split in SPLITS if split not in content]
     if missing:
-        raise DatasetError(
-            f"{path}: missing key(s) {missing}; expected 'train' and 'test', found {describe_keys(content)}"
-        )
+        raise DatasetError(f"{path}: missing key(s) {missing}; expected 'train' and 'test', found {describe(content)}")
     splits = {split: _split_to_arrays(path, split, content[split], budget) for split in SPLITS}
     check_splits(path, splits)
     return splits
@@ -93,8 +91,8 @@ def _split_to_arrays(path: Path, split: str, records: object, budget: Budget) ->
 
 def _record(where: str, index: int, record: object) -> tuple[object, object]:
     if not isinstance(record, dict) or "image" not in record or "label" not in record:
-        found = describe_keys(record) if isinstance(record, dict) else describe(record)
-        raise DatasetError(f"{where}, record {index}: expected a dict with keys 'image' and 'label', found {found}")
+        raise DatasetError(f"{where}, record {index}: expected a dict with keys 'image' and 'label', found "
+                           f"{describe(record)}")
     return record["image"], record["label"]
 
 
@@ -122,7 +120,7 @@ def _check_label(where: str, index: int, label: object) -> int:
 
 def describe(value: object) -> str:
     """The type of an untrusted value and a short rendering that is safe to build: never the ``repr`` of a
-    container (which can nest or repeat without end) or of a huge integer."""
+    container (which can nest or repeat without end) or of a huge integer; a dict's first keys."""
     name = type(value).__name__
     if isinstance(value, (bool, np.bool_)):
         return f"{name} {bool(value)}"
@@ -135,14 +133,12 @@ def describe(value: object) -> str:
         return f"{name} {value[:40]!r}{'...' if len(value) > 40 else ''}"
     if isinstance(value, np.ndarray):
         return f"array {value.dtype}{list(value.shape)}"
-    if isinstance(value, (list, tuple, dict)):
+    if isinstance(value, dict):
+        keys = [repr(key[:40]) if isinstance(key, str) else describe(key) for key in islice(value, 10)]
+        return f"{name} with keys [{', '.join(sorted(keys))}{', ...' if len(value) > 10 else ''}]"
+    if isinstance(value, (list, tuple)):
         return f"{name} of {len(value)} items"
     return name
-
-
-def describe_keys(mapping: dict, shown: int = 10) -> str:
-    keys = [repr(key[:40]) if isinstance(key, str) else describe(key) for key in islice(mapping, shown)]
-    return f"[{', '.join(sorted(keys))}{', ...' if len(mapping) > shown else ''}]"
 
 
 def _compact(images: np.ndarray) -> np.ndarray:
