@@ -1,13 +1,11 @@
-"""Read an untrusted dataset pickle in a child process, so that whatever the file does to the reader ends in one line.
-
-The child imports only numpy and the allowlist unpickler (``safe_pickle``) and runs the record checks (``records``)
-within one memory budget and a CPU-time limit; it writes the checked arrays as an uncompressed ``.npz`` (with
-``cache``, into the dataset cache), which the parent reads back without pickle (docs/safety.md).
-"""
+"""Read an untrusted dataset pickle in a child process (numpy, ``safe_pickle`` and ``records`` only, under memory and
+CPU limits), which writes the checked arrays as an .npz (with ``cache``, into the dataset cache) that is read back
+without pickle: whatever the file does to the reader ends in one line (docs/safety.md)."""
 
 import contextlib
 import gc
 import hashlib
+import math
 import os
 import resource
 import signal
@@ -182,13 +180,12 @@ def read_npz(entry: Path, members: dict[str, tuple[str, ...]]) -> dict[str, np.n
         with zipfile.ZipFile(entry) as archive:
             for name, dtypes in members.items():
                 info = archive.getinfo(f"{name}.npy")
-                with archive.open(info) as stream:
-                    one = np.lib.format.read_magic(stream) == (1, 0)
-                    header = np.lib.format.read_array_header_1_0 if one else np.lib.format.read_array_header_2_0
-                    shape, fortran, dtype = header(stream)
-                    if (info.compress_type != zipfile.ZIP_STORED or not dtype.str.startswith(dtypes) or fortran
-                            or int(np.prod(shape, dtype=object)) * dtype.itemsize > info.file_size):
+                with archive.open(info) as stream:  # np.savez stores each member with a version 1.0 header
+                    if info.compress_type != zipfile.ZIP_STORED or np.lib.format.read_magic(stream) != (1, 0):
                         return None
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+                if not dtype.str.startswith(dtypes) or fortran or math.prod(shape) * dtype.itemsize > info.file_size:
+                    return None
                 with archive.open(info) as stream:
                     arrays[name] = np.lib.format.read_array(stream, allow_pickle=False)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, MemoryError):
