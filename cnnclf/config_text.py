@@ -1,11 +1,8 @@
-"""Read YAML from an untrusted config, inline ``--config`` or sweep file with bounded work.
+"""Read YAML from an untrusted config, inline ``--config`` or sweep file with bounded work (docs/safety.md).
 
-PyYAML builds an alias as a shared reference, so an 840-byte file of nested aliases is cheap to
-load and then takes gigabytes and minutes once jsonargparse copies or prints it; a 50,000-deep
-flow sequence overflows the recursion limit, and 30 MB of pure-Python parsing hangs. The text's
-size is checked first (``cnnclf.limits``), then its events are counted before anything is built:
-at most ``MAX_DEPTH`` nested collections and ``MAX_NODES`` nodes with every alias expanded. libyaml
-(``CSafeLoader``) parses where PyYAML has it.
+PyYAML builds an alias as a shared reference, so an 840-byte file of nested aliases loads cheaply and then takes
+gigabytes and minutes once jsonargparse copies or prints it; a 50,000-deep flow sequence overflows the recursion limit;
+30 MB of pure-Python parsing hangs. So the size is checked first, then the events, before anything is built.
 """
 
 import yaml

@@ -7,12 +7,8 @@ from typing import BinaryIO
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through ``write(stream)``: readers see the old file or the whole new one.
-
-    The bytes go to ``.<name>.tmp`` beside ``path``, are flushed to disk, and that file is renamed over
-    ``path`` (atomic on POSIX and Windows). One fixed name: what a writer killed mid-write leaves is
-    overwritten by the next write of ``path``, so nothing is left to sweep.
-    """
+    """Write ``path`` through ``write(stream)`` into ``.<name>.tmp``, renamed over it: readers see the old file or the
+    whole new one. One fixed name, so what a writer killed mid-write leaves is overwritten by the next write."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
     try:

@@ -1,9 +1,6 @@
-"""How much an input may ask of the machine: each figure, and the environment variable that raises it.
-
-A file from a shared drive decides the size of what cnnclf builds (the model's dense layer grows
-with the image, the metrics with the class count), so each such size is checked against a figure
-here before anything is built, and the message names the variable that raises it.
-"""
+"""How much an input may ask of the machine: each figure, raised by its ``CNNCLF_MAX_*`` variable. A file decides the
+size of what cnnclf builds (the dense layer grows with the image, the metrics with the classes), so each such size is
+checked against a figure here before anything is built."""
 
 import os
 
