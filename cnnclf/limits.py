@@ -16,12 +16,9 @@ DEFAULTS = {
 
 
 def limit(name: str) -> int:
-    variable = f"CNNCLF_MAX_{name}"
-    text = os.environ.get(variable)
-    if text is None:
-        return DEFAULTS[name]
-    if not text.isdigit():
-        raise ConfigError(f"{variable} must be a whole number, found {text[:40]!r}")
+    text = os.environ.get(f"CNNCLF_MAX_{name}", str(DEFAULTS[name]))
+    if not text.isdecimal():  # isdigit() would pass '²', which int() refuses
+        raise ConfigError(f"CNNCLF_MAX_{name} must be a whole number, found {text[:40]!r}")
     return int(text)
 
 
