@@ -99,6 +99,15 @@ def test_more_classes_than_allowed_are_refused_before_anything_is_built(tmp_path
     assert len(read_pickled_dataset(path)["train"]) == 12
 
 
+@pytest.mark.parametrize("value", ["many", "\u00b2", ""])
+def test_a_limit_variable_that_is_no_whole_number_is_named(tmp_path, monkeypatch, value):
+    """The channel and class limits are read in the reader process: its message is the one line."""
+    path = _write(tmp_path, report_records(2, (2, 2), [0, 1]))
+    monkeypatch.setenv("CNNCLF_MAX_CLASSES", value)
+    with pytest.raises(DatasetError, match=f"^CNNCLF_MAX_CLASSES must be a whole number, found {value!r}$"):
+        read_pickled_dataset(path)
+
+
 def test_more_channels_than_allowed_are_refused(tmp_path):
     """A 2 MB file of (1, 1, 1000000) images hung in the per-channel statistics; 65 channels is enough to refuse."""
     path = _write(tmp_path, report_records(2, (1, 1, 65), [0, 1]))

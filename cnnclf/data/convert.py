@@ -19,7 +19,7 @@ import numpy as np
 
 from cnnclf.data.records import SPLITS, ImageSplit, check_records, check_splits
 from cnnclf.data.safe_pickle import Budget, load_pickle, not_a_file
-from cnnclf.errors import DatasetError
+from cnnclf.errors import CnnclfError, DatasetError
 from cnnclf.files import write_atomically
 from cnnclf.limits import check_limit
 
@@ -146,12 +146,11 @@ def child_main(path: str, target: str, memory: str, seconds: str) -> None:
         splits = check_records(Path(path), load_pickle(path, budget), budget)
         arrays = {f"{split}_{kind}": getattr(data, kind) for split, data in splits.items() for kind in KINDS}
         write_atomically(Path(target), lambda stream: np.savez(stream, **arrays))
-    except DatasetError as error:
-        print(str(error).replace("\n", " "))
-        sys.exit(2)
-    except (MemoryError, RecursionError) as error:
-        print(f"{path}: not a safe dataset pickle: it needs more than the {int(memory) >> 20} MiB cnnclf gives "
-              f"a file of its size ({str(error) or type(error).__name__})")
+    except (CnnclfError, MemoryError, RecursionError) as error:  # a CNNCLF_MAX_* variable's ConfigError too
+        message = str(error) if isinstance(error, CnnclfError) else (
+            f"{path}: not a safe dataset pickle: it needs more than the {int(memory) >> 20} MiB cnnclf gives a file "
+            f"of its size ({str(error) or type(error).__name__})")
+        print(message.replace("\n", " "))
         sys.exit(2)
 
 
