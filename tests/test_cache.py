@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnnclf.data import MNISTDataModule
-from cnnclf.data.convert import cache_folder
+from cnnclf.data.convert import cache_entry
 from tests.conftest import report_records, write_report_pickle
 
 
@@ -55,9 +55,11 @@ def test_a_damaged_entry_is_rebuilt(cache, tiny_data):
 
 
 def test_the_folder_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("CNNCLF_CACHE_DIR", str(tmp_path / "own"))
+    assert cache_entry(tmp_path / "MNIST", "digest").parent == tmp_path / "own"
     monkeypatch.delenv("CNNCLF_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert cache_folder() == tmp_path / "cnnclf"
+    assert cache_entry(tmp_path / "MNIST", "digest").parent == tmp_path / "cnnclf"
 
 
 @pytest.mark.parametrize("edit", ["labels_99_and_short", "nan_images", "bool_images", "3d_images"])

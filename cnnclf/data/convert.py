@@ -86,15 +86,11 @@ def read_pickled_dataset(path: str | Path, cache: bool = False) -> dict[str, Ima
         return convert(path, Path(folder) / "dataset.npz", size)
 
 
-def cache_folder() -> Path:
-    if os.environ.get("CNNCLF_CACHE_DIR"):
-        return Path(os.environ["CNNCLF_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnclf"
-
-
 def cache_entry(source: Path, digest: str) -> Path:
     """Where the arrays made from ``source`` go, ``digest`` naming what they were made from."""
-    return cache_folder() / f"{hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]}-{digest}.npz"
+    folder = Path(os.environ.get("CNNCLF_CACHE_DIR")
+                  or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnclf")
+    return folder / f"{hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]}-{digest}.npz"
 
 
 def remove_stale(entry: Path) -> None:
