@@ -29,11 +29,8 @@ class ImageSplit:
 
 def check_records(path: Path, content: object, budget: Budget) -> dict[str, ImageSplit]:
     """The ``train`` and ``test`` splits of ``content``, unpickled from ``path``, as checked arrays."""
-    if not isinstance(content, dict):
+    if not isinstance(content, dict) or any(split not in content for split in SPLITS):
         raise DatasetError(f"{path}: expected a dict with keys 'train' and 'test', found {describe(content)}")
-    missing = [split for split in SPLITS if split not in content]
-    if missing:
-        raise DatasetError(f"{path}: missing key(s) {missing}; expected 'train' and 'test', found {describe(content)}")
     splits = {split: _split_to_arrays(path, split, content[split], budget) for split in SPLITS}
     check_splits(path, splits)
     return splits
