@@ -100,14 +100,29 @@ def each_file(work: Callable[[int], object], count: int, what: str, chunk: int =
     return results
 
 
-def decode_all(paths: list[Path], channels: int, size: tuple[int, int], what: str) -> tuple[np.ndarray, list]:
-    """Every file decoded into one (N, H, W, C) array, and the error of each (``None`` where it decoded)."""
+def check_results(results: list, skip: bool, where: str = "") -> list[DatasetError | None]:
+    """Each file's error (``None`` where its work succeeded): the first one stops unless ``skip``, and so does
+    failing on every file."""
+    errors = [result if isinstance(result, DatasetError) else None for result in results]
+    failed = [error for error in errors if error is not None]
+    if failed and not skip:
+        raise DatasetError(f"{failed[0]}; --data.unreadable skip leaves such files out")
+    if failed and len(failed) == len(results):
+        raise DatasetError(f"{where}none of the {len(results)} image files could be read; the first: {failed[0]}")
+    return errors
+
+
+def decode_all(paths: list, channels: int, size: tuple[int, int], skip: bool, what: str,
+               where: str = "") -> tuple[np.ndarray, list[DatasetError | None]]:
+    """The files that decode, as one (N, H, W, C) array, and each file's error (``check_results``)."""
     out = np.empty((len(paths), *size, channels), dtype=np.uint8)
 
     def work(index: int) -> None:
         out[index] = decode(paths[index], channels, size)
 
-    return out, each_file(work, len(paths), what)
+    errors = check_results(each_file(work, len(paths), what), skip, where)
+    decoded = [error is None for error in errors]
+    return (out if all(decoded) else out[decoded]), errors
 
 
 # -- predict's files ----------------------------------------------------------------------------------------
@@ -149,13 +164,8 @@ def read_image_files(patterns: list[str], image_shape: list[int], skip_unreadabl
     if channels not in (1, 3):
         raise DatasetError(f"predicting from image files needs a 1- or 3-channel model, found {channels}")
     paths, skipped = expand_patterns(patterns)
-    images, errors = decode_all(paths, channels, (height, width), "decoding images to predict")
-    failed = [error for error in errors if error is not None]
-    if failed and (not skip_unreadable or len(failed) == len(paths)):
-        raise failed[0] if not skip_unreadable else DatasetError(
-            f"none of the {len(paths)} image files could be read; the first: {failed[0]}")
-    kept = [index for index, error in enumerate(errors) if error is None]
-    skipped += [(str(paths[index]), str(error).removeprefix(f"{paths[index]}: "))
-                for index, error in enumerate(errors) if error is not None]
-    tensor = torch.from_numpy(images[kept]).permute(0, 3, 1, 2).contiguous()
-    return ImageFiles([paths[index] for index in kept], tensor, skipped)
+    images, errors = decode_all(paths, channels, (height, width), skip_unreadable, "decoding images to predict")
+    skipped += [(str(path), str(error).removeprefix(f"{path}: ")) for path, error in zip(paths, errors, strict=True)
+                if error is not None]
+    tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    return ImageFiles([path for path, error in zip(paths, errors, strict=True) if error is None], tensor, skipped)
