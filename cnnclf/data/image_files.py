@@ -8,9 +8,9 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
 import numpy as np
@@ -77,22 +77,19 @@ def _opened(path: Path) -> Iterator[Image.Image]:
         raise DatasetError(f"{path}: not a readable image: {error}") from None
 
 
-def each_file(work: Callable[[int], object], count: int, what: str, chunk: int = 256) -> list[object]:
-    """``work(i)`` for i < count in a thread pool, ``chunk`` at a time, in order; a ``DatasetError`` is returned,
-    not raised. A progress line goes to stderr every 10 seconds once the work has taken two."""
-    def attempt(first: int) -> list[object]:
-        results = []
-        for index in range(first, min(first + chunk, count)):
-            try:
-                results.append(work(index))
-            except DatasetError as error:
-                results.append(error)
-        return results
+def each_file(work: Callable[[int], object], count: int, what: str) -> list[object]:
+    """``work(i)`` for i < count in a thread pool, in order; a ``DatasetError`` is returned, not raised. A progress
+    line goes to stderr every 10 seconds once the work has taken two."""
+    def attempt(index: int) -> object:
+        try:
+            return work(index)
+        except DatasetError as error:
+            return error
 
     results, start, shown = [], time.monotonic(), 0.0
-    with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 2)) as pool:
-        for part in pool.map(attempt, range(0, count, chunk)):
-            results += part
+    with ThreadPool(min(16, (os.cpu_count() or 1) + 2)) as pool:
+        for result in pool.imap(attempt, range(count), chunksize=256):
+            results.append(result)
             elapsed = time.monotonic() - start
             if elapsed > 2 and (elapsed - shown > 10 or len(results) == count):
                 shown = elapsed
