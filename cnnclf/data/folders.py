@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 
 from cnnclf.data.base import PickledImageDataModule, check_channels_and_resize, read_trained_on
 from cnnclf.data.convert import cache_entry, read_npz, remove_stale
-from cnnclf.data.image_files import EXTENSIONS, Header, check_results, decode_all, each_file, read_header
+from cnnclf.data.image_files import EXTENSIONS, Header, decode_all, each_file, read_header
 from cnnclf.data.records import ImageSplit, check_splits
 from cnnclf.errors import ConfigError, DatasetError
 from cnnclf.files import write_atomically
@@ -188,8 +188,7 @@ class ImageFolderDataModule(PickledImageDataModule):
             self._check_against_checkpoint(cached[0].shape[3], cached[0].shape[1:3])
             return cached
         channels, size = self._shape(listing)
-        images, errors = decode_all(listing.files, channels, size, self.unreadable == "skip", f"decoding {self.root}",
-                                    f"{self.root}: ")
+        images, errors = decode_all(listing.files, channels, size, f"decoding {self.root}", self.unreadable == "skip")
         reasons = np.array(["" if error is None else str(error) for error in errors])
         if self.cache:
             with contextlib.suppress(OSError):  # a read-only or full disk only costs the next run the decoding
@@ -212,8 +211,7 @@ class ImageFolderDataModule(PickledImageDataModule):
     def _shape(self, listing: Listing) -> tuple[int, tuple[int, int]]:
         """The channels and size to decode to, from the files' headers, within the memory budget."""
         headers = each_file(lambda index: read_header(listing.files[index]), len(listing.files),
-                            f"reading {self.root}")
-        check_results(headers, self.unreadable == "skip", f"{self.root}: ")
+                            f"reading {self.root}", self.unreadable == "skip")
         readable = [(path, header) for path, header in zip(listing.files, headers, strict=True)
                     if isinstance(header, Header)]
         channels = self.channels or (1 if all(header.gray for _, header in readable) else 3)
@@ -223,9 +221,9 @@ class ImageFolderDataModule(PickledImageDataModule):
             raise DatasetError(f"{self.root}: images differ in size ({readable[0][0]} is {size[0]}x{size[1]}, "
                                f"{other[0]} is {other[1].height}x{other[1].width}); set --data.resize H W")
         self._check_against_checkpoint(channels, size)
-        needed = len(readable) * channels * size[0] * size[1]
+        needed = len(headers) * channels * size[0] * size[1]  # decode_all's array: a row for every file
         if needed > self.memory_budget:
-            raise DatasetError(f"{self.root}: {len(readable):,} images of {channels}x{size[0]}x{size[1]} take "
+            raise DatasetError(f"{self.root}: {len(headers):,} images of {channels}x{size[0]}x{size[1]} take "
                                f"{needed / 1e9:.1f} GB decoded, over the memory budget of "
                                f"{self.memory_budget / 1e9:.1f} GB; set a smaller --data.resize, or raise "
                                "--data.memory_budget_gb")

@@ -77,9 +77,10 @@ def _opened(path: Path) -> Iterator[Image.Image]:
         raise DatasetError(f"{path}: not a readable image: {error}") from None
 
 
-def each_file(work: Callable[[int], object], count: int, what: str) -> list[object]:
-    """``work(i)`` for i < count in a thread pool, in order; a ``DatasetError`` is returned, not raised. A progress
-    line goes to stderr every 10 seconds once the work has taken two."""
+def each_file(work: Callable[[int], object], count: int, what: str, skip: bool) -> list[object]:
+    """``work(i)`` for i < count in a thread pool, in order. A ``DatasetError`` stops it unless ``skip``, which
+    returns the error in that file's place (and stops only when every file failed). A progress line goes to
+    stderr every 10 seconds once the work has taken two."""
     def attempt(index: int) -> object:
         try:
             return work(index)
@@ -94,30 +95,23 @@ def each_file(work: Callable[[int], object], count: int, what: str) -> list[obje
             if elapsed > 2 and (elapsed - shown > 10 or len(results) == count):
                 shown = elapsed
                 print(f"{what}: {len(results):,}/{count:,} images, {elapsed:.0f} s", file=sys.stderr, flush=True)
+    failed = [result for result in results if isinstance(result, DatasetError)]
+    if failed and not skip:
+        raise DatasetError(f"{failed[0]}; --data.unreadable skip leaves such files out")
+    if failed and len(failed) == count:
+        raise DatasetError(f"{what}: none of the {count} image files could be read; the first: {failed[0]}")
     return results
 
 
-def check_results(results: list, skip: bool, where: str = "") -> list[DatasetError | None]:
-    """Each file's error (``None`` where its work succeeded): the first one stops unless ``skip``, and so does
-    failing on every file."""
-    errors = [result if isinstance(result, DatasetError) else None for result in results]
-    failed = [error for error in errors if error is not None]
-    if failed and not skip:
-        raise DatasetError(f"{failed[0]}; --data.unreadable skip leaves such files out")
-    if failed and len(failed) == len(results):
-        raise DatasetError(f"{where}none of the {len(results)} image files could be read; the first: {failed[0]}")
-    return errors
-
-
-def decode_all(paths: list, channels: int, size: tuple[int, int], skip: bool, what: str,
-               where: str = "") -> tuple[np.ndarray, list[DatasetError | None]]:
-    """The files that decode, as one (N, H, W, C) array, and each file's error (``check_results``)."""
+def decode_all(paths: list, channels: int, size: tuple[int, int], what: str,
+               skip: bool) -> tuple[np.ndarray, list[DatasetError | None]]:
+    """The files that decode, as one (N, H, W, C) array, and each file's error (``None`` where it decoded)."""
     out = np.empty((len(paths), *size, channels), dtype=np.uint8)
 
     def work(index: int) -> None:
         out[index] = decode(paths[index], channels, size)
 
-    errors = check_results(each_file(work, len(paths), what), skip, where)
+    errors = each_file(work, len(paths), what, skip)
     decoded = [error is None for error in errors]
     return (out if all(decoded) else out[decoded]), errors
 
@@ -161,7 +155,7 @@ def read_image_files(patterns: list[str], image_shape: list[int], skip_unreadabl
     if channels not in (1, 3):
         raise DatasetError(f"predicting from image files needs a 1- or 3-channel model, found {channels}")
     paths, skipped = expand_patterns(patterns)
-    images, errors = decode_all(paths, channels, (height, width), skip_unreadable, "decoding images to predict")
+    images, errors = decode_all(paths, channels, (height, width), "decoding images to predict", skip_unreadable)
     skipped += [(str(path), str(error).removeprefix(f"{path}: ")) for path, error in zip(paths, errors, strict=True)
                 if error is not None]
     tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
