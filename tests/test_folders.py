@@ -12,7 +12,7 @@ from cnnclf.cli import cli_main
 from cnnclf.data import ImageFolderDataModule
 from cnnclf.data.folders import natural_key
 from cnnclf.data.image_files import decode
-from cnnclf.errors import DatasetError
+from cnnclf.errors import ConfigError, DatasetError
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--model_summary.max_depth", "0"]
 
@@ -76,6 +76,8 @@ def test_class_folders_alone_get_a_seeded_test_split_of_each_class(tmp_path):
     assert not (test_targets(1, 0.3) == test_targets(2, 0.3)).all()
     with pytest.raises(DatasetError, match="class 'a' has 10 images, too few to hold 10 out"):
         ImageFolderDataModule(str(tmp_path / "flat"), test_split=10, cache=False).setup()
+    with pytest.raises(ConfigError, match="test_split must be a fraction in"):
+        ImageFolderDataModule(str(tmp_path / "flat"), test_split=-2)
 
 
 def test_formats_modes_and_sizes_become_one_channel_count_and_size(tmp_path):

@@ -32,11 +32,6 @@ class PreparedData:
     class_names: list[str]
 
 
-def label_names(label_values) -> list[str]:
-    """The class names of a dataset that names none: its label values as text."""
-    return [str(label) for label in label_values]
-
-
 def check_channels_and_resize(channels: int | None, resize: list[int] | None) -> None:
     if channels not in (None, 1, 3):
         raise ConfigError(f"channels must be 1 or 3, found {channels}")
@@ -168,7 +163,7 @@ class PickledImageDataModule(L.LightningDataModule):
                                    f"{list(self.file_shape_hwc)} (H, W, C), found {list(split.images.shape[1:])}; "
                                    "is this the right file?")
         labels = list(self.label_values or np.union1d(splits["train"].labels, splits["test"].labels).tolist())
-        names = list(self.CLASS_NAMES or label_names(labels))
+        names = list(self.CLASS_NAMES or map(str, labels))  # a dataset that names no classes: its labels as text
         train_x, train_y = self._to_tensors("train", splits["train"], labels)
         test = self._to_tensors("test", splits["test"], labels)
         if not len(train_y):  # only a test split: a checkpoint tested on a labelled folder

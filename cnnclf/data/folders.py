@@ -1,6 +1,7 @@
 """Folders of image files as a dataset, ``--data.root DIR``: decoded once (``image_files``), cached, and served as
 the pickles are, with the folder names as the class names (layouts, bounds and checkpoints: docs/folders.md)."""
 
+import contextlib
 import hashlib
 import math
 import os
@@ -16,7 +17,7 @@ from sklearn.model_selection import train_test_split
 
 from cnnclf.data.base import PickledImageDataModule, check_channels_and_resize, read_trained_on
 from cnnclf.data.convert import cache_entry, read_npz, remove_stale
-from cnnclf.data.image_files import EXTENSIONS, decode_all, each_file, read_header
+from cnnclf.data.image_files import EXTENSIONS, Header, decode_all, each_file, read_header
 from cnnclf.data.records import ImageSplit, check_splits
 from cnnclf.errors import ConfigError, DatasetError
 from cnnclf.files import write_atomically
@@ -134,7 +135,7 @@ class ImageFolderDataModule(PickledImageDataModule):
                  memory_budget_gb: float | None = None, checkpoint: str | None = None, **kwargs) -> None:
         super().__init__(path=root, unreadable=unreadable, **kwargs)
         check_channels_and_resize(channels, resize)
-        if test_split != "all" and not (0 <= test_split < 1 or test_split == int(test_split)):
+        if test_split != "all" and not (0 <= test_split < 1 or test_split == int(test_split) > 0):
             raise ConfigError(f"test_split must be a fraction in [0, 1), a count per class or 'all', "
                               f"found {test_split}")
         self.root, self.channels, self.resize, self.test_split = Path(root), channels, resize, test_split
@@ -187,16 +188,12 @@ class ImageFolderDataModule(PickledImageDataModule):
             self._check_against_checkpoint(cached[0].shape[3], cached[0].shape[1:3])
             return cached
         channels, size = self._shape(listing)
-        images, errors = decode_all(listing.files, channels, size, f"decoding {self.root}")
-        self._stop_at_unreadable(errors)
+        images, errors = decode_all(listing.files, channels, size, f"decoding {self.root}", self.unreadable == "skip")
         reasons = np.array(["" if error is None else str(error) for error in errors])
-        images = images[reasons == ""]
         if self.cache:
-            try:
+            with contextlib.suppress(OSError):  # a read-only or full disk only costs the next run the decoding
                 write_atomically(entry, lambda stream: np.savez(stream, images=images, reasons=reasons))
                 remove_stale(entry)
-            except OSError:
-                pass  # a read-only or full disk only costs the next run the decoding
         return images, reasons
 
     @staticmethod
@@ -211,21 +208,12 @@ class ImageFolderDataModule(PickledImageDataModule):
             return None
         return images, reasons
 
-    def _stop_at_unreadable(self, results: list) -> None:
-        failed = next((result for result in results if isinstance(result, DatasetError)), None)
-        if failed is not None and self.unreadable == "error":
-            raise DatasetError(f"{failed}; --data.unreadable skip leaves such files out")
-
     def _shape(self, listing: Listing) -> tuple[int, tuple[int, int]]:
         """The channels and size to decode to, from the files' headers, within the memory budget."""
         headers = each_file(lambda index: read_header(listing.files[index]), len(listing.files),
-                            f"reading {self.root}")
-        self._stop_at_unreadable(headers)
+                            f"reading {self.root}", self.unreadable == "skip")
         readable = [(path, header) for path, header in zip(listing.files, headers, strict=True)
-                    if not isinstance(header, DatasetError)]
-        if not readable:
-            raise DatasetError(f"{self.root}: none of the {len(headers)} image files could be read; the first: "
-                               f"{headers[0]}")
+                    if isinstance(header, Header)]
         channels = self.channels or (1 if all(header.gray for _, header in readable) else 3)
         size = tuple(self.resize) if self.resize else (readable[0][1].height, readable[0][1].width)
         other = next(((path, header) for path, header in readable if (header.height, header.width) != size), None)
@@ -233,9 +221,9 @@ class ImageFolderDataModule(PickledImageDataModule):
             raise DatasetError(f"{self.root}: images differ in size ({readable[0][0]} is {size[0]}x{size[1]}, "
                                f"{other[0]} is {other[1].height}x{other[1].width}); set --data.resize H W")
         self._check_against_checkpoint(channels, size)
-        needed = len(readable) * channels * size[0] * size[1]
+        needed = len(headers) * channels * size[0] * size[1]  # decode_all's array: a row for every file
         if needed > self.memory_budget:
-            raise DatasetError(f"{self.root}: {len(readable):,} images of {channels}x{size[0]}x{size[1]} take "
+            raise DatasetError(f"{self.root}: {len(headers):,} images of {channels}x{size[0]}x{size[1]} take "
                                f"{needed / 1e9:.1f} GB decoded, over the memory budget of "
                                f"{self.memory_budget / 1e9:.1f} GB; set a smaller --data.resize, or raise "
                                "--data.memory_budget_gb")

@@ -8,9 +8,9 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
 import numpy as np
@@ -77,37 +77,43 @@ def _opened(path: Path) -> Iterator[Image.Image]:
         raise DatasetError(f"{path}: not a readable image: {error}") from None
 
 
-def each_file(work: Callable[[int], object], count: int, what: str, chunk: int = 256) -> list[object]:
-    """``work(i)`` for i < count in a thread pool, ``chunk`` at a time, in order; a ``DatasetError`` is returned,
-    not raised. A progress line goes to stderr every 10 seconds once the work has taken two."""
-    def attempt(first: int) -> list[object]:
-        results = []
-        for index in range(first, min(first + chunk, count)):
-            try:
-                results.append(work(index))
-            except DatasetError as error:
-                results.append(error)
-        return results
+def each_file(work: Callable[[int], object], count: int, what: str, skip: bool) -> list[object]:
+    """``work(i)`` for i < count in a thread pool, in order. A ``DatasetError`` stops it unless ``skip``, which
+    returns the error in that file's place (and stops only when every file failed). A progress line goes to
+    stderr every 10 seconds once the work has taken two."""
+    def attempt(index: int) -> object:
+        try:
+            return work(index)
+        except DatasetError as error:
+            return error
 
     results, start, shown = [], time.monotonic(), 0.0
-    with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 2)) as pool:
-        for part in pool.map(attempt, range(0, count, chunk)):
-            results += part
+    with ThreadPool(min(16, (os.cpu_count() or 1) + 2)) as pool:
+        for result in pool.imap(attempt, range(count), chunksize=256):
+            results.append(result)
             elapsed = time.monotonic() - start
             if elapsed > 2 and (elapsed - shown > 10 or len(results) == count):
                 shown = elapsed
                 print(f"{what}: {len(results):,}/{count:,} images, {elapsed:.0f} s", file=sys.stderr, flush=True)
+    failed = [result for result in results if isinstance(result, DatasetError)]
+    if failed and not skip:
+        raise DatasetError(f"{failed[0]}; --data.unreadable skip leaves such files out")
+    if failed and len(failed) == count:
+        raise DatasetError(f"{what}: none of the {count} image files could be read; the first: {failed[0]}")
     return results
 
 
-def decode_all(paths: list[Path], channels: int, size: tuple[int, int], what: str) -> tuple[np.ndarray, list]:
-    """Every file decoded into one (N, H, W, C) array, and the error of each (``None`` where it decoded)."""
+def decode_all(paths: list, channels: int, size: tuple[int, int], what: str,
+               skip: bool) -> tuple[np.ndarray, list[DatasetError | None]]:
+    """The files that decode, as one (N, H, W, C) array, and each file's error (``None`` where it decoded)."""
     out = np.empty((len(paths), *size, channels), dtype=np.uint8)
 
     def work(index: int) -> None:
         out[index] = decode(paths[index], channels, size)
 
-    return out, each_file(work, len(paths), what)
+    errors = each_file(work, len(paths), what, skip)
+    decoded = [error is None for error in errors]
+    return (out if all(decoded) else out[decoded]), errors
 
 
 # -- predict's files ----------------------------------------------------------------------------------------
@@ -149,13 +155,8 @@ def read_image_files(patterns: list[str], image_shape: list[int], skip_unreadabl
     if channels not in (1, 3):
         raise DatasetError(f"predicting from image files needs a 1- or 3-channel model, found {channels}")
     paths, skipped = expand_patterns(patterns)
-    images, errors = decode_all(paths, channels, (height, width), "decoding images to predict")
-    failed = [error for error in errors if error is not None]
-    if failed and (not skip_unreadable or len(failed) == len(paths)):
-        raise failed[0] if not skip_unreadable else DatasetError(
-            f"none of the {len(paths)} image files could be read; the first: {failed[0]}")
-    kept = [index for index, error in enumerate(errors) if error is None]
-    skipped += [(str(paths[index]), str(error).removeprefix(f"{paths[index]}: "))
-                for index, error in enumerate(errors) if error is not None]
-    tensor = torch.from_numpy(images[kept]).permute(0, 3, 1, 2).contiguous()
-    return ImageFiles([paths[index] for index in kept], tensor, skipped)
+    images, errors = decode_all(paths, channels, (height, width), "decoding images to predict", skip_unreadable)
+    skipped += [(str(path), str(error).removeprefix(f"{path}: ")) for path, error in zip(paths, errors, strict=True)
+                if error is not None]
+    tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    return ImageFiles([path for path, error in zip(paths, errors, strict=True) if error is None], tensor, skipped)

@@ -6,7 +6,7 @@ statistics); the CLI picks this data module when predict gets image files and no
 
 from typing import Literal
 
-from cnnclf.data.base import PickledImageDataModule, label_names, read_trained_on
+from cnnclf.data.base import PickledImageDataModule, read_trained_on
 from cnnclf.errors import CheckpointError, ConfigError
 
 
@@ -33,7 +33,7 @@ class ImageFilesDataModule(PickledImageDataModule):
             raise CheckpointError(f"{checkpoint}: its hyper-parameters do not say the classes and image shape it "
                                   "was trained for (not saved by 'cnnclf fit'); predict with --config and --data.path")
         # A model built without the CLI may have no class names; its classes are then its label values 0..N-1.
-        names = self.trained_on.get("class_names") or label_names(range(self.trained_on["num_classes"]))
+        names = self.trained_on.get("class_names") or [str(label) for label in range(self.trained_on["num_classes"])]
         self.trained_on = {**self.trained_on, "class_names": names}
         self.predict_images  # noqa: B018 - read now: an empty folder or a bad file stops before the model is built
 
