@@ -9,7 +9,7 @@ from cnnclf.callbacks import NetworkSummary
 from cnnclf.errors import ConfigError
 from cnnclf.explore import read_curve
 from cnnclf.models import AirbenchNet, ConvBNNet, ReportCIFARNet, ReportMNISTNet, ReportORLNet, ResNet9
-from cnnclf.models.optimization import triangle
+from cnnclf.models.optimization import parameter_groups, triangle
 from tests.conftest import CONFIGS
 from tests.test_cli import run
 
@@ -171,6 +171,14 @@ def test_triangle_schedule_rises_then_falls_linearly():
     rises, falls = torch.tensor(factors[:24]).diff(), torch.tensor(factors[24:]).diff()
     assert (rises > 0).all() and (falls < 0).all()
     torch.testing.assert_close(falls, falls[:1].expand_as(falls))
+
+
+def test_norm_lr_scale_finds_batch_norms_synced_across_processes_too():
+    # Lightning's --trainer.sync_batchnorm swaps each BatchNorm2d for a SyncBatchNorm before the optimizer is built.
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(ConvBNNet(10, [1, 28, 28], widths=[8, 16], norm_lr_scale=4))
+    rest, norms = parameter_groups(model)
+    assert [len(rest["params"]), len(norms["params"])] == [2 + 2, 2 + 2]  # convolutions, linear layer; two norms
+    assert norms["lr"] == pytest.approx(4 * model.hparams.lr)
 
 
 @pytest.mark.parametrize(("optimizer", "fused"), [("adam", True), ("adamw", True), ("sgd", None)])
