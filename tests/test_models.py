@@ -9,6 +9,7 @@ from cnnclf.callbacks import NetworkSummary
 from cnnclf.errors import ConfigError
 from cnnclf.explore import read_curve
 from cnnclf.models import AirbenchNet, ConvBNNet, ReportCIFARNet, ReportMNISTNet, ReportORLNet, ResNet9
+from cnnclf.models.airbench import identity_conv
 from cnnclf.models.optimization import parameter_groups, triangle
 from tests.conftest import CONFIGS
 from tests.test_cli import run
@@ -155,6 +156,12 @@ def test_airbench_whitening_decorrelates_the_patches_it_was_computed_from():
     torch.testing.assert_close(flat @ flat.T / flat.shape[1], torch.eye(half), atol=2e-3, rtol=0)
     torch.testing.assert_close(model.whitening.weight[half:], -model.whitening.weight[:half])
     assert not model.whitening.weight.requires_grad
+
+
+def test_airbench_convolutions_start_by_passing_their_first_channels_through():
+    conv, images = identity_conv(4, 8), torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(conv(images)[:, :4], images)
+    assert conv.weight.is_leaf and conv.weight.requires_grad
 
 
 def test_airbench_needs_three_stages():
