@@ -9,7 +9,8 @@ from cnnclf.callbacks import NetworkSummary
 from cnnclf.errors import ConfigError
 from cnnclf.explore import read_curve
 from cnnclf.models import AirbenchNet, ConvBNNet, ReportCIFARNet, ReportMNISTNet, ReportORLNet, ResNet9
-from cnnclf.models.optimization import triangle
+from cnnclf.models.airbench import identity_conv
+from cnnclf.models.optimization import parameter_groups, triangle
 from tests.conftest import CONFIGS
 from tests.test_cli import run
 
@@ -116,7 +117,7 @@ def test_channels_last_gives_the_same_logits():
     plain = ResNet9(10, [3, 32, 32], width=8).eval()
     fast = ResNet9(10, [3, 32, 32], width=8, channels_last=True).eval()
     fast.load_state_dict(plain.state_dict())
-    fast.configure_model()
+    assert fast.net[0][0][0].weight.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(plain(images), fast(images), atol=1e-4)
 
 
@@ -157,6 +158,12 @@ def test_airbench_whitening_decorrelates_the_patches_it_was_computed_from():
     assert not model.whitening.weight.requires_grad
 
 
+def test_airbench_convolutions_start_by_passing_their_first_channels_through():
+    conv, images = identity_conv(4, 8), torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(conv(images)[:, :4], images)
+    assert conv.weight.is_leaf and conv.weight.requires_grad
+
+
 def test_airbench_needs_three_stages():
     with pytest.raises(ConfigError, match="widths needs 3 channel counts"):
         AirbenchNet(10, [3, 32, 32], widths=[8, 16])
@@ -171,6 +178,14 @@ def test_triangle_schedule_rises_then_falls_linearly():
     rises, falls = torch.tensor(factors[:24]).diff(), torch.tensor(factors[24:]).diff()
     assert (rises > 0).all() and (falls < 0).all()
     torch.testing.assert_close(falls, falls[:1].expand_as(falls))
+
+
+def test_norm_lr_scale_finds_batch_norms_synced_across_processes_too():
+    # Lightning's --trainer.sync_batchnorm swaps each BatchNorm2d for a SyncBatchNorm before the optimizer is built.
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(ConvBNNet(10, [1, 28, 28], widths=[8, 16], norm_lr_scale=4))
+    rest, norms = parameter_groups(model)
+    assert [len(rest["params"]), len(norms["params"])] == [2 + 2, 2 + 2]  # convolutions, linear layer; two norms
+    assert norms["lr"] == pytest.approx(4 * model.hparams.lr)
 
 
 @pytest.mark.parametrize(("optimizer", "fused"), [("adam", True), ("adamw", True), ("sgd", None)])

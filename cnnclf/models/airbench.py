@@ -89,8 +89,7 @@ def identity_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
     """A 3x3 convolution that starts by passing its first input channels through: an implicit
     residual connection that lets the un-skipped stack train from the first step."""
     conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
-    with torch.no_grad():
-        nn.init.dirac_(conv.weight[: min(in_channels, out_channels)])
+    nn.init.dirac_(conv.weight[: min(in_channels, out_channels)])  # nn.init writes without autograd
     return conv
 
 

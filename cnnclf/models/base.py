@@ -85,10 +85,11 @@ class ImageClassifier(L.LightningModule):
         weights = sum(parameter.numel() for parameter in [*features.parameters(), *head.parameters()])
         check_limit("MILLION_WEIGHTS", weights // 10**6, f"{type(self).__name__} for {num_classes} classes of "
                     f"{'x'.join(map(str, image_shape))} (C, H, W) images: its weights in millions", ConfigError)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = nn.Sequential(features, nn.Flatten(), self.classifier(width, num_classes))
+        self.net.to(memory_format=self.memory_format)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.example_input_array = torch.zeros(1, *image_shape)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.compiled_net = None
         self.training_graph = TrainingGraph(self.net) if cuda_graphs else None
 
@@ -119,9 +120,6 @@ class ImageClassifier(L.LightningModule):
             ) from None
         finally:
             features.train()
-
-    def configure_model(self) -> None:
-        self.net.to(memory_format=self.memory_format)
 
     def compile_network(self) -> None:
         """``torch.compile`` the network if asked, once, as a loop starts: not earlier, as the model summary's

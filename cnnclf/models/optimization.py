@@ -15,6 +15,8 @@ from cnnclf.errors import ConfigError
 
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["constant", "onecycle", "cosine", "triangle"]
+# torch's public batch norms; SyncBatchNorm is what Lightning's --trainer.sync_batchnorm swaps in before the optimizer
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def check_schedule_has_an_end(lr_schedule: str | None, trainer) -> None:
@@ -58,8 +60,7 @@ def parameter_groups(model: L.LightningModule) -> list[dict]:
     hp = model.hparams
     if hp.norm_lr_scale == 1:
         return [{"params": list(model.parameters())}]
-    norms = {id(p) for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)
-             for p in module.parameters()}
+    norms = {id(p) for module in model.modules() if isinstance(module, BATCH_NORMS) for p in module.parameters()}
     return [
         {"params": [p for p in model.parameters() if id(p) not in norms]},
         {"params": [p for p in model.parameters() if id(p) in norms],
