@@ -39,10 +39,7 @@ class Run:
     record: dict  # sweep_run.json
     val_accuracy: float | None  # the best epoch's (the tested checkpoint is the best by val/acc)
 
-    @property
-    def name(self) -> str:
-        return self.record.get("name") or f"{self.folder.parent.name}/{self.folder.name}"
-
+    name = property(lambda self: self.record.get("name") or f"{self.folder.parent.name}/{self.folder.name}")
     # what a sweep tabulates, by the names of its results.csv
     overrides = property(lambda self: self.record.get("overrides", {}))
     status = property(lambda self: self.record.get("status", "ok"))

@@ -76,7 +76,7 @@ def write_sweep(path: Path, grid: dict, epochs: int = 2) -> Path:
 @pytest.fixture(scope="session")
 def digits_sweep(tmp_path_factory) -> Path:
     """A finished two-run sweep (Adam vs SGD) on the digits; returns its output folder."""
-    from cnnclf.sweeps import run_sweep
+    from cnnclf.sweeps.runner import run_sweep
 
     folder = tmp_path_factory.mktemp("sweep")
     run_sweep(write_sweep(folder / "optimizers.yaml", {"model.optimizer": ["adam", "sgd"]}), out=folder / "out")

@@ -425,7 +425,7 @@ def _alias_bomb(levels: int = 9) -> str:
 ], ids=["alias_bomb", "deep_flow_sequence", "2_MB"])
 def test_a_config_that_would_hang_or_crash_the_parser_is_one_line(tmp_path, text, message):
     from cnnclf.errors import ConfigError
-    from cnnclf.sweeps import load_sweep
+    from cnnclf.sweeps.spec import load_sweep
 
     path = tmp_path / "hostile.yaml"
     path.write_text(text)

@@ -14,9 +14,9 @@ from cnnclf.curves import CURVES_FILE, CSVCurveLogger
 from cnnclf.errors import ConfigError
 from cnnclf.explore import RUN_RECORD, read_run
 from cnnclf.shipped import shipped_configs
-from cnnclf.sweeps import load_sweep, run_sweep
 from cnnclf.sweeps.results import choose_best, group_runs, write_tables
-from cnnclf.sweeps.runner import main
+from cnnclf.sweeps.runner import main, run_sweep
+from cnnclf.sweeps.spec import load_sweep
 from tests.conftest import CONFIGS, write_sweep
 
 
@@ -218,3 +218,13 @@ def test_a_sweep_of_seeds_and_folds_trains_and_aggregates_them(tmp_path):
     (group,) = group_runs(results)
     assert group.figures()["val_accuracy"]["mean"] == pytest.approx(statistics.mean(r.val_accuracy for r in results))
     assert "## Over seeds and folds" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_an_option_swept_over_lists_has_its_effect_per_value(tmp_path):
+    widths = [([8, 16], 0.90), ([16, 32], 0.80), ([8, 16], 0.70)]
+    results = [read_run(fake_run(tmp_path, f"run{index}", {"model.widths": value}, test, None))
+               for index, (value, test) in enumerate(widths)]
+    write_tables(results, tmp_path, "t")
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| model.widths | [8, 16] | 2 | 80.00 ± 14.14 (70.00-90.00)% |" in markdown
+    assert "| model.widths | [16, 32] | 1 | 80.00% |" in markdown

@@ -47,13 +47,9 @@ class Group:
         return {"setting": self.name, **{key: cli_value(value) for key, value in self.setting.items()},
                 "n": len(self.runs), **statistics}
 
-    @property
-    def val_accuracy(self) -> float | None:
-        return (self.figures()["val_accuracy"] or {}).get("mean")
-
-    @property
-    def test_accuracy(self) -> float:
-        return self.figures()["test_accuracy"]["mean"]
+    # what choose_best ranks, as it ranks runs
+    val_accuracy = property(lambda self: (self.figures()["val_accuracy"] or {}).get("mean"))
+    test_accuracy = property(lambda self: self.figures()["test_accuracy"]["mean"])
 
 
 def group_runs(results: list[Run]) -> list[Group]:
@@ -125,9 +121,10 @@ def result_blocks(results: list[Run], level: int) -> list[Block]:
     finished = [run for group in groups for run in group.runs]
     effects = []
     for key in (key for key in keys if key not in REPEATS):
-        for value in dict.fromkeys(run.overrides.get(key) for run in finished):
-            found = [run.test_accuracy for run in finished if run.overrides.get(key) == value]
-            effects.append([key, cli_value(value), str(len(found)), spread_text(spread(found), "{:.2%}")])
+        found: dict[str, list[float]] = {}  # by the value as the table shows it: a list value is no dict key
+        for run in finished:
+            found.setdefault(cli_value(run.overrides.get(key)), []).append(run.test_accuracy)
+        effects += [[key, value, str(len(runs)), spread_text(spread(runs), "{:.2%}")] for value, runs in found.items()]
     if effects:
         blocks += [Heading("Effect of each swept option", level),
                    Text("The test accuracy of the finished runs with each value, over the other options:"),

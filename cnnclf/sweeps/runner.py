@@ -65,8 +65,10 @@ def _train(run: PlannedRun, run_dir: Path, arguments: list[str], fingerprint: st
         returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
     record = {"name": run.name, "overrides": run.overrides, "command": command[1:], "fingerprint": fingerprint,
               "status": "ok" if returncode == 0 else "failed", "wall_seconds": round(time.perf_counter() - start, 2)}
-    if returncode != 0:
-        record["error"] = _last_error(log_path.read_text()) + f" (exit {returncode}; see {log_path})"
+    if returncode != 0:  # the CLI's own error line, else the last line of the log
+        lines = [line.strip() for line in log_path.read_text().splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("cnnclf: error:")]
+        record["error"] = (errors or lines or ["no output"])[-1] + f" (exit {returncode}; see {log_path})"
     # Atomic: a sweep killed while writing the record must not leave one the next run cannot read.
     write_atomically(run_dir / RUN_RECORD, lambda stream: stream.write(json.dumps(record, indent=1).encode()))
 
@@ -77,12 +79,6 @@ def _fingerprint(sweep: Sweep, arguments: list[str]) -> str:
     for path in sweep.base:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
-
-
-def _last_error(output: str) -> str:
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("cnnclf: error:")]
-    return (errors or lines or ["no output"])[-1]
 
 
 def _summary(result: Run) -> str:
