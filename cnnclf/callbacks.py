@@ -71,14 +71,10 @@ class NonFiniteLossGuard(L.Callback):
 
 
 class FitTimer(L.Callback):
-    """Prints how long ``fit`` took, and writes it to ``fit_time.json`` in the run folder when training ends
-    (the mark of a finished run: a fit starting there removes it), with the process's CPU time over the same
-    span (``cpu_seconds``: on a shared machine it varies far less than the wall time).
-
-    The clock covers the training and validation loops, not start-up or data loading. ``epochs`` and ``steps``
-    count the whole run; ``trained_epochs`` and ``trained_steps`` this fit's part of it, and ``resumed_at_epoch``
-    (from 1) and ``resumed_at_step`` say where a resumed fit began (``null`` for one that was not).
-    """
+    """Prints how long ``fit``'s loops took and writes ``fit_time.json`` (the mark of a finished run, removed as a
+    fit starts there), with the process's CPU time (``cpu_seconds``: on a shared machine it varies far less than
+    the wall time), the whole run's ``epochs`` and ``steps``, this fit's ``trained_epochs`` and ``trained_steps``,
+    and where a resumed fit began (``resumed_at_epoch``, from 1, and ``resumed_at_step``; else ``null``)."""
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start_step = None
