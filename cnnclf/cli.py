@@ -75,9 +75,7 @@ class CnnclfCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)
         # Before LightningCLI reads the checkpoint's model, before anything is created: no folder for a failed command.
-        subcommand = self.config.get("subcommand")
-        if not subcommand:
-            return
+        subcommand = self.config.subcommand
         config = self.config[subcommand]
         refuse_what_the_data_decides(config.get("model", {}).get("init_args") or {}, FROM_THE_DATA)
         if config.get("ckpt_path") is not None:
@@ -91,9 +89,9 @@ class CnnclfCLI(LightningCLI):
                 config.data.init_args.checkpoint = config.ckpt_path
 
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        self.fallback = fit_to_this_machine(config.trainer)
-        progress_bar_for_this_output(config.trainer)
+        trainer = self.config[self.subcommand].trainer
+        self.fallback = fit_to_this_machine(trainer)
+        progress_bar_for_this_output(trainer)
 
     def before_fit(self) -> None:
         # On the built trainer (fast_dev_run has set its limits), before a run folder exists.
@@ -104,7 +102,7 @@ class CnnclfCLI(LightningCLI):
                 raise ConfigError(f"--trainer.{limit} 0: nothing would be trained; give at least 1, or evaluate a "
                                   "checkpoint with `cnnclf test` and the same --config, --ckpt_path best|last|FILE")
         self.before_running()
-        if not getattr(self.datamodule, "has_validation", True):
+        if not self.datamodule.has_validation:
             self.trainer.limit_val_batches = 0  # val_split 0: no validation loop to set up (nor warn about)
             ranked = [callback for callback in self.trainer.checkpoint_callbacks if callback.monitor is not None]
             for callback in ranked:  # nothing to rank by: last.ckpt stands for the best
@@ -117,7 +115,7 @@ class CnnclfCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=next(filter(None, best), None))
 
     def before_validate(self) -> None:
-        if not getattr(self.datamodule, "has_validation", True):
+        if not self.datamodule.has_validation:
             raise ConfigError("validate needs a validation split, and this data has none (val_split 0): "
                               "set --data.val_split, or evaluate with 'cnnclf test'")
         self.before_running()
