@@ -1,5 +1,5 @@
-"""Callbacks the CLI always adds for training (beside checkpointing's): a non-finite loss guard, the fit time,
-the layer table."""
+"""Callbacks the CLI adds for training beside checkpointing's: a non-finite loss guard, the fit time, the layer
+table."""
 
 import json
 import time
@@ -20,13 +20,9 @@ def run_directory(trainer: L.Trainer) -> Path:
 
 
 class NonFiniteLossGuard(L.Callback):
-    """Stops training with a clear error at the first NaN or infinite training loss.
-
-    Each step's loss is kept, and the kept losses are read at once every ``log_every_n_steps`` (or 50),
-    at each epoch's last batch, and before anything runs on or saves the model: validation, a
-    checkpoint, the end of training. On a GPU each read makes the CPU wait for it; keeping a loss
-    launches nothing.
-    """
+    """Stops training with a clear error at the first NaN or infinite training loss. On a GPU a read makes the CPU
+    wait, so each step's loss is kept and the kept ones read together: every ``log_every_n_steps`` (or 50), at each
+    epoch's last batch, and before validation, a checkpoint or the end of training run on or save the model."""
 
     def __init__(self) -> None:
         self.unread: list[tuple[int, int, Tensor]] = []  # (step, epoch, loss)
