@@ -51,14 +51,6 @@ def prepared_arguments(args: list[str]) -> list[str]:
     return args
 
 
-def refuse_what_the_data_decides(model_init_args, names: tuple[str, ...]) -> None:
-    """The model arguments named ``names`` come from the data module (the CLI links them), never a config."""
-    for name in names:
-        if model_init_args.get(name) is not None:
-            raise ConfigError(f"model.{name} is decided by the data (its data.{name}), found "
-                              f"{model_init_args.get(name)} in the config; remove it, or use data that has it")
-
-
 def collect_list(args: list[str], option: str) -> list[str]:
     """``OPTION a b c`` (as a shell expands ``OPTION *.png``) as ``OPTION=["a", "b", "c"]``."""
     if option not in args:

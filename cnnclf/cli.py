@@ -15,7 +15,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cnnclf import models
-from cnnclf.argv import COMMANDS, ConciseErrorParser, prepared_arguments, refuse_what_the_data_decides, user_error_in
+from cnnclf.argv import COMMANDS, ConciseErrorParser, prepared_arguments, user_error_in
 from cnnclf.callbacks import FitTimer, LayerTable, NonFiniteLossGuard
 from cnnclf.checkpoints import (
     UNNAMED_EXPERIMENT,
@@ -77,7 +77,10 @@ class CnnclfCLI(LightningCLI):
         # Before LightningCLI reads the checkpoint's model, before anything is created: no folder for a failed command.
         subcommand = self.config.subcommand
         config = self.config[subcommand]
-        refuse_what_the_data_decides(config.get("model", {}).get("init_args") or {}, FROM_THE_DATA)
+        for name in FROM_THE_DATA:  # linked from the data module, never a config's
+            if (found := (config.get("model", {}).get("init_args") or {}).get(name)) is not None:
+                raise ConfigError(f"model.{name} is decided by the data (its data.{name}), found {found} in the "
+                                  "config; remove it, or use data that has it")
         if config.get("ckpt_path") is not None:
             if resolve_checkpoint(config, subcommand):
                 self.save_config_kwargs["config_filename"] = f"{subcommand}_config.yaml"  # the run's config stays
