@@ -1,12 +1,8 @@
-"""The command line as cnnclf reads it before LightningCLI does, and its errors in one line.
+"""The command line as cnnclf reads it before LightningCLI does (config names, a shell-expanded list of image
+files, the data module a predict needs), and its errors in one line, naming what to do where jsonargparse's
+would not (a model name, a config file's encoding)."""
 
-Config names become the shipped files' paths, a shell-expanded list of image files becomes one
-list, and a predict with image files and no config gets the data module that needs only the
-checkpoint. Values that cnnclf can judge better than jsonargparse (a model name, a config
-file's encoding) are checked here, so their error names what to do. The parser class refuses abbreviated
-options, types the batch limits as Lightning means them and lists cnnclf's own subcommands in the help.
-"""
-
+import json
 import os
 import re
 import sys
@@ -55,14 +51,6 @@ def prepared_arguments(args: list[str]) -> list[str]:
     return args
 
 
-def refuse_what_the_data_decides(model_init_args, names: tuple[str, ...]) -> None:
-    """The model arguments named ``names`` come from the data module (the CLI links them), never a config."""
-    for name in names:
-        if model_init_args.get(name) is not None:
-            raise ConfigError(f"model.{name} is decided by the data (its data.{name}), found "
-                              f"{model_init_args.get(name)} in the config; remove it, or use data that has it")
-
-
 def collect_list(args: list[str], option: str) -> list[str]:
     """``OPTION a b c`` (as a shell expands ``OPTION *.png``) as ``OPTION=["a", "b", "c"]``."""
     if option not in args:
@@ -72,8 +60,7 @@ def collect_list(args: list[str], option: str) -> list[str]:
     values = args[start:end]
     if len(values) == 1 and values[0].lstrip().startswith("["):
         return list(args)  # already a list: `OPTION '[a.png, b.png]'`
-    quoted = ", ".join('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values)
-    return args[:start - 1] + [f"{option}=[{quoted}]"] + args[end:]
+    return args[:start - 1] + [f"{option}={json.dumps(values, ensure_ascii=False)}"] + args[end:]  # YAML too
 
 
 def config_path(value: str) -> str:
@@ -130,13 +117,9 @@ BATCH_LIMITS = [f"limit_{split}_batches" for split in ("train", "val", "test", "
 
 
 class ConciseErrorParser(LightningArgumentParser):
-    """Reports a bad value in one line: the option and the reason the parser of its class gave.
-
-    jsonargparse wraps the reason of a model or data argument (raised as an ``ArgumentError`` by
-    the class's own parser) in every type it tried; the innermost ``ArgumentError`` is the reason.
-    The main parser (the only one made without a description) describes cnnclf, its own subcommands included.
-    No option may be abbreviated: a prefix that names one option today may name another tomorrow.
-    """
+    """Reports a bad value in one line: the option and the reason (the innermost ``ArgumentError``: jsonargparse
+    wraps a model or data argument's in every type it tried). No option may be abbreviated: a prefix that names
+    one option today may name another tomorrow. The main parser (made without a description) describes cnnclf."""
 
     def __init__(self, *args, description: str = MAIN_DESCRIPTION, **kwargs) -> None:
         super().__init__(*args, description=description, allow_abbrev=False, **kwargs)
@@ -151,8 +134,7 @@ class ConciseErrorParser(LightningArgumentParser):
         return added
 
     def add_subcommands(self, *args, **kwargs):
-        """Lightning's subcommands, each helped by its docstring's first sentence (not its first line), after
-        cnnclf's own."""
+        """cnnclf's own subcommands, then Lightning's, each helped by its docstring's first sentence."""
         subcommands = super().add_subcommands(*args, **kwargs)
         add = subcommands.add_subcommand
         for name, (_, text) in COMMANDS.items():

@@ -1,5 +1,5 @@
-"""Callbacks the CLI always adds for training (beside checkpointing's): a non-finite loss guard, the fit time,
-the layer table."""
+"""Callbacks the CLI adds for training beside checkpointing's: a non-finite loss guard, the fit time, the layer
+table."""
 
 import json
 import time
@@ -20,13 +20,9 @@ def run_directory(trainer: L.Trainer) -> Path:
 
 
 class NonFiniteLossGuard(L.Callback):
-    """Stops training with a clear error at the first NaN or infinite training loss.
-
-    Each step's loss is kept, and the kept losses are read at once every ``log_every_n_steps`` (or 50),
-    at each epoch's last batch, and before anything runs on or saves the model: validation, a
-    checkpoint, the end of training. On a GPU each read makes the CPU wait for it; keeping a loss
-    launches nothing.
-    """
+    """Stops training with a clear error at the first NaN or infinite training loss. On a GPU a read makes the CPU
+    wait, so each step's loss is kept and the kept ones read together: every ``log_every_n_steps`` (or 50), at each
+    epoch's last batch, and before validation, a checkpoint or the end of training run on or save the model."""
 
     def __init__(self) -> None:
         self.unread: list[tuple[int, int, Tensor]] = []  # (step, epoch, loss)
@@ -71,14 +67,10 @@ class NonFiniteLossGuard(L.Callback):
 
 
 class FitTimer(L.Callback):
-    """Prints how long ``fit`` took, and writes it to ``fit_time.json`` in the run folder when training ends
-    (the mark of a finished run: a fit starting there removes it), with the process's CPU time over the same
-    span (``cpu_seconds``: on a shared machine it varies far less than the wall time).
-
-    The clock covers the training and validation loops, not start-up or data loading. ``epochs`` and ``steps``
-    count the whole run; ``trained_epochs`` and ``trained_steps`` this fit's part of it, and ``resumed_at_epoch``
-    (from 1) and ``resumed_at_step`` say where a resumed fit began (``null`` for one that was not).
-    """
+    """Prints how long ``fit``'s loops took and writes ``fit_time.json`` (the mark of a finished run, removed as a
+    fit starts there), with the process's CPU time (``cpu_seconds``: on a shared machine it varies far less than
+    the wall time), the whole run's ``epochs`` and ``steps``, this fit's ``trained_epochs`` and ``trained_steps``,
+    and where a resumed fit began (``resumed_at_epoch``, from 1, and ``resumed_at_step``; else ``null``)."""
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start_step = None

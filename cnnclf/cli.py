@@ -15,7 +15,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cnnclf import models
-from cnnclf.argv import COMMANDS, ConciseErrorParser, prepared_arguments, refuse_what_the_data_decides, user_error_in
+from cnnclf.argv import COMMANDS, ConciseErrorParser, prepared_arguments, user_error_in
 from cnnclf.callbacks import FitTimer, LayerTable, NonFiniteLossGuard
 from cnnclf.checkpoints import (
     UNNAMED_EXPERIMENT,
@@ -75,11 +75,12 @@ class CnnclfCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)
         # Before LightningCLI reads the checkpoint's model, before anything is created: no folder for a failed command.
-        subcommand = self.config.get("subcommand")
-        if not subcommand:
-            return
+        subcommand = self.config.subcommand
         config = self.config[subcommand]
-        refuse_what_the_data_decides(config.get("model", {}).get("init_args") or {}, FROM_THE_DATA)
+        for name in FROM_THE_DATA:  # linked from the data module, never a config's
+            if (found := (config.get("model", {}).get("init_args") or {}).get(name)) is not None:
+                raise ConfigError(f"model.{name} is decided by the data (its data.{name}), found {found} in the "
+                                  "config; remove it, or use data that has it")
         if config.get("ckpt_path") is not None:
             if resolve_checkpoint(config, subcommand):
                 self.save_config_kwargs["config_filename"] = f"{subcommand}_config.yaml"  # the run's config stays
@@ -91,9 +92,9 @@ class CnnclfCLI(LightningCLI):
                 config.data.init_args.checkpoint = config.ckpt_path
 
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        self.fallback = fit_to_this_machine(config.trainer)
-        progress_bar_for_this_output(config.trainer)
+        trainer = self.config[self.subcommand].trainer
+        self.fallback = fit_to_this_machine(trainer)
+        progress_bar_for_this_output(trainer)
 
     def before_fit(self) -> None:
         # On the built trainer (fast_dev_run has set its limits), before a run folder exists.
@@ -104,7 +105,7 @@ class CnnclfCLI(LightningCLI):
                 raise ConfigError(f"--trainer.{limit} 0: nothing would be trained; give at least 1, or evaluate a "
                                   "checkpoint with `cnnclf test` and the same --config, --ckpt_path best|last|FILE")
         self.before_running()
-        if not getattr(self.datamodule, "has_validation", True):
+        if not self.datamodule.has_validation:
             self.trainer.limit_val_batches = 0  # val_split 0: no validation loop to set up (nor warn about)
             ranked = [callback for callback in self.trainer.checkpoint_callbacks if callback.monitor is not None]
             for callback in ranked:  # nothing to rank by: last.ckpt stands for the best
@@ -117,7 +118,7 @@ class CnnclfCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=next(filter(None, best), None))
 
     def before_validate(self) -> None:
-        if not getattr(self.datamodule, "has_validation", True):
+        if not self.datamodule.has_validation:
             raise ConfigError("validate needs a validation split, and this data has none (val_split 0): "
                               "set --data.val_split, or evaluate with 'cnnclf test'")
         self.before_running()

@@ -42,9 +42,8 @@ INFO_MESSAGES = (
 )
 
 
-class DropMessages(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(INFO_MESSAGES)
+def drop_messages(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(INFO_MESSAGES)
 
 
 def silence_lightning_noise(evaluating: bool) -> None:
@@ -53,9 +52,8 @@ def silence_lightning_noise(evaluating: bool) -> None:
         warnings.filterwarnings("ignore", message=message, module=theirs)
     for message in EVALUATION_WARNINGS:  # shown again for a fit after a test in the same process (a notebook)
         warnings.filterwarnings("ignore" if evaluating else "default", message=message, module=theirs)
-    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info logs
-    if not any(isinstance(existing, DropMessages) for existing in logger.filters):
-        logger.addFilter(DropMessages())
+    # Where rank_zero_info logs; a filter already there is not added twice.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(drop_messages)
 
 
 def progress_bar_for_this_output(trainer) -> None:

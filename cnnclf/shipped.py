@@ -1,8 +1,5 @@
-"""The configs that ship with cnnclf, by name: ``digits``, ``presets/gpu``, ``sweeps/digits_report_ablations``.
-
-They are the repository's ``configs/`` folder, which a wheel installs inside the package
-(``cnnclf/configs``), so the documented commands work from any folder.
-"""
+"""The configs that ship with cnnclf, by name: ``digits``, ``presets/gpu``, ``sweeps/digits_report_ablations``:
+the repository's ``configs/``, which a wheel installs as ``cnnclf/configs`` so that names work from any folder."""
 
 from pathlib import Path
 
@@ -23,15 +20,11 @@ def shipped_config(name: str) -> Path | None:
 
 
 def shipped_configs() -> dict[str, str]:
-    """Every shipped config's name and purpose (the first line of its leading comment)."""
+    """Every shipped config's name and purpose (its first line, when that is a comment)."""
     folder = configs_folder()
-    return {str(path.relative_to(folder)).removesuffix(SUFFIX): purpose(path)
-            for path in sorted(folder.rglob("*" + SUFFIX))}
-
-
-def purpose(path: Path) -> str:
-    first = path.read_text(encoding="utf-8").partition("\n")[0]
-    return first.removeprefix("#").strip() if first.startswith("#") else ""
+    firsts = {str(path.relative_to(folder)).removesuffix(SUFFIX): path.read_text(encoding="utf-8").partition("\n")[0]
+              for path in sorted(folder.rglob("*" + SUFFIX))}
+    return {name: first.removeprefix("#").strip() if first.startswith("#") else "" for name, first in firsts.items()}
 
 
 def print_shipped_configs(args: list[str]) -> None:

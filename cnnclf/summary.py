@@ -122,42 +122,30 @@ def test_folder(run: Path, data_path: str | None) -> Path:
 class TestSummary(L.Callback):
     """After ``test``: prints the summary and saves it (``summary.txt``, ``summary.json``, ``per_image.csv`` and
     the confusion-matrix and highest-loss figures) into the run's ``test/`` (``test_folder``), logging the figures
-    to TensorBoard. The ``top_losses`` highest-loss images are a running selection on the device."""
+    to TensorBoard. The ``top_losses`` highest-loss images are the split's own (``data.test``), chosen by the
+    per-image losses once every process's are gathered."""
 
     def __init__(self, top_losses: int = 16) -> None:
         self.top_losses = top_losses
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.rows = []  # each batch's (true, predicted, confidence, loss) per image, on the device
-        # The highest losses' rows and images: empty slots (loss -inf) sort last, and every process holds the
-        # same shapes, as gathering needs.
-        self.worst = (torch.full((self.top_losses, 4), -torch.inf, device=pl_module.device),
-                      torch.zeros(self.top_losses, *pl_module.hparams.image_shape, device=pl_module.device))
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
-        images, targets = batch
-        loss, predicted, confidence = scores(outputs, targets)
-        rows = torch.stack([targets.float(), predicted.float(), confidence, loss], dim=1)
-        self.rows.append(rows)
-        rows, images = self._highest_losses(rows, images)  # the batch's own first: only those are copied as floats
-        self.worst = self._highest_losses(torch.cat([self.worst[0], rows]), torch.cat([self.worst[1], images.float()]))
-
-    def _highest_losses(self, rows: Tensor, images: Tensor) -> tuple[Tensor, Tensor]:
-        keep = rows[:, 3].topk(min(self.top_losses, len(rows))).indices
-        return rows[keep], images[keep]
+        loss, predicted, confidence = scores(outputs, batch[1])
+        self.rows.append(torch.stack([batch[1].float(), predicted.float(), confidence, loss], dim=1))
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        rows, (worst, images) = in_split_order(trainer, torch.cat(self.rows).tolist()), self.worst
-        if trainer.world_size > 1:
-            worst, images = self._highest_losses(*(pl_module.all_gather(part).flatten(0, 1) for part in self.worst))
+        rows = in_split_order(trainer, torch.cat(self.rows).tolist())  # row k is the split's image k
         folder = test_folder(run_directory(trainer), getattr(trainer.datamodule, "path", None))
         if not trainer.is_global_zero:
             return
-        filled = worst[:, 3] > -torch.inf
-        worst, images = worst[filled].cpu(), images[filled].cpu()
+        table = np.array(rows).reshape(-1, 4)
+        order = np.argsort(-table[:, 3], kind="stable")[:self.top_losses]
+        worst, images = torch.from_numpy(table[order]), trainer.datamodule.data.test[0][torch.from_numpy(order)]
         names = class_names(pl_module.hparams)
-        truth, predicted = np.array(rows).reshape(-1, 4)[:, :2].T.astype(np.int64)
+        truth, predicted = table[:, :2].T.astype(np.int64)
         matrix = confusion_matrix(truth, predicted, labels=np.arange(len(names)))
         per_class_text, per_class = per_class_scores(truth, predicted, names)
         confused = most_confused(matrix, names)

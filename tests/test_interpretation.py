@@ -76,7 +76,7 @@ def test_test_summary_names_the_most_confused_pairs_and_the_highest_loss_images(
     assert f"checkpoint: {summary['checkpoint']}\n" in text and summary["checkpoint"].endswith("best.ckpt")
     assert "confusion_matrix.png" in text and "top_losses.png" in text
 
-    # The running selection over the test batches is the top 16 of the whole test split.
+    # The highest-loss images in the summary are the top 16 of the whole test split.
     checkpoint = tested_run / "checkpoints" / "best.ckpt"
     result = predict_split(load_model(checkpoint), *load_datamodule(checkpoint).data.test)
     worst = result.loss.topk(16).indices

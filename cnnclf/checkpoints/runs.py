@@ -20,10 +20,10 @@ def resolve_checkpoint(config, subcommand: str) -> bool:
     of every experiment for a test, validate or predict without a config) by its file, and point the logger
     at the run that wrote it: a resumed fit carries on in its own run folder, and reports, predictions and
     TensorBoard scalars land beside it. Whether it did."""
-    wanted = config.ckpt_path
+    wanted, options = config.ckpt_path, getattr(config.trainer.logger, "init_args", None)
+    logged = getattr(options, "save_dir", None) is not None
     if wanted in ("best", "last"):
-        options = getattr(config.trainer.logger, "init_args", None)
-        if getattr(options, "save_dir", None) is None:
+        if not logged:
             root, runs = Path(config.trainer.default_root_dir or ".") / "lightning_logs", "*"
         elif options.name == UNNAMED_EXPERIMENT and not config.get("config") and subcommand != "fit":
             root, runs = Path(options.save_dir), EVERY_EXPERIMENTS_RUNS  # e.g. predict with only image files
@@ -37,8 +37,7 @@ def resolve_checkpoint(config, subcommand: str) -> bool:
     folder = Path(config.ckpt_path).resolve().parent  # <run>/checkpoints/x.ckpt
     if folder.name != "checkpoints":
         return False
-    options = getattr(config.trainer.logger, "init_args", None)
-    if getattr(options, "save_dir", None) is not None:
+    if logged:
         options.save_dir, options.name, options.version = str(folder.parent.parent), "", folder.parent.name
     config.trainer.default_root_dir = str(folder.parent)
     return True
