@@ -114,7 +114,6 @@ def fresh_network(fitted):
     schedule is left out: it needs a trainer to count its steps, and costs nothing per step."""
     hparams = {key: value for key, value in fitted.hparams.items() if not key.startswith("_")}
     network = type(fitted)(**{**hparams, "lr_schedule": "constant"})
-    network.configure_model()
     return network
 
 

@@ -53,7 +53,6 @@ SETUPS = {  # the report's networks, batch sizes and inputs
 
 def make_model(setup: dict, data, channels_last: bool = False) -> torch.nn.Module:
     model = setup["net"](data.num_classes, data.image_shape, final_relu=True, channels_last=channels_last)
-    model.configure_model()
     return model
 
 

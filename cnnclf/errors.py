@@ -1,5 +1,9 @@
 """Errors a user can act on; the CLI prints them as one line instead of a traceback."""
 
+from itertools import islice
+
+import numpy as np
+
 
 class CnnclfError(ValueError):
     """Bad input from the user: a file, a config value or a checkpoint. The message says what to fix."""
@@ -19,3 +23,26 @@ class CheckpointError(CnnclfError):
 
 class NonFiniteLossError(CnnclfError):
     """Training diverged: the loss became NaN or infinite."""
+
+
+def describe(value: object) -> str:
+    """The type of an untrusted value and a short rendering that is safe to build: never the ``repr`` of a
+    container (which can nest or repeat without end) or of a huge integer; a dict's first keys."""
+    name = type(value).__name__
+    if isinstance(value, (bool, np.bool_)):
+        return f"{name} {bool(value)}"
+    if isinstance(value, (int, np.integer)):
+        bits = int(value).bit_length()
+        return f"{name} {int(value)}" if bits <= 64 else f"{name} of {bits} bits"
+    if isinstance(value, (float, np.floating)):
+        return f"{name} {float(value)!r}"
+    if isinstance(value, (str, bytes)):
+        return f"{name} {value[:40]!r}{'...' if len(value) > 40 else ''}"
+    if isinstance(value, np.ndarray):
+        return f"array {value.dtype}{list(value.shape)}"
+    if isinstance(value, dict):
+        keys = [repr(key[:40]) if isinstance(key, str) else describe(key) for key in islice(value, 10)]
+        return f"{name} with keys [{', '.join(sorted(keys))}{', ...' if len(value) > 10 else ''}]"
+    if isinstance(value, (list, tuple)):
+        return f"{name} of {len(value)} items"
+    return name

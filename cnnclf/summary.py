@@ -119,6 +119,13 @@ def test_folder(run: Path, data_path: str | None) -> Path:
     return run / f"test-{Path(data_path).name[:40]}-{digest}"
 
 
+def csv_text(rows) -> str:
+    """``rows`` as CSV (quoted where a cell holds a comma or quote: a class name is a folder's name)."""
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    return text.getvalue()
+
+
 class TestSummary(L.Callback):
     """After ``test``: prints the summary and saves it (``summary.txt``, ``summary.json``, ``per_image.csv`` and
     the confusion-matrix and highest-loss figures) into the run's ``test/`` (``test_folder``), logging the figures
@@ -168,9 +175,9 @@ class TestSummary(L.Callback):
                       "never_predicted": missing, "per_class": per_class, "confusion_matrix": matrix.tolist(),
                       "class_names": names, "most_confused": confused, "top_losses": top_losses,
                       "checkpoint": trainer.ckpt_path}, indent=1),
-                 "per_image.csv": "index,true,predicted,confidence,loss\n" + "".join(
-                     f"{index},{names[int(true)]},{names[int(guess)]},{confidence:.6f},{loss:.6f}\n"
-                     for index, (true, guess, confidence, loss) in enumerate(rows))}
+                 "per_image.csv": csv_text([("index", "true", "predicted", "confidence", "loss"), *(
+                     (index, safe_cell(names[int(true)]), safe_cell(names[int(guess)]), f"{confidence:.6f}",
+                      f"{loss:.6f}") for index, (true, guess, confidence, loss) in enumerate(rows))])}
         figures = {"confusion_matrix": plot_confusion_matrix(matrix, names),
                    "confusion_matrix_normalized": plot_confusion_matrix(matrix, names, normalize=True),
                    "top_losses": plot_predictions(images, worst[:, 0].long(), worst[:, 1].long(), worst[:, 2], names,
@@ -180,7 +187,7 @@ class TestSummary(L.Callback):
         if save:
             folder.mkdir(parents=True, exist_ok=True)
             for name, content in files.items():
-                (folder / name).write_text(content)
+                (folder / name).write_text(content, encoding="utf-8", newline="")
         for name, figure in figures.items():
             figure.savefig(folder / f"{name}.png" if save else io.BytesIO(), dpi=120)
             if isinstance(trainer.logger, TensorBoardLogger):
@@ -218,14 +225,13 @@ class PredictionCSV(BasePredictionWriter):
         sources = trainer.datamodule.predict_sources[:len(rows)]
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("w", newline="", encoding="utf-8") as stream:
-                csv.writer(stream).writerows([("source", "label", "probability"), *(
-                    (safe_cell(source), safe_cell(names[label]), f"{confidence:.6f}")
-                    for source, (label, confidence) in zip(sources, rows, strict=True))])
+            path.write_text(csv_text([("source", "label", "probability"), *(
+                (safe_cell(source), safe_cell(names[label]), f"{confidence:.6f}")
+                for source, (label, confidence) in zip(sources, rows, strict=True))]), encoding="utf-8", newline="")
             listed.unlink(missing_ok=True)  # a previous predict's list
             if skipped:
-                with listed.open("w", newline="", encoding="utf-8") as stream:
-                    csv.writer(stream).writerows([("source", "reason"), *(map(safe_cell, row) for row in skipped)])
+                listed.write_text(csv_text([("source", "reason"), *(map(safe_cell, row) for row in skipped)]),
+                                  encoding="utf-8", newline="")
         except OSError as error:  # a folder, a full or read-only disk
             raise ConfigError(f"--prediction_csv.output {path}: cannot be written: {error.strerror}") from None
         print(f"Wrote {len(rows)} predictions to {path}"

@@ -203,6 +203,22 @@ def test_fit_test_and_predict_from_the_checkpoint_alone(split_folder, tmp_path, 
     assert folders == ["s1"] * 3 + ["s2"] * 3 + ["s10"] * 3
 
 
+def test_class_folders_named_with_commas_or_formulas_are_written_safely_and_compared(tmp_path, capsys):
+    """per_image.csv (which `cnnclf compare` reads back) quotes a comma and neutralizes a formula, as predictions.csv
+    does."""
+    root = tmp_path / "odd"
+    names = ["=HYPERLINK(\"x\")", 'a,b "c"']
+    for position, name in enumerate(names):
+        write_images(root / "train" / name, 6, 40 + 160 * position)
+        write_images(root / "test" / name, 2, 40 + 160 * position, seed=1)
+    run_dir = Path(fit(root, tmp_path / "runs", "--test_after_fit", "true").trainer.log_dir)
+    with (run_dir / "test" / "per_image.csv").open(encoding="utf-8", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert sorted(row["true"] for row in rows) == sorted(["'" + names[0], names[1]] * 2)
+    cli_main(["compare", str(run_dir), str(run_dir)])
+    assert "the same 4 test images" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (lambda root: write_images(root / "zebra", 2, 90),
      "class folder 'zebra' is not one of the checkpoint's 3 classes"),

@@ -451,7 +451,8 @@ def _nan_weights(path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("hparams", "message"), [
-    ({"num_classes": 30_000}, "num_classes must be a whole number from 2 to 1000 (CNNCLF_MAX_CLASSES), found 30000"),
+    ({"num_classes": 30_000}, "num_classes must be a whole number from 2 to 1000 (CNNCLF_MAX_CLASSES), found int "
+                              "30000"),
     ({"class_names": ["a", "b"]}, "class_names must be 10 names (one per class) of at most 200 characters, found list"),
     ({"input_mean": [0.0, 0.0, 0.0], "input_std": [1.0]}, "input_mean must be 1 finite number(s), one per channel"),
     ({"input_mean": [0.0], "input_std": [0.0]}, "input_std must be 1 finite number(s) above 0"),

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins import TorchCheckpointIO
 
-from cnnclf.errors import CheckpointError
+from cnnclf.errors import CheckpointError, describe
 from cnnclf.files import write_atomically
 from cnnclf.limits import limit
 
@@ -64,23 +64,23 @@ def check_hyperparameters(hparams: object, state_dict: dict, where: object) -> N
     classes, shape = hparams.get("num_classes"), hparams.get("image_shape")
     if classes is not None and (type(classes) is not int or not 2 <= classes <= limit("CLASSES")):
         raise CheckpointError(f"{where}: num_classes must be a whole number from 2 to {limit('CLASSES')} "
-                              f"(CNNCLF_MAX_CLASSES), found {_shown(classes)}")
+                              f"(CNNCLF_MAX_CLASSES), found {describe(classes)}")
     if shape is not None and (not isinstance(shape, (list, tuple)) or len(shape) != 3
                               or any(type(size) is not int or size < 1 for size in shape)
                               or shape[0] > limit("CHANNELS")):
         raise CheckpointError(f"{where}: image_shape must be [channels, height, width] of positive sizes with at "
-                              f"most {limit('CHANNELS')} channels, found {_shown(shape)}")
+                              f"most {limit('CHANNELS')} channels, found {describe(shape)}")
     names = hparams.get("class_names")
     if names is not None and (not isinstance(names, (list, tuple)) or len(names) != classes
                               or not all(isinstance(name, str) and len(name) <= 200 for name in names)):
         raise CheckpointError(f"{where}: class_names must be {classes} names (one per class) of at most 200 "
-                              f"characters, found {_shown(names)}")
+                              f"characters, found {describe(names)}")
     for key, positive in (("input_mean", False), ("input_std", True)):
         values = hparams.get(key)
         if values is not None and (shape is None or not isinstance(values, (list, tuple)) or len(values) != shape[0]
                                    or not all(_finite(value, positive) for value in values)):
             raise CheckpointError(f"{where}: {key} must be {shape[0] if shape else 'one'} finite number(s)"
-                                  f"{' above 0' if positive else ''}, one per channel, found {_shown(values)}")
+                                  f"{' above 0' if positive else ''}, one per channel, found {describe(values)}")
     not_finite = next((name for name, tensor in state_dict.items() if isinstance(tensor, torch.Tensor)
                        and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())), None)
     if not_finite is not None:
@@ -105,13 +105,6 @@ def _check_layers(state_dict: dict, classes: object, shape: object, where: objec
 def _finite(value: object, positive: bool) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
         value > 0 or not positive)
-
-
-def _shown(value: object) -> str:
-    if isinstance(value, (list, tuple)):
-        return f"{type(value).__name__} of {len(value)} items"
-    text = repr(value) if isinstance(value, (int, float, str, type(None))) else type(value).__name__
-    return text[:60]
 
 
 def checked_class(class_path: object, package, base: type, where: str) -> type:

@@ -3,13 +3,12 @@ turn its records into one array per split, in the child process that unpickles t
 problem is a ``DatasetError`` naming the file, split and record (the checks: docs/safety.md)."""
 
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
 from cnnclf.data.safe_pickle import Budget
-from cnnclf.errors import DatasetError
+from cnnclf.errors import DatasetError, describe
 from cnnclf.limits import check_limit
 
 SPLITS = ("train", "test")
@@ -113,29 +112,6 @@ def _check_label(where: str, index: int, label: object) -> int:
     if int(label) not in INT64_RANGE:
         raise DatasetError(f"{where}, record {index}: 'label' {describe(label)} is outside the 64-bit integer range")
     return int(label)
-
-
-def describe(value: object) -> str:
-    """The type of an untrusted value and a short rendering that is safe to build: never the ``repr`` of a
-    container (which can nest or repeat without end) or of a huge integer; a dict's first keys."""
-    name = type(value).__name__
-    if isinstance(value, (bool, np.bool_)):
-        return f"{name} {bool(value)}"
-    if isinstance(value, (int, np.integer)):
-        bits = int(value).bit_length()
-        return f"{name} {int(value)}" if bits <= 64 else f"{name} of {bits} bits"
-    if isinstance(value, (float, np.floating)):
-        return f"{name} {float(value)!r}"
-    if isinstance(value, (str, bytes)):
-        return f"{name} {value[:40]!r}{'...' if len(value) > 40 else ''}"
-    if isinstance(value, np.ndarray):
-        return f"array {value.dtype}{list(value.shape)}"
-    if isinstance(value, dict):
-        keys = [repr(key[:40]) if isinstance(key, str) else describe(key) for key in islice(value, 10)]
-        return f"{name} with keys [{', '.join(sorted(keys))}{', ...' if len(value) > 10 else ''}]"
-    if isinstance(value, (list, tuple)):
-        return f"{name} of {len(value)} items"
-    return name
 
 
 def _compact(images: np.ndarray) -> np.ndarray:
