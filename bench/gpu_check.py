@@ -113,8 +113,7 @@ def fresh_network(fitted):
     """A new, untrained network of the fitted one's class and options, channels-last if it was. The
     schedule is left out: it needs a trainer to count its steps, and costs nothing per step."""
     hparams = {key: value for key, value in fitted.hparams.items() if not key.startswith("_")}
-    network = type(fitted)(**{**hparams, "lr_schedule": "constant"})
-    return network
+    return type(fitted)(**{**hparams, "lr_schedule": "constant"})
 
 
 def warmed_up_fit(config: str, data: Path, runs: Path, compile: bool, dry_run: bool,

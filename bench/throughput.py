@@ -52,8 +52,7 @@ SETUPS = {  # the report's networks, batch sizes and inputs
 
 
 def make_model(setup: dict, data, channels_last: bool = False) -> torch.nn.Module:
-    model = setup["net"](data.num_classes, data.image_shape, final_relu=True, channels_last=channels_last)
-    return model
+    return setup["net"](data.num_classes, data.image_shape, final_relu=True, channels_last=channels_last)
 
 
 def in_report_layer_order(model: torch.nn.Module) -> torch.nn.Module:
