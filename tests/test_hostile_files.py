@@ -12,9 +12,11 @@ import json
 import os
 import pickle
 import re
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -401,13 +403,25 @@ def test_a_huge_sparse_file_is_refused_by_its_size_before_it_is_read(tmp_path, g
 
 
 @pytest.mark.parametrize("target", ["/proc/self/pagemap", "/proc/self/mem"])
-def test_a_dataset_path_linking_to_a_special_file_is_refused(tmp_path, target):
+def test_a_dataset_path_linking_to_a_view_of_the_system_is_refused_unread(tmp_path, target):
     if not Path(target).exists():
         pytest.skip(f"no {target} here")
     path = tmp_path / "MNIST"
     path.symlink_to(target)
-    with pytest.raises(DatasetError, match=f"^{path}: .* is a special file of the system, not a dataset$"):
+    with pytest.raises(DatasetError, match=f"^{path}: the file is empty \\(expected a pickled dataset\\)$"):
         read_pickled_dataset(path)
+
+
+def test_a_dataset_in_a_memory_backed_folder_is_read(tmp_path):
+    """/dev/shm (a RAM disk) is where a cluster job may copy its data: it is a folder like any other."""
+    if not os.access("/dev/shm", os.W_OK):
+        pytest.skip("no writable /dev/shm here")
+    records = report_records(6, (4, 4), [0, 1])
+    path = write_report_pickle(Path(tempfile.mkdtemp(dir="/dev/shm")) / "MNIST", records[:5], records[5:])
+    try:
+        assert len(read_pickled_dataset(path)["train"]) == 5
+    finally:
+        shutil.rmtree(path.parent)
 
 
 def _alias_bomb(levels: int = 9) -> str:

@@ -27,7 +27,6 @@ from cnnclf.limits import check_limit
 BASE_BYTES, BYTES_PER_FILE_BYTE = 256 * 2**20, 4
 BASE_SECONDS, SECONDS_PER_MIB = 10, 0.1
 ENTRY_SLACK = 2**16  # an .npz's headers, beyond 4 bytes of arrays per byte of the pickle (int8 -> float32)
-SPECIAL_FOLDERS = ("proc", "sys", "dev")  # files there are views of the system (memory, devices)
 #: what a dataset file begins with when it is no pickle at all, and what to tell the user
 OTHER_FORMATS = {
     b"PK\x03\x04": "a zip archive (such as numpy's .npz), not a pickle",
@@ -48,10 +47,8 @@ def check_source(path: Path) -> int:
     """Refuse, before reading it, a file that is no dataset pickle or larger than allowed; its size."""
     if not path.is_file():  # also a FIFO or device, whose reading could block or never end
         raise DatasetError(f"{path}: {not_a_file(path)}; set --data.path to a pickle in the report's format")
-    if path.resolve().parts[1:2] in [(folder,) for folder in SPECIAL_FOLDERS]:
-        raise DatasetError(f"{path}: {path.resolve()} is a special file of the system, not a dataset")
     size = path.stat().st_size
-    if not size:
+    if not size:  # also the views of the system under /proc, which read as anything but say they hold nothing
         raise DatasetError(f"{path}: the file is empty (expected a pickled dataset)")
     check_limit("DATASET_MB", -(-size // 2**20), f"{path}: the file's size in MiB", DatasetError)
     try:
