@@ -90,14 +90,14 @@ def each_file(work: Callable[[int], object], count: int, what: str, skip: bool) 
     results, start, shown = [], time.monotonic(), 0.0
     with ThreadPool(min(16, (os.cpu_count() or 1) + 2)) as pool:
         for result in pool.imap(attempt, range(count), chunksize=256):
+            if isinstance(result, DatasetError) and not skip:  # leaving the pool ends the work still queued
+                raise DatasetError(f"{result}; --data.unreadable skip leaves such files out")
             results.append(result)
             elapsed = time.monotonic() - start
             if elapsed > 2 and (elapsed - shown > 10 or len(results) == count):
                 shown = elapsed
                 print(f"{what}: {len(results):,}/{count:,} images, {elapsed:.0f} s", file=sys.stderr, flush=True)
     failed = [result for result in results if isinstance(result, DatasetError)]
-    if failed and not skip:
-        raise DatasetError(f"{failed[0]}; --data.unreadable skip leaves such files out")
     if failed and len(failed) == count:
         raise DatasetError(f"{what}: none of the {count} image files could be read; the first: {failed[0]}")
     return results
