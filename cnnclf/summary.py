@@ -30,7 +30,8 @@ def scores(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Per image: the cross-entropy loss, the predicted class and that class's probability."""
     logits = logits.float()
     confidence, predicted = logits.softmax(dim=1).max(dim=1)
-    return F.cross_entropy(logits, targets, reduction="none"), predicted, confidence
+    loss = F.cross_entropy(logits, targets, reduction="none").abs()  # abs: a certain image's loss is -0.0, not 0
+    return loss, predicted, confidence
 
 
 def per_class_scores(truth, predicted, class_names: list[str]) -> tuple[str, dict]:
@@ -235,4 +236,4 @@ class PredictionCSV(BasePredictionWriter):
         except OSError as error:  # a folder, a full or read-only disk
             raise ConfigError(f"--prediction_csv.output {path}: cannot be written: {error.strerror}") from None
         print(f"Wrote {len(rows)} predictions to {path}"
-              + (f"; skipped {len(skipped)} files, listed in {listed}" if skipped else ""))
+              + (f"; skipped {len(skipped)} file{'s' * (len(skipped) != 1)}, listed in {listed}" if skipped else ""))

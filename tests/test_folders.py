@@ -217,11 +217,14 @@ def test_class_folders_named_with_commas_or_formulas_are_written_safely_and_comp
     assert sorted(row["true"] for row in rows) == sorted(["'" + names[0], names[1]] * 2)
     cli_main(["compare", str(run_dir), str(run_dir)])
     assert "the same 4 test images" in capsys.readouterr().out
+    cli_main(["report", str(run_dir), "--output", str(tmp_path / "report")])
+    assert f"Source: `{root.resolve()}`, a folder of image files" in (tmp_path / "report" / "report.md").read_text()
 
 
 @pytest.mark.parametrize(("change", "message"), [
     (lambda root: write_images(root / "zebra", 2, 90),
-     "class folder 'zebra' is not one of the checkpoint's 3 classes"),
+     r"class folder 'zebra' is not one of the checkpoint's 3 classes \(s1, s2, s10\); give --ckpt_path a checkpoint "
+     "trained on these class folders"),
     (lambda root: write_images(root / "s1", 2, 90, mode="RGB", suffix=".jpg", size=(12, 10)),
      r"its images read as 3x12x10 \(C, H, W\), the checkpoint's model takes 1x12x10; set --data.channels 1"),
 ])
@@ -264,3 +267,5 @@ def test_predict_skips_and_lists_unreadable_files_unless_told_to_stop(split_fold
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="empty: a folder with no image files"):
         cli_main(["predict", "--ckpt_path", best, "--data.predict_files", str(tmp_path / "empty"), *QUIET])
+    with pytest.raises(SystemExit, match=f"^cnnclf: error: {tmp_path / 'nothere'}: no such file or folder$"):
+        cli_main(["predict", "--ckpt_path", best, "--data.predict_files", str(tmp_path / "nothere"), *QUIET])

@@ -51,6 +51,13 @@ def test_most_confused_lists_the_largest_off_diagonal_cells_first():
     assert most_confused(np.diag([3, 4]), ["a", "b"]) == []
 
 
+def test_an_image_the_model_is_certain_of_has_a_loss_of_zero_not_minus_zero():
+    from cnnclf.summary import scores
+
+    loss, predicted, confidence = scores(torch.tensor([[100.0, -100.0]]), torch.tensor([0]))
+    assert not torch.signbit(loss).any() and f"{loss.item():.6f}" == "0.000000" and predicted.item() == 0
+
+
 def test_confusion_matrix_of_40_classes_keeps_its_labels_apart(tmp_path):
     names = [str(label) for label in range(1, 41)]
     figure = plot_confusion_matrix(np.eye(40, dtype=int) * 3, names)

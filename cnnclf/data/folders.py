@@ -149,7 +149,8 @@ class ImageFolderDataModule(PickledImageDataModule):
         unknown = [name for name in listing.class_names if name not in names]
         if unknown:
             raise DatasetError(f"{self.root}: class folder '{unknown[0]}' is not one of the checkpoint's "
-                               f"{len(names)} classes ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
+                               f"{len(names)} classes ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); "
+                               "give --ckpt_path a checkpoint trained on these class folders, or move that one out")
         self.label_values, self.CLASS_NAMES = tuple(range(len(names))), tuple(names)
         labels = np.array([names.index(name) for name in listing.class_names], dtype=np.int64)[listing.labels]
         images, reasons = self._images(listing, labels)

@@ -135,6 +135,8 @@ def expand_patterns(patterns: list[str]) -> tuple[list[Path], list[tuple[str, st
         if not matches:
             raise DatasetError(f"{pattern}: no image file matches this pattern")
         for match in map(Path, matches):
+            if not match.exists():  # named, not globbed: a mistyped path, not an unreadable image
+                raise DatasetError(f"{match}: no such file or folder")
             if not match.is_dir():
                 paths.append(match)
                 continue

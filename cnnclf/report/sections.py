@@ -49,6 +49,8 @@ def dataset(run: Run, folder: Path) -> list[Block]:
     if path.is_file():
         with path.open("rb") as stream:
             source = f"Source: `{path.resolve()}`; SHA-256 `{hashlib.file_digest(stream, 'sha256').hexdigest()}`."
+    elif path.is_dir():
+        source = f"Source: `{path.resolve()}`, a folder of image files (no one file to hash)."
     else:
         source = f"Source: `{module.path}`; SHA-256 `none: the data is built in (no file)`."
     splits = {"train": module.data.train, "validation": module.data.val, "test": module.data.test}
