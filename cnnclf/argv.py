@@ -146,7 +146,11 @@ class ConciseErrorParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None):
         if not self.exit_on_error:
             return super().error(message, ex)
-        sys.exit(f"cnnclf: error: {concise_parse_error(message, ex)}")
+        reason = concise_parse_error(message, ex)
+        if re.fullmatch(r"the following arguments are required: \w+\.model", reason):
+            reason += ("; --config NAME takes a shipped config (`cnnclf configs` lists them) or a file, --model CLASS "
+                       "an architecture (ConvBNNet, ResNet9, ...)")
+        sys.exit(f"cnnclf: error: {reason}")
 
 
 def concise_parse_error(message: str, error: BaseException | None) -> str:

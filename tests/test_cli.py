@@ -242,6 +242,7 @@ def write_non_utf8_config(folder: Path) -> str:
 
 @pytest.mark.parametrize(("arguments", "message"), [
     (["predict", "--ckpt_path", "{ckpt}"], "predict on what? --data.predict_files takes image files"),
+    (["fit", "--data.path", "{ckpt}"], "required: fit.model; --config NAME takes a shipped config"),
     (["test", "--config", "{digits}", "--ckpt_path", "{ckpt}"], "x.ckpt: not saved by Lightning"),
     (["validate", "--config", "{digits}", "--data.val_split", "0"], "validate needs a validation split"),
     (["fit", "--config", "{mnist}", "--data.path", "null"], "data: the following arguments are required: path"),
