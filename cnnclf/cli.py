@@ -77,8 +77,9 @@ class CnnclfCLI(LightningCLI):
         # Before LightningCLI reads the checkpoint's model, before anything is created: no folder for a failed command.
         subcommand = self.config.subcommand
         config = self.config[subcommand]
+        model_arguments = config.get("model", {}).get("init_args") or {}
         for name in FROM_THE_DATA:  # linked from the data module, never a config's
-            if (found := (config.get("model", {}).get("init_args") or {}).get(name)) is not None:
+            if (found := model_arguments.get(name)) is not None:
                 raise ConfigError(f"model.{name} is decided by the data (its data.{name}), found {found} in the "
                                   "config; remove it, or use data that has it")
         if config.get("ckpt_path") is not None:

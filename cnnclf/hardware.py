@@ -32,10 +32,11 @@ def without_emulated_bf16(trainer) -> str | None:
                                       and not torch.backends.mps.is_available())
     # Asking the GPU its generation starts CUDA here, which must wait where Lightning forks its processes
     # (ddp_fork, ddp_notebook, which it picks for an interactive session).
-    forks = any(name in str(trainer.strategy) for name in ("fork", "notebook")) or hasattr(sys, "ps1")
+    forks = (any(name in str(trainer.strategy) for name in ("fork", "notebook")) or hasattr(sys, "ps1")
+             or sys.flags.interactive)
     if on_cpu and not cpu_has_bf16():
         where, instead = "this CPU has no bf16 arithmetic (AVX-512 or AMX)", "32-true"
-    elif trains_on_cuda(accelerator) and not (forks or sys.flags.interactive) and not gpu_has_bf16():
+    elif trains_on_cuda(accelerator) and not forks and not gpu_has_bf16():
         where = f"this GPU ({torch.cuda.get_device_name()}) has no bf16 arithmetic (before Ampere)"
         instead = "16-mixed" if precision == "bf16-mixed" else "32-true"
     else:

@@ -131,12 +131,12 @@ def expand_patterns(patterns: list[str]) -> tuple[list[Path], list[tuple[str, st
     files but hidden ones."""
     paths, others = [], []
     for pattern in patterns:
+        if not glob.has_magic(pattern) and not os.path.exists(pattern):  # mistyped, not an unreadable image
+            raise DatasetError(f"{pattern}: no such file or folder")
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         if not matches:
             raise DatasetError(f"{pattern}: no image file matches this pattern")
         for match in map(Path, matches):
-            if not match.exists():  # named, not globbed: a mistyped path, not an unreadable image
-                raise DatasetError(f"{match}: no such file or folder")
             if not match.is_dir():
                 paths.append(match)
                 continue
