@@ -2,13 +2,15 @@
 files, the data module a predict needs), and its errors in one line, naming what to do where jsonargparse's
 would not (a model name, a config file's encoding)."""
 
+import difflib
 import json
 import os
+import pydoc
 import re
 import sys
 from pathlib import Path
 
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, ArgumentParser
 from lightning import Trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
@@ -139,8 +141,13 @@ class ConciseErrorParser(LightningArgumentParser):
         add = subcommands.add_subcommand
         for name, (_, text) in COMMANDS.items():
             add(name, ConciseErrorParser(description=text), help=text)
-        subcommands.add_subcommand = lambda name, parser, help=None, **options: add(
-            name, parser, help=help and help.partition(". ")[0].removesuffix(".") + ".", **options)
+        self.subcommand_parsers = {}  # the option names a config file's misspelled key is compared with
+
+        def add_lightning_subcommand(name, parser, help=None, **options):
+            self.subcommand_parsers[name] = parser
+            return add(name, parser, help=help and help.partition(". ")[0].removesuffix(".") + ".", **options)
+
+        subcommands.add_subcommand = add_lightning_subcommand
         return subcommands
 
     def error(self, message: str, ex: Exception | None = None):
@@ -150,7 +157,7 @@ class ConciseErrorParser(LightningArgumentParser):
         if re.fullmatch(r"the following arguments are required: \w+\.model", reason):
             reason += ("; --config NAME takes a shipped config (`cnnclf configs` lists them) or a file, --model CLASS "
                        "an architecture (ConvBNNet, ResNet9, ...)")
-        sys.exit(f"cnnclf: error: {reason}")
+        sys.exit(f"cnnclf: error: {reason}{where_the_option_is(message, self)}")
 
 
 def concise_parse_error(message: str, error: BaseException | None) -> str:
@@ -164,6 +171,29 @@ def concise_parse_error(message: str, error: BaseException | None) -> str:
     reason = PARSER_KEY.sub("", parts[-1], count=1)
     one_line = " ".join(line.strip() for line in reason.splitlines() if line.strip())
     return f"{'.'.join(keys)}: {one_line}" if keys else one_line
+
+
+def where_the_option_is(message: str, parser: ArgumentParser) -> str:
+    """For an option nothing accepts: the accepted name closest to it, or where the accepted ones are listed."""
+    command = parser.prog.split()[-1]
+    if unknown := re.match(r"unrecognized arguments: (--)([\w.]+)|Subcommand '(\w+)' does not accept option "
+                           r"'()([\w.]+)'", message):  # from the command line or from a config file
+        dashes, typed = unknown.group(1) or unknown.group(4), unknown.group(2) or unknown.group(5)
+        command = unknown.group(3) or command
+        parser, listing = getattr(parser, "subcommand_parsers", {}).get(command, parser), "--help"
+    elif in_class := re.search(r'key "(\w+)":.*class_path \'([\w.]+)\':\s*Option \'(\w+)\' is not', message, re.S):
+        group, class_path, name = in_class.groups()
+        parser = ArgumentParser()
+        parser.add_class_arguments(pydoc.locate(class_path), group)
+        dashes, typed, listing = "--", f"{group}.{name}", f"--{group}.help {class_path.rpartition('.')[2]}"
+    else:
+        return ""
+    known = [key.replace(".init_args.", ".") for key in parser.get_defaults().keys()]  # noqa: SIM118 (a Namespace)
+    group, _, name = typed.rpartition(".")
+    in_group = {key.rpartition(".")[2]: key for key in known if key.rpartition(".")[0] == group}
+    close = ([in_group[match] for match in difflib.get_close_matches(name, in_group, n=1)] if in_group
+             else difflib.get_close_matches(typed, known, n=1))  # the group itself misspelled
+    return f"; did you mean {dashes}{close[0]}?" if close else f"; `cnnclf {command} {listing}` lists the options"
 
 
 def user_error_in(error: BaseException | None) -> Exception | None:

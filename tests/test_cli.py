@@ -246,7 +246,7 @@ def write_non_utf8_config(folder: Path) -> str:
     (["test", "--config", "{digits}", "--ckpt_path", "{ckpt}"], "x.ckpt: not saved by Lightning"),
     (["validate", "--config", "{digits}", "--data.val_split", "0"], "validate needs a validation split"),
     (["fit", "--config", "{mnist}", "--data.path", "null"], "data: the following arguments are required: path"),
-    (["fit", "--config", "{digits}", "--model.widths", "[8,16]"], "model: Option 'widths' is not accepted"),
+    (["fit", "--config", "{digits}", "--model.widths", "[8,16]"], "model: Option 'widths' is not accepted; `cnnclf fit --model.help ReportMNISTNet` lists the options"),
     (["fit", "--config", "{digits}", "--model", "NoSuchNet"],
      "--model NoSuchNet: no such class; --model takes one of AirbenchNet, ConvBNNet"),
     (["fit", "--config", "{digits}", "--trainer.max_epochs", "-5"], "`max_epochs` must be a non-negative integer"),
@@ -258,16 +258,22 @@ def write_non_utf8_config(folder: Path) -> str:
      "--trainer.max_epochs -1 trains until stopped, and the cosine learning-rate schedule is planned to its last "
      "step: give --trainer.max_epochs N or --trainer.max_steps N"),
     (["fit", "--config", "{digits}", "--trainer.max_steps", "-3"], "`max_steps` must be a non-negative integer"),
-    (["fit", "--config", "{digits}", "--trainer.max_epoch", "2"], "unrecognized arguments: --trainer.max_epoch 2"),
-    (["fit", "--config", "{digits}", "--data.batch", "2"], "data: Option 'batch' is not accepted"),
+    (["fit", "--config", "{digits}", "--trainer.max_epoch", "2"], "unrecognized arguments: --trainer.max_epoch 2; did you mean --trainer.max_epochs?"),
+    (["test", "--config", "{digits}", "--config", "{typo}"],
+     "Subcommand 'test' does not accept option 'trainer.max_epoch'; did you mean trainer.max_epochs?"),
+    (["fit", "--config", "{digits}", "--chekpoint.monitor", "x"], "did you mean --checkpoint.monitor?"),
+    (["fit", "--config", "{digits}", "--trainer.foo", "2"], "--trainer.foo 2; `cnnclf fit --help` lists the options"),
+    (["fit", "--config", "{digits}", "--data.batch", "2"], "data: Option 'batch' is not accepted; did you mean --data.batch_size?"),
     (["fit", "--conf", "{digits}"], "unrecognized arguments: --conf"),
+    (["fit", "--confi={digits}"], "did you mean --config?"),
     (["predict", "--config", "{digits}", "--weights_only", "false"], "unrecognized arguments: --weights_only false"),
 ])
 def test_errors_keep_their_reason_in_one_line(arguments, message, tmp_path):
     values = {"ckpt": str(tmp_path / "x.ckpt"), "mnist": str(CONFIGS / "mnist.yaml"),
               "digits": str(CONFIGS / "digits.yaml"), "latin1": write_non_utf8_config(tmp_path),
-              "broken": str(tmp_path / "broken.yaml")}
+              "broken": str(tmp_path / "broken.yaml"), "typo": str(tmp_path / "typo.yaml")}
     (tmp_path / "broken.yaml").write_text("trainer:\n  max_epochs: [1\n")
+    (tmp_path / "typo.yaml").write_text("trainer:\n  max_epoch: 2\n")
     torch.save({"state_dict": {}}, tmp_path / "x.ckpt")
     with pytest.raises(SystemExit) as exit_info:
         cli_main([argument.format(**values) for argument in arguments]
