@@ -26,6 +26,9 @@ WARNINGS = (
     r"Precision .* is not supported by the model summary",
     # Train metrics are logged per epoch; a small dataset has fewer steps than the logging interval.
     r"The number of training batches \(\d+\) is smaller than the logging interval",
+    # A fit that stops before its first validation has no val/acc to rank by (once validation has run, a monitor
+    # it does not log is Lightning's error, not this warning): last.ckpt holds the weights, and `best` takes it.
+    r"`ModelCheckpoint\(monitor=.*\)` could not find the monitored key",
 )
 
 EVALUATION_WARNINGS = (

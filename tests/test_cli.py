@@ -246,7 +246,8 @@ def write_non_utf8_config(folder: Path) -> str:
     (["test", "--config", "{digits}", "--ckpt_path", "{ckpt}"], "x.ckpt: not saved by Lightning"),
     (["validate", "--config", "{digits}", "--data.val_split", "0"], "validate needs a validation split"),
     (["fit", "--config", "{mnist}", "--data.path", "null"], "data: the following arguments are required: path"),
-    (["fit", "--config", "{digits}", "--model.widths", "[8,16]"], "model: Option 'widths' is not accepted; `cnnclf fit --model.help ReportMNISTNet` lists the options"),
+    (["fit", "--config", "{digits}", "--model.widths", "[8,16]"],
+     "model: Option 'widths' is not accepted; `cnnclf fit --model.help ReportMNISTNet` lists the options"),
     (["fit", "--config", "{digits}", "--model", "NoSuchNet"],
      "--model NoSuchNet: no such class; --model takes one of AirbenchNet, ConvBNNet"),
     (["fit", "--config", "{digits}", "--trainer.max_epochs", "-5"], "`max_epochs` must be a non-negative integer"),
@@ -258,12 +259,14 @@ def write_non_utf8_config(folder: Path) -> str:
      "--trainer.max_epochs -1 trains until stopped, and the cosine learning-rate schedule is planned to its last "
      "step: give --trainer.max_epochs N or --trainer.max_steps N"),
     (["fit", "--config", "{digits}", "--trainer.max_steps", "-3"], "`max_steps` must be a non-negative integer"),
-    (["fit", "--config", "{digits}", "--trainer.max_epoch", "2"], "unrecognized arguments: --trainer.max_epoch 2; did you mean --trainer.max_epochs?"),
+    (["fit", "--config", "{digits}", "--trainer.max_epoch", "2"],
+     "unrecognized arguments: --trainer.max_epoch 2; did you mean --trainer.max_epochs?"),
     (["test", "--config", "{digits}", "--config", "{typo}"],
      "Subcommand 'test' does not accept option 'trainer.max_epoch'; did you mean trainer.max_epochs?"),
     (["fit", "--config", "{digits}", "--chekpoint.monitor", "x"], "did you mean --checkpoint.monitor?"),
     (["fit", "--config", "{digits}", "--trainer.foo", "2"], "--trainer.foo 2; `cnnclf fit --help` lists the options"),
-    (["fit", "--config", "{digits}", "--data.batch", "2"], "data: Option 'batch' is not accepted; did you mean --data.batch_size?"),
+    (["fit", "--config", "{digits}", "--data.batch", "2"],
+     "data: Option 'batch' is not accepted; did you mean --data.batch_size?"),
     (["fit", "--conf", "{digits}"], "unrecognized arguments: --conf"),
     (["fit", "--confi={digits}"], "did you mean --config?"),
     (["predict", "--config", "{digits}", "--weights_only", "false"], "unrecognized arguments: --weights_only false"),
@@ -315,6 +318,12 @@ def test_the_demo_prints_no_lightning_noise(tmp_path, capfd):
     for noise in NOISE:
         assert noise not in printed.out + printed.err, noise
     assert "| net.0.0 " in printed.out  # the layer table, network layers only
+
+
+def test_a_fit_stopped_before_its_first_validation_is_not_warned_of_its_monitor(tmp_path, capsys, recwarn):
+    run("fit", "digits", tmp_path, "--trainer.max_steps", "3")
+    assert not [warning for warning in recwarn if "monitored key" in str(warning.message)]
+    assert "Trained 1 epoch (3 steps) in " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("override", "message"), [
