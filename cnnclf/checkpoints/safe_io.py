@@ -48,9 +48,9 @@ def _read_once(path: Path, *version) -> dict:  # version: the file's stat, so a 
         if refused is not None:
             raise CheckpointError(f"{path}: refused, it asks to load code, which a checkpoint never needs "
                                   f"(nothing was run): {refused}") from None
+        reason = str(error).partition(". ")[0].splitlines()[0] if str(error) else "empty"  # torch's first sentence
         raise CheckpointError(f"{path}: not a complete checkpoint (truncated, or not saved by torch): "
-                              f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'empty'}"
-                              ) from None
+                              f"{type(error).__name__}: {reason}") from None
     if not isinstance(content, dict) or "state_dict" not in content:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict' in it)")
     check_hyperparameters(content.get("hyper_parameters", {}), content["state_dict"], path)
