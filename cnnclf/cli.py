@@ -6,6 +6,7 @@ also takes ``best`` or ``last``; test, validate, predict and a resumed fit write
 checkpoint (``cnnclf.checkpoints`` holds how checkpoints are found, read, written and resumed).
 """
 
+import json
 import signal
 import sys
 
@@ -82,6 +83,10 @@ class CnnclfCLI(LightningCLI):
             if (found := model_arguments.get(name)) is not None:
                 raise ConfigError(f"model.{name} is decided by the data (its data.{name}), found {found} in the "
                                   "config; remove it, or use data that has it")
+        typed = [arg.partition("=")[0].removeprefix("--model.").removeprefix("init_args.")
+                 for arg in (sys.argv[1:] if args is None else args) if arg.startswith("--model.")]
+        # LightningCLI gives a checkpoint's model options precedence over the command line's
+        self.typed_model_options = {name: model_arguments[name] for name in typed if name in model_arguments}
         if config.get("ckpt_path") is not None:
             if resolve_checkpoint(config, subcommand):
                 self.save_config_kwargs["config_filename"] = f"{subcommand}_config.yaml"  # the run's config stays
@@ -93,6 +98,19 @@ class CnnclfCLI(LightningCLI):
                 config.data.init_args.checkpoint = config.ckpt_path
 
     def before_instantiate_classes(self) -> None:
+        model = self.config[self.subcommand].model  # the checkpoint's class and options, where it has any
+        for name, value in self.typed_model_options.items():
+            if name not in model.init_args:
+                raise ConfigError(f"--model.{name}: the checkpoint's {model.class_path.rpartition('.')[2]} has no "
+                                  "such option")
+            if model.init_args[name] != value and self.subcommand == "fit":
+                raise ConfigError(f"--model.{name} {json.dumps(value)}: a resumed fit goes on with the checkpoint's "
+                                  f"model, optimizer and schedule ({name}: {json.dumps(model.init_args[name])}); "
+                                  "start a new run, without --ckpt_path, to change it")
+            if model.init_args[name] != value:
+                print(f"cnnclf: --model.{name} {json.dumps(value)} replaces the checkpoint's "
+                      f"{json.dumps(model.init_args[name])}", file=sys.stderr)
+                model.init_args[name] = value
         trainer = self.config[self.subcommand].trainer
         self.fallback = fit_to_this_machine(trainer)
         progress_bar_for_this_output(trainer)

@@ -225,6 +225,25 @@ def test_predict_with_a_config_and_image_files_needs_no_pickle(trained_digits, t
     assert (trained_digits.parents[1] / "predictions.csv").is_file()
 
 
+def test_a_model_option_typed_beside_a_checkpoint_replaces_the_checkpoints(trained_digits, tmp_path, capsys):
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(image)
+    predicted = cli_main(["predict", "--ckpt_path", str(trained_digits), "--data.predict_files", str(image),
+                          "--model.tta_hflip", "true", "--prediction_csv.output", str(tmp_path / "out.csv"),
+                          "--trainer.enable_progress_bar", "false"])
+    assert predicted.model.hparams.tta_hflip is True
+    assert "cnnclf: --model.tta_hflip true replaces the checkpoint's false" in capsys.readouterr().err
+
+
+def test_a_resumed_fit_refuses_a_model_option_the_checkpoint_has_otherwise(trained_digits, tmp_path):
+    run_dir = trained_digits.parents[1]
+    before = {path: path.stat().st_mtime_ns for path in run_dir.rglob("*")}
+    with pytest.raises(SystemExit, match=r"--model.lr 5.0: a resumed fit goes on with the checkpoint's model, "
+                                         r"optimizer and schedule \(lr: 0.002\); start a new run"):
+        run("fit", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", str(trained_digits), "--model.lr", "5")
+    assert {path: path.stat().st_mtime_ns for path in run_dir.rglob("*")} == before
+
+
 def test_predictions_go_to_the_file_asked_for(trained_digits, tmp_path):
     image, output = tmp_path / "digit.png", tmp_path / "out" / "mine.csv"
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(image)
