@@ -18,8 +18,6 @@ WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     # The predictions writer numbers rows itself; it needs no batch indices from the loader.
     r"Couldn't infer the batch indices",
-    # A checkpoint tested outside the run that wrote it carries that run's folder; nothing is lost.
-    r"The dirpath has changed from",
     # A resumed fit carries on in its own run folder, which holds its checkpoints.
     r"Checkpoint directory .* exists and is not empty",
     # Recipes train in bf16; the summary's size estimate (its only use of precision) assumes fp32.
@@ -35,6 +33,9 @@ EVALUATION_WARNINGS = (
     # test, validate and predict need none of the state a training callback (Lookahead) keeps; a resumed fit
     # does, so there the warning stays.
     r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint",
+    # A checkpoint tested outside the run that wrote it carries that run's folder; nothing is lost. A resumed fit
+    # would lose the best checkpoint's ranking: there it shows.
+    r"The dirpath has changed from",
 )
 
 INFO_MESSAGES = (

@@ -234,14 +234,22 @@ def test_a_fit_stopped_between_epochs_and_resumed_reports_the_epochs_it_trained(
                      capsys.readouterr().out)
 
 
-def test_a_resumed_fit_keeps_the_best_so_far_until_it_trains_a_better_one(tmp_path):
+@pytest.mark.parametrize(("runs_folder", "checkpoint"), [("absolute", "last"), ("relative", "last"),
+                                                         ("relative", "its absolute path")])
+def test_a_resumed_fit_keeps_the_best_so_far_until_it_trains_a_better_one(tmp_path, monkeypatch, runs_folder,
+                                                                          checkpoint):
     """A learning rate too small to move val/acc: no epoch after the first is better, resumed or not."""
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path if runs_folder == "absolute" else Path("runs")  # `runs/` as the configs have it
     settings = ["--model.lr", "1e-9", "--model.lr_schedule", "constant", "--test_after_fit", "false"]
-    first = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "2", *settings)
-    resumed = run("fit", CONFIGS / "digits.yaml", tmp_path, "--trainer.max_epochs", "4", "--ckpt_path", "last",
+    first = run("fit", CONFIGS / "digits.yaml", runs, "--trainer.max_epochs", "2", *settings)
+    if checkpoint != "last":
+        checkpoint = str(tmp_path / runs / "digits/version_0/checkpoints/last.ckpt")
+    resumed = run("fit", CONFIGS / "digits.yaml", runs, "--trainer.max_epochs", "4", "--ckpt_path", checkpoint,
                   *settings)
     best = Path(resumed.trainer.checkpoint_callback.best_model_path)
-    assert best == tmp_path / "digits/version_0/checkpoints/best.ckpt"  # the run's own folder
+    assert best.resolve() == (runs / "digits/version_0/checkpoints/best.ckpt").resolve()  # the run's own folder
+    assert sorted(path.name for path in best.parent.iterdir()) == ["best.ckpt", "last.ckpt"]  # no best-v1.ckpt
     assert torch.load(best, weights_only=True)["epoch"] == 0
     assert resumed.trainer.checkpoint_callback.best_model_score == first.trainer.checkpoint_callback.best_model_score
 

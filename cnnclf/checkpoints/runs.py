@@ -1,8 +1,10 @@
 """Which file ``--ckpt_path best|last`` means, and the run folder a command on a checkpoint writes into."""
 
+import os
 import sys
 from pathlib import Path
 
+from cnnclf.checkpoints.safe_io import read_checkpoint
 from cnnclf.errors import CheckpointError, ConfigError
 
 #: written by ``FitTimer`` when training ends normally; a run without it stopped early or is still running
@@ -35,6 +37,12 @@ def resolve_checkpoint(config, subcommand: str) -> bool:
     elif not Path(wanted).is_file():
         raise ConfigError(f"--ckpt_path {wanted}: no such checkpoint file")
     folder = Path(config.ckpt_path).resolve().parent  # <run>/checkpoints/x.ckpt
+    # Lightning restores the best checkpoint's ranking only into the folder named as the fit named it (`runs/...`
+    # stays relative), and else starts a best-v1.ckpt: that name, where it is this folder
+    named = [state.get("dirpath") for state in read_checkpoint(config.ckpt_path).get("callbacks", {}).values()
+             if isinstance(state, dict)]
+    folder = next((Path(name) for name in named if isinstance(name, str) and os.path.isdir(name)
+                   and os.path.samefile(name, folder)), folder)
     if folder.name != "checkpoints":
         return False
     if logged:
