@@ -37,6 +37,17 @@ class SignalAtStep(L.Callback):
             os.kill(os.getpid(), self.signal_number)
 
 
+class SignalMidStep(SignalAtStep):
+    """The signal in the middle of step ``step``: after its backward pass, before its optimizer step."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        pass
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signal_number)
+
+
 def fit(runs: Path, *extra: str):
     return run("fit", CONFIGS / "digits.yaml", runs, *RECIPE, *extra)
 
@@ -59,8 +70,11 @@ def test_killed_and_resumed_run_ends_exactly_like_a_straight_run(straight, tmp_p
     saved = torch.load(tmp_path / "digits/version_0/checkpoints/last.ckpt", weights_only=True)
     assert saved["global_step"] == KILL_AT_STEP
 
-    steps, metrics, weights = final_state(fit(tmp_path, "--ckpt_path", "last"))
-    straight_steps, straight_metrics, straight_weights = straight
+    assert_the_same_run(final_state(fit(tmp_path, "--ckpt_path", "last")), straight)
+
+
+def assert_the_same_run(resumed: tuple[int, dict, dict], straight: tuple[int, dict, dict]) -> None:
+    (steps, metrics, weights), (straight_steps, straight_metrics, straight_weights) = resumed, straight
     assert steps == straight_steps
     assert metrics == pytest.approx(straight_metrics, rel=1e-5)
     for name, tensor in straight_weights.items():
@@ -81,18 +95,27 @@ def test_ctrl_c_saves_where_training_stopped_and_says_how_to_resume(tmp_path, ca
     assert fit(tmp_path, "--ckpt_path", "last").trainer.current_epoch == 3
 
 
+def test_ctrl_c_in_the_middle_of_a_step_stops_after_it_and_resumes_exactly(straight, tmp_path, capsys):
+    try:
+        with pytest.raises(SystemExit):
+            fit(tmp_path, "--trainer.callbacks+=tests.test_reliability.SignalMidStep",
+                f"--trainer.callbacks.step={KILL_AT_STEP}", f"--trainer.callbacks.signal_number={signal.SIGINT:d}")
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    saved = torch.load(tmp_path / "digits/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert saved["global_step"] == KILL_AT_STEP + 1  # the step under way, finished
+    assert "Ctrl-C: stopping before the next training step" in capsys.readouterr().err
+    assert_the_same_run(final_state(fit(tmp_path, "--ckpt_path", "last")), straight)
+
+
 def test_a_killed_run_with_lookahead_averaging_resumes_exactly(tmp_path):
     lookahead = ["--trainer.callbacks+=cnnclf.models.lookahead.Lookahead", "--trainer.callbacks.start_epoch=1",
                  "--trainer.callbacks.every_n_steps=2"]
-    straight_steps, straight_metrics, straight_weights = final_state(fit(tmp_path / "straight", *lookahead))
+    straight = final_state(fit(tmp_path / "straight", *lookahead))
     with pytest.raises(SystemExit):
         fit(tmp_path / "killed", *lookahead, "--trainer.callbacks+=tests.test_reliability.SignalAtStep",
             f"--trainer.callbacks.step={KILL_AT_STEP}")
-    steps, metrics, weights = final_state(fit(tmp_path / "killed", *lookahead, "--ckpt_path", "last"))
-    assert steps == straight_steps
-    assert metrics == pytest.approx(straight_metrics, rel=1e-5)
-    for name, tensor in straight_weights.items():
-        torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    assert_the_same_run(final_state(fit(tmp_path / "killed", *lookahead, "--ckpt_path", "last")), straight)
 
 
 def test_the_same_seed_repeats_a_run_and_another_seed_does_not(straight, tmp_path):

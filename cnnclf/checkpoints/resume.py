@@ -1,5 +1,9 @@
 """What an exact resume needs beyond Lightning's checkpoints, and the saves that keep a stopped fit's work."""
 
+import functools
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import lightning as L
@@ -22,6 +26,8 @@ class ResumeState(L.Callback):
     def __init__(self) -> None:
         self.resumed: dict = {}
         self.saved_step: int | None = None
+        self.stop_asked = False
+        self.ctrl_c_handler = None  # the one before fit's, while fit's is in place
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         own = {"torch": torch.get_rng_state(),
@@ -42,7 +48,9 @@ class ResumeState(L.Callback):
                             if key in checkpoint}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.saved_step = trainer.global_step
+        self.saved_step, self.stop_asked = trainer.global_step, False
+        if threading.current_thread() is threading.main_thread() and hasattr(trainer.train_dataloader, "stop"):
+            self.ctrl_c_handler = signal.signal(signal.SIGINT, functools.partial(self.ask_to_stop, trainer))
         resumed, self.resumed = self.resumed, {}
         planned, steps = resumed.get("planned_steps"), trainer.estimated_stepping_batches
         if trainer.lr_scheduler_configs and planned not in (None, steps):
@@ -61,15 +69,32 @@ class ResumeState(L.Callback):
             if own["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(own["cuda"])
 
+    def ask_to_stop(self, trainer: L.Trainer, signal_number: int, frame) -> None:
+        """Ctrl-C: stop as the next training batch is asked for, where the work so far is whole (mid-step, the
+        batch in hand would be saved as trained, and its augmentation drawn); a second Ctrl-C stops at once."""
+        self.stop_asked = True
+        trainer.train_dataloader.stop = True
+        self.give_back_ctrl_c()
+        print("Ctrl-C: stopping before the next training step (Ctrl-C again stops at once)", file=sys.stderr)
+
+    def give_back_ctrl_c(self) -> None:
+        if self.ctrl_c_handler is not None:
+            signal.signal(signal.SIGINT, self.ctrl_c_handler)
+            self.ctrl_c_handler = None
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The end of training, when ``every_n_epochs`` or ``train_time_interval`` skipped it."""
         last = last_checkpoint_path(trainer)
         if last is not None and self.saved_step != trainer.global_step and not trainer.fast_dev_run:
             trainer.save_checkpoint(last)
+        self.give_back_ctrl_c()
+        if self.stop_asked:  # during the last validation: training is done, and what follows it is not run
+            raise KeyboardInterrupt
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         """Stopped from outside: the work so far goes into ``last.ckpt``, with the batch position in the epoch.
         Other errors (a bug, a diverged loss) save nothing: the previous ``last.ckpt`` is the one to trust."""
+        self.give_back_ctrl_c()
         last = last_checkpoint_path(trainer)
         if (last is None or trainer.state.fn != "fit" or trainer.fast_dev_run
                 or not isinstance(exception, (SIGTERMException, KeyboardInterrupt))):

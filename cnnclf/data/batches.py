@@ -35,7 +35,8 @@ class EpochOrder:
 
 class TensorBatches:
     """``(images, targets)`` mini-batches sliced from in-memory tensors in ``sampler`` order. Stateful for
-    Lightning: a checkpoint records how far into the epoch the batches had gone, and a resumed run starts there."""
+    Lightning: a checkpoint records how far into the epoch the batches had gone, and a resumed run starts there;
+    ``stop`` makes the next batch asked for a KeyboardInterrupt, between two whole steps."""
 
     batch_sampler = None  # Lightning inspects loaders for one; batches here are slices, not sampled lists
 
@@ -45,6 +46,7 @@ class TensorBatches:
         self.batch_size, self.sampler, self.drop_last = batch_size, sampler, drop_last
         self.batches_taken = 0
         self.resume_at: dict | None = None
+        self.stop = False  # set by a Ctrl-C: the next batch asked for is not handed out
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.sampler.epoch, "batches_taken": self.batches_taken}
@@ -61,8 +63,11 @@ class TensorBatches:
         first = 0
         if self.resume_at is not None and self.resume_at["epoch"] == self.sampler.epoch:
             first = self.resume_at["batches_taken"]
-        self.resume_at = None
+        self.resume_at, self.batches_taken = None, first
         for batch in range(first, len(self)):
+            if self.stop:
+                self.stop = False
+                raise KeyboardInterrupt
             # Lightning does not fetch ahead from a loader with a length, so when a checkpoint is
             # taken every batch handed out has been trained on: the count is where to resume.
             self.batches_taken = batch + 1
