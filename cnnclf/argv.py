@@ -18,7 +18,7 @@ from lightning.pytorch.cli import LightningArgumentParser
 from cnnclf import data, models
 from cnnclf.compare import main as compare_main
 from cnnclf.config_text import read_yaml
-from cnnclf.errors import CnnclfError, ConfigError
+from cnnclf.errors import CnnclfError, ConfigError, refused
 from cnnclf.shipped import print_shipped_configs, shipped_config
 
 CONFIG_OPTIONS = ("--config", "-c")
@@ -198,7 +198,8 @@ def where_the_option_is(message: str, parser: ArgumentParser) -> str:
 
 def user_error_in(error: BaseException | None) -> Exception | None:
     """The user's error behind ``error`` (jsonargparse wraps errors raised while instantiating): a
-    ``CnnclfError``, or Lightning's ``MisconfigurationException`` for a trainer setting it refuses."""
-    while error is not None and not isinstance(error, (CnnclfError, MisconfigurationException)):
+    ``CnnclfError``, Lightning's ``MisconfigurationException`` for a trainer setting it refuses, or a file the
+    system refused (a read-only or full disk)."""
+    while error is not None and not isinstance(error, (CnnclfError, MisconfigurationException)) and not refused(error):
         error = error.__cause__ or error.__context__
     return error

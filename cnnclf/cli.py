@@ -28,7 +28,7 @@ from cnnclf.checkpoints import (
 )
 from cnnclf.curves import CurvesCSV
 from cnnclf.data import PickledImageDataModule
-from cnnclf.errors import CheckpointError, ConfigError
+from cnnclf.errors import CheckpointError, ConfigError, one_line
 from cnnclf.hardware import fit_to_this_machine
 from cnnclf.models import ImageClassifier
 from cnnclf.models.graphs import check_graphed_fit
@@ -185,7 +185,7 @@ def cli_main(args: list[str] | None = None) -> CnnclfCLI | None:
         reason = user_error_in(error)
         if reason is None:
             raise
-        sys.exit(f"cnnclf: error: {reason}")
+        sys.exit(f"cnnclf: error: {one_line(reason)}")
 
 
 def main() -> None:

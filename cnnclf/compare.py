@@ -4,13 +4,12 @@ McNemar test of their difference (docs/report.md)."""
 import argparse
 import csv
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cnnclf.errors import CheckpointError, CnnclfError, DatasetError
+from cnnclf.errors import CheckpointError, DatasetError, one_line_errors
 from cnnclf.explore import load_datamodule, load_model, predict_split, read_json
 from cnnclf.models import class_names
 from cnnclf.stats import accuracy_interval, accuracy_text, mcnemar
@@ -82,10 +81,10 @@ def main(args: list[str]) -> None:
     parser.add_argument("--data", help="the pickle to test checkpoints on (default: the one their run's config names)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     options = parser.parse_args(args)
-    try:
+    with one_line_errors("cnnclf"):
         result = comparison(tested(options.a, options.data), tested(options.b, options.data))
-    except CnnclfError as error:
-        sys.exit(f"cnnclf: error: {error}")
+        if options.json:
+            Path(options.json).write_text(json.dumps(result, indent=1))
     a, b, images = result["a"], result["b"], result["images"]
     print(f"A: {a['source']}\n   accuracy {accuracy_text(a['correct'], images)}\n"
           f"B: {b['source']}\n   accuracy {accuracy_text(b['correct'], images)}\n"
@@ -93,5 +92,3 @@ def main(args: list[str]) -> None:
           f"{result['only_b_right']} only B, {result['both_right']} both, {result['neither_right']} neither\n"
           f"exact McNemar test (binomial on the {result['only_a_right'] + result['only_b_right']} images they "
           f"disagree on): p = {result['mcnemar_p']:.4g}\n{result['verdict']}")
-    if options.json:
-        Path(options.json).write_text(json.dumps(result, indent=1))

@@ -1,5 +1,9 @@
 """Errors a user can act on; the CLI prints them as one line instead of a traceback."""
 
+import errno
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import islice
 
 import numpy as np
@@ -23,6 +27,30 @@ class CheckpointError(CnnclfError):
 
 class NonFiniteLossError(CnnclfError):
     """Training diverged: the loss became NaN or infinite."""
+
+
+#: what the system refuses that a user can change: a read-only or full disk, a folder without permission
+REFUSALS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def refused(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in REFUSALS
+
+
+def one_line(error: BaseException) -> str:
+    """A user's error as the commands print it: the message, or the file the system refused and why."""
+    return f"{error.filename}: {error.strerror}" if refused(error) and error.filename else str(error)
+
+
+@contextmanager
+def one_line_errors(program: str) -> Iterator[None]:
+    """Ends the command with one line for a user's error (``CnnclfError`` or a refusal); a bug still raises."""
+    try:
+        yield
+    except (CnnclfError, OSError) as error:
+        if not isinstance(error, CnnclfError) and not refused(error):
+            raise
+        sys.exit(f"{program}: error: {one_line(error)}")
 
 
 def describe(value: object) -> str:

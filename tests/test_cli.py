@@ -2,6 +2,7 @@
 
 import csv
 import json
+import subprocess
 import warnings
 from argparse import Namespace
 from pathlib import Path
@@ -242,6 +243,39 @@ def test_a_resumed_fit_refuses_a_model_option_the_checkpoint_has_otherwise(train
                                          r"optimizer and schedule \(lr: 0.002\); start a new run"):
         run("fit", CONFIGS / "digits.yaml", tmp_path, "--ckpt_path", str(trained_digits), "--model.lr", "5")
     assert {path: path.stat().st_mtime_ns for path in run_dir.rglob("*")} == before
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder on a read-only mount (as a shared drive is), where the system allows one to be made."""
+    source, folder = tmp_path / "source", tmp_path / "read_only"
+    source.mkdir(), folder.mkdir()
+    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(source), str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("no read-only bind mount here (it takes root)")
+    yield source, folder
+    subprocess.run(["umount", "--lazy", str(folder)], check=True)  # a checkpoint read from it stays mapped
+
+
+def test_a_folder_the_system_refuses_to_write_is_a_one_line_error(read_only_folder, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        run("fit", "digits", read_only_folder[1] / "runs")
+    assert str(exit_info.value.code) == f"cnnclf: error: {read_only_folder[1] / 'runs'}: Read-only file system"
+
+
+def test_a_checkpoint_on_a_read_only_share_is_used_and_the_outputs_go_elsewhere(trained_digits, read_only_folder,
+                                                                                 tmp_path, capsys):
+    source, folder = read_only_folder
+    run_copy = source / "digits/version_0"
+    run_copy.mkdir(parents=True)
+    (run_copy / "checkpoints").mkdir()
+    (run_copy / "checkpoints/best.ckpt").write_bytes(trained_digits.read_bytes())
+    shared = folder / "digits/version_0/checkpoints/best.ckpt"
+    tested = run("test", "digits", tmp_path / "mine", "--ckpt_path", str(shared))
+    assert Path(tested.trainer.log_dir).is_relative_to(tmp_path / "mine")
+    assert (Path(tested.trainer.log_dir) / "test/summary.json").is_file()
+    assert f"{folder / 'digits/version_0'} is read-only: this command writes under {tmp_path / 'mine'}" in (
+        capsys.readouterr().err)
 
 
 def test_predictions_go_to_the_file_asked_for(trained_digits, tmp_path):

@@ -45,6 +45,10 @@ def resolve_checkpoint(config, subcommand: str) -> bool:
                    and os.path.samefile(name, folder)), folder)
     if folder.name != "checkpoints":
         return False
+    if not os.access(folder.parent, os.W_OK):  # a checkpoint on a read-only share: write where it would be without
+        elsewhere = getattr(options, "save_dir", None) or config.trainer.default_root_dir or "."
+        print(f"cnnclf: {folder.parent} is read-only: this command writes under {elsewhere} instead", file=sys.stderr)
+        return False
     if logged:
         options.save_dir, options.name, options.version = str(folder.parent.parent), "", folder.parent.name
     config.trainer.default_root_dir = str(folder.parent)

@@ -4,7 +4,6 @@ beside it) and ``DIR/report.html`` (one self-contained file). docs/report.md say
 import argparse
 import re
 import shutil
-import sys
 from itertools import combinations
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from cnnclf.checkpoints import find_checkpoint
 from cnnclf.compare import comparison as compare
 from cnnclf.compare import tested
 from cnnclf.document import Block, Heading, Image, Table, Text, anchor, html_page, markdown
-from cnnclf.errors import CnnclfError, ConfigError
+from cnnclf.errors import CnnclfError, ConfigError, one_line_errors
 from cnnclf.explore import Run, read_run
 from cnnclf.report.sections import NOT_RECORDED, run_sections
 from cnnclf.shipped import shipped_config
@@ -136,10 +135,8 @@ def main(args: list[str]) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the run or sweep each input stands for; write "
                         "nothing (fails if one has none)")
     options = parser.parse_args(args)
-    try:
+    with one_line_errors("cnnclf"):
         if options.dry_run:
             return print("\n".join(f"{given}: {resolve(given)}" for given in options.inputs))
         markdown_path, page = report(options.inputs, options.output, options.original)
-    except CnnclfError as error:
-        sys.exit(f"cnnclf: error: {error}")
     print(f"Wrote {markdown_path} and {page}")

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from cnnclf.errors import CnnclfError, ConfigError
+from cnnclf.errors import ConfigError, one_line_errors
 from cnnclf.explore import RUN_RECORD, Run, read_json, read_run
 from cnnclf.files import write_atomically
 from cnnclf.sweeps.results import write_tables
@@ -99,9 +99,8 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
     options = parser.parse_args(args)
     try:
-        results = run_sweep(options.sweep_file, options.out, options.retry_failed, options.dry_run)
-    except CnnclfError as error:
-        sys.exit(f"cnnclf-sweep: error: {error}")
+        with one_line_errors("cnnclf-sweep"):
+            results = run_sweep(options.sweep_file, options.out, options.retry_failed, options.dry_run)
     except KeyboardInterrupt:
         sys.exit("\ncnnclf-sweep: interrupted; run the same command again to continue where it stopped")
     failed = [result.name for result in results if result.status != "ok"]
