@@ -237,6 +237,19 @@ def test_a_folder_that_differs_from_the_checkpoint_is_one_line(split_folder, tmp
                   str(other), "--data.test_split", "all", *QUIET])
 
 
+def test_the_advice_for_a_folder_of_other_sizes_is_taken_as_written(split_folder, tmp_path):
+    fitted = fit(split_folder, tmp_path / "runs")
+    for level, name in enumerate(["s1", "s2", "s10"]):
+        write_images(tmp_path / "other" / name, 2, 60 * level, mode="RGB", size=(14, 11))
+    command = ["test", "--ckpt_path", fitted.trainer.checkpoint_callback.best_model_path, "--data.root",
+               str(tmp_path / "other"), "--data.test_split", "all", *QUIET]
+    with pytest.raises(SystemExit) as refused:
+        cli_main(command)
+    advice = str(refused.value.code).rpartition("; set ")[2]
+    assert advice == "--data.channels 1 --data.resize [12,10]"
+    assert "test/acc" in cli_main(command + advice.split()).trainer.callback_metrics
+
+
 def test_a_recipe_runs_on_folders_with_its_batches_and_augmentation(split_folder, tmp_path):
     cli = cli_main(["fit", "--config", "orl_best", "--data.root", str(split_folder), "--data.resize", "[32, 32]",
                     "--trainer.fast_dev_run", "true", *QUIET])

@@ -110,6 +110,16 @@ def test_bad_sweep_files_are_clear_errors(content, message, tmp_path):
         load_sweep(path)
 
 
+def test_a_base_config_is_found_beside_the_sweep_file_or_shipped_by_name(tmp_path):
+    (tmp_path / "digits.yaml").write_text("trainer:\n  max_epochs: 1\n")  # beside it: this one
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"base": "digits.yaml", "grid": {"model.lr": [0.1]}}))
+    assert load_sweep(tmp_path / "sweep.yaml").base == [tmp_path / "digits.yaml"]
+    (tmp_path / "digits.yaml").unlink()
+    assert load_sweep(tmp_path / "sweep.yaml").base == [CONFIGS / "digits.yaml"]
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"base": "presets/quick", "grid": {"model.lr": [0.1]}}))
+    assert load_sweep(tmp_path / "sweep.yaml").base == [CONFIGS / "presets/quick.yaml"]
+
+
 SHIPPED_SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
 
 

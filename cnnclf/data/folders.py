@@ -220,7 +220,7 @@ class ImageFolderDataModule(PickledImageDataModule):
         other = next(((path, header) for path, header in readable if (header.height, header.width) != size), None)
         if not self.resize and other is not None:
             raise DatasetError(f"{self.root}: images differ in size ({readable[0][0]} is {size[0]}x{size[1]}, "
-                               f"{other[0]} is {other[1].height}x{other[1].width}); set --data.resize H W")
+                               f"{other[0]} is {other[1].height}x{other[1].width}); set --data.resize [H,W]")
         self._check_against_checkpoint(channels, size)
         needed = len(headers) * channels * size[0] * size[1]  # decode_all's array: a row for every file
         if needed > self.memory_budget:
@@ -235,7 +235,7 @@ class ImageFolderDataModule(PickledImageDataModule):
         if shape is not None and list(shape) != [channels, *size]:
             raise DatasetError(f"{self.root}: its images read as {channels}x{size[0]}x{size[1]} (C, H, W), the "
                                f"checkpoint's model takes {shape[0]}x{shape[1]}x{shape[2]}; set --data.channels "
-                               f"{shape[0]} --data.resize {shape[1]} {shape[2]}")
+                               f"{shape[0]} --data.resize [{shape[1]},{shape[2]}]")
 
     def _report(self, listing: Listing, kept: np.ndarray, reasons: np.ndarray) -> None:
         """One line: what was read, and what was passed over (with the unreadable files named)."""

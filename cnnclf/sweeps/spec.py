@@ -66,10 +66,13 @@ def load_sweep(path: str | Path) -> Sweep:
     base = [base] if isinstance(base, str) else base
     if not base or not all(isinstance(item, str) for item in base):
         raise ConfigError(f"{path}: 'base' must name a config file or a list of them, found {base!r}")
-    base_paths = [(path.parent / item).resolve() for item in base]
+    base_paths = [(path.parent / item).resolve() for item in base]  # beside the sweep file, else shipped by name
+    base_paths = [resolved if resolved.is_file() else shipped_config(item) or resolved
+                  for item, resolved in zip(base, base_paths, strict=True)]
     for item, resolved in zip(base, base_paths, strict=True):
         if not resolved.is_file():
-            raise ConfigError(f"{path}: 'base': no such config {item} (looked for {resolved})")
+            raise ConfigError(f"{path}: 'base': no such config {item} (looked for {resolved}, nor is it a config "
+                              "shipped with cnnclf: `cnnclf configs` lists them)")
 
     fixed = _mapping(content.get("set") or {}, path, "set")
     grid = _mapping(content.get("grid") or {}, path, "grid")
