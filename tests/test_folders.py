@@ -57,19 +57,27 @@ def test_split_layout_names_classes_by_folder_and_counts_what_it_skips(split_fol
             in capsys.readouterr().err)
 
 
+def test_images_of_one_class_are_refused_naming_the_folder(tmp_path, capsys):
+    write_images(tmp_path / "lone" / "cat", 4, 90)
+    with pytest.raises(DatasetError, match=r"lone: every image is of one class \(cat\); a classifier needs at least"):
+        ImageFolderDataModule(str(tmp_path / "lone"), test_split=1, cache=False).setup()
+    assert "lone: 4 images in 1 class (train 3, test 1)" in capsys.readouterr().err
+
+
 def test_a_val_folder_is_the_validation_split(split_folder):
     write_images(split_folder / "val" / "s2", 2, 120)
     data = ImageFolderDataModule(str(split_folder), cache=False)
     assert len(data.data.train[1]) == 24 and data.data.val[1].tolist() == [1, 1]
 
 
-def test_class_folders_alone_get_a_seeded_test_split_of_each_class(tmp_path):
+def test_class_folders_alone_get_a_seeded_test_split_of_each_class(tmp_path, capsys):
     for position, name in enumerate(["a", "b"]):
         write_images(tmp_path / "flat" / name / "nested", 10, 50 + 100 * position)  # subfolders are read too
     def test_targets(seed, split):
         return ImageFolderDataModule(str(tmp_path / "flat"), test_split=split, split_seed=seed, val_split=0,
                                      cache=False).data.test[0]
     assert len(test_targets(1, 2)) == 4  # a count per class
+    assert "flat: 20 images in 2 classes (train 16, test 4)" in capsys.readouterr().err
     counts = np.bincount(ImageFolderDataModule(str(tmp_path / "flat"), test_split=0.3, cache=False).data.test[1])
     assert counts.tolist() == [3, 3]
     assert (test_targets(1, 0.3) == test_targets(1, 0.3)).all()

@@ -164,6 +164,9 @@ class PickledImageDataModule(L.LightningDataModule):
                                    "is this the right file?")
         labels = list(self.label_values or np.union1d(splits["train"].labels, splits["test"].labels).tolist())
         names = list(self.CLASS_NAMES or map(str, labels))  # a dataset that names no classes: its labels as text
+        if len(labels) < 2 and not self.trained_on:  # a checkpoint tested on one class's images is fine
+            raise DatasetError(f"{self.path}: every image is of one class ({names[0] if names else 'none'}); a "
+                               "classifier needs at least two")
         train_x, train_y = self._to_tensors("train", splits["train"], labels)
         test = self._to_tensors("test", splits["test"], labels)
         if not len(train_y):  # only a test split: a checkpoint tested on a labelled folder

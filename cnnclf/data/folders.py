@@ -155,10 +155,10 @@ class ImageFolderDataModule(PickledImageDataModule):
         labels = np.array([names.index(name) for name in listing.class_names], dtype=np.int64)[listing.labels]
         images, reasons = self._images(listing, labels)
         kept = reasons == ""
-        self._report(listing, kept, reasons)
         labels, splits, files = labels[kept], listing.splits[kept], np.array(listing.files, dtype=object)[kept]
         if "all" in splits:
             splits = np.where(self._test_rows(labels, names), "test", "train")
+        self._report(listing, kept, reasons, splits)
         if "train" not in splits and not self.trained_on:
             raise DatasetError(f"{self.root}: no images to train on (test_split 'all', or no train/ folder); "
                                "to evaluate a checkpoint, pass --ckpt_path")
@@ -237,13 +237,14 @@ class ImageFolderDataModule(PickledImageDataModule):
                                f"checkpoint's model takes {shape[0]}x{shape[1]}x{shape[2]}; set --data.channels "
                                f"{shape[0]} --data.resize [{shape[1]},{shape[2]}]")
 
-    def _report(self, listing: Listing, kept: np.ndarray, reasons: np.ndarray) -> None:
-        """One line: what was read, and what was passed over (with the unreadable files named)."""
-        counts = Counter(listing.splits[kept].tolist())
+    def _report(self, listing: Listing, kept: np.ndarray, reasons: np.ndarray, splits: np.ndarray) -> None:
+        """One line: what was read into which split, and what was passed over (with the unreadable files named)."""
+        counts = Counter(splits.tolist())
         passed = dict(listing.skipped, unreadable=int((~kept).sum()))
         passed_text = ", ".join(f"{count} {kind}" for kind, count in passed.items() if count)
         named = "; ".join(reasons[~kept][:5].tolist()) + (" ..." if (~kept).sum() > 5 else "")
-        print(f"{self.root}: {int(kept.sum()):,} images in {len(listing.class_names)} classes "
+        classes = len(listing.class_names)
+        print(f"{self.root}: {int(kept.sum()):,} images in {classes} class{'es' * (classes != 1)} "
               f"({', '.join(f'{split} {count:,}' for split, count in counts.items())})"
               + (f"; skipped {passed_text}" if passed_text else "") + (f": {named}" if named else ""),
               file=sys.stderr)
