@@ -1,6 +1,7 @@
 """Killed runs resume exactly, reruns repeat exactly, and a diverged run keeps nothing from it."""
 
 import json
+import logging
 import os
 import re
 import signal
@@ -81,7 +82,8 @@ def assert_the_same_run(resumed: tuple[int, dict, dict], straight: tuple[int, di
         torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_ctrl_c_saves_where_training_stopped_and_says_how_to_resume(tmp_path, capsys):
+def test_ctrl_c_saves_where_training_stopped_and_says_how_to_resume(tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="lightning.pytorch")
     try:
         with pytest.raises(SystemExit) as stopped:
             fit(tmp_path, "--trainer.callbacks+=tests.test_reliability.SignalAtStep",
@@ -92,6 +94,7 @@ def test_ctrl_c_saves_where_training_stopped_and_says_how_to_resume(tmp_path, ca
     last = tmp_path / "digits/version_0/checkpoints/last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == KILL_AT_STEP
     assert f"Stopped at step {KILL_AT_STEP}; saved {last}; resume with --ckpt_path last" in capsys.readouterr().out
+    assert "weights_only" not in caplog.text  # Lightning's note on a choice left unset: it is made here
     assert fit(tmp_path, "--ckpt_path", "last").trainer.current_epoch == 3
 
 

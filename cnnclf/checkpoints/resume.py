@@ -86,7 +86,7 @@ class ResumeState(L.Callback):
         """The end of training, when ``every_n_epochs`` or ``train_time_interval`` skipped it."""
         last = last_checkpoint_path(trainer)
         if last is not None and self.saved_step != trainer.global_step and not trainer.fast_dev_run:
-            trainer.save_checkpoint(last)
+            trainer.save_checkpoint(last, weights_only=False)  # the whole state, to resume from
         self.give_back_ctrl_c()
         if self.stop_asked:  # during the last validation: training is done, and what follows it is not run
             raise KeyboardInterrupt
@@ -104,7 +104,7 @@ class ResumeState(L.Callback):
             print(f"Stopped at step {trainer.global_step}, after the loss diverged: nothing saved")
             return
         if self.saved_step != trainer.global_step:
-            trainer.save_checkpoint(last)
+            trainer.save_checkpoint(last, weights_only=False)  # the whole state, to resume from
         hint = "; resume with --ckpt_path last" if isinstance(exception, KeyboardInterrupt) else ""  # SIGTERM: the CLI
         print(f"Stopped at step {trainer.global_step}; saved {last}{hint}")
 
