@@ -99,6 +99,13 @@ def test_unreadable_files_give_one_clear_error(tmp_path, content):
         read_pickled_dataset(path)
 
 
+def test_a_file_that_is_no_pickle_says_how_it_begins(tmp_path):
+    path = tmp_path / "photo.pkl"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with pytest.raises(DatasetError, match=r"photo.pkl: .*it begins with b'\\x89PNG\\r\\n\\x1a\\n', and a"):
+        read_pickled_dataset(path)
+
+
 def test_truncated_real_pickle(tmp_path):
     full = pickle.dumps({"train": [{"image": np.zeros((28, 28)), "label": 1}] * 5}, protocol=4)
     path = tmp_path / "cut"

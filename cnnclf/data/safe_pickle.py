@@ -206,6 +206,9 @@ def load_pickle(path: str | Path, budget: Budget | None = None) -> object:
     token = _budget.set(budget or Budget(math.inf))
     try:
         with path.open("rb") as stream:  # buffered: the unpickler reads ahead instead of once per opcode
+            if (start := stream.peek(1)[:8]) and start[:1] != pickle.PROTO:
+                raise Refused(f"it begins with {start!r}, and a dataset pickle (protocol 2 to 5, as pickle.dump "
+                              "and numpy write them) with byte 0x80")
             return _NumpyOnlyUnpickler(stream).load()
     except Refused as error:
         raise DatasetError(f"{path}: not a safe dataset pickle: {error}") from None
