@@ -2,11 +2,18 @@
 
 import csv
 import json
+import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import lightning as L
 import pytest
+import torch
 import yaml
 
 from cnnclf.cli import cli_main
@@ -72,6 +79,32 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(digits_sweep, tmp_p
     log = (folder / "optimizer=sgd" / "sweep.log").read_text()
     assert "Restoring states from the checkpoint" in log
     assert results[1].status == "ok" and results[1].epochs == 2 and results[1].test_accuracy is not None
+
+
+class SlowSteps(L.Callback):
+    """Slow steps, as a large network's on a CPU: longer than the 0.25 s Python gives a child at Ctrl-C."""
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        time.sleep(0.6)
+
+
+def test_ctrl_c_lets_the_run_under_way_save_its_step_then_stops_the_sweep(tmp_path):
+    sweep = tmp_path / "slow.yaml"
+    sweep.write_text(yaml.safe_dump({"base": str(CONFIGS / "digits.yaml"), "grid": {"model.lr": [0.01]},
+                                     "set": {"trainer.callbacks": [{"class_path": "tests.test_sweeps.SlowSteps"}],
+                                             "trainer.max_epochs": 1, "trainer.enable_progress_bar": False}}))
+    command = [str(Path(sys.executable).parent / "cnnclf-sweep"), str(sweep), "--out", str(tmp_path / "out")]
+    sweeping = subprocess.Popen(command, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "out" / "lr=0.01" / "sweep.log"
+    while "Trainable params" not in (log.read_text() if log.is_file() else "") and sweeping.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(sweeping.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the sweep and its run
+    assert "interrupted; run the same command again" in sweeping.communicate(timeout=60)[1]
+    stopped = log.read_text()
+    assert "Stopped at step" in stopped
+    step = int(stopped.split("Stopped at step ")[1].split(";")[0])
+    assert torch.load(log.parent / "checkpoints/last.ckpt", weights_only=True)["global_step"] == step > 0
 
 
 def test_a_failed_run_is_tabulated_and_the_command_fails(tmp_path):

@@ -61,8 +61,12 @@ def _train(run: PlannedRun, run_dir: Path, arguments: list[str], fingerprint: st
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "sweep.log"
     start = time.perf_counter()
-    with log_path.open("w") as log:
-        returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+    with log_path.open("w") as log, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT) as process:
+        try:
+            returncode = process.wait()
+        except KeyboardInterrupt:  # the run has the Ctrl-C too: it finishes its step and saves (subprocess.run
+            process.wait()  # would kill it within 0.25 s); a second Ctrl-C stops both at once
+            raise
     record = {"name": run.name, "overrides": run.overrides, "command": command[1:], "fingerprint": fingerprint,
               "status": "ok" if returncode == 0 else "failed", "wall_seconds": round(time.perf_counter() - start, 2)}
     if returncode != 0:  # the CLI's own error line, else the last line of the log
