@@ -170,15 +170,15 @@ class TestSummary(L.Callback):
         files = {"summary.txt": f"{text}figures beside this file: confusion_matrix.png, "
                                 f"confusion_matrix_normalized.png, top_losses.png (the {len(top_losses)} highest-loss "
                                 "test images)\n",
+                 "per_image.csv": csv_text([("index", "true", "predicted", "confidence", "loss"), *(
+                     (index, safe_cell(names[int(true)]), safe_cell(names[int(guess)]), f"{confidence:.6f}",
+                      f"{loss:.6f}") for index, (true, guess, confidence, loss) in enumerate(rows))]),
                  "summary.json": json.dumps(
                      {"accuracy": correct / count, "correct": correct, "images": count,
                       "accuracy_ci95": accuracy_interval(correct, count), "macro_f1": f1, "macro_f1_ci95": f1_interval,
                       "never_predicted": missing, "per_class": per_class, "confusion_matrix": matrix.tolist(),
                       "class_names": names, "most_confused": confused, "top_losses": top_losses,
-                      "checkpoint": trainer.ckpt_path}, indent=1),
-                 "per_image.csv": csv_text([("index", "true", "predicted", "confidence", "loss"), *(
-                     (index, safe_cell(names[int(true)]), safe_cell(names[int(guess)]), f"{confidence:.6f}",
-                      f"{loss:.6f}") for index, (true, guess, confidence, loss) in enumerate(rows))])}
+                      "checkpoint": trainer.ckpt_path}, indent=1)}
         figures = {"confusion_matrix": plot_confusion_matrix(matrix, names),
                    "confusion_matrix_normalized": plot_confusion_matrix(matrix, names, normalize=True),
                    "top_losses": plot_predictions(images, worst[:, 0].long(), worst[:, 1].long(), worst[:, 2], names,
@@ -187,12 +187,13 @@ class TestSummary(L.Callback):
         save = not trainer.fast_dev_run
         if save:
             folder.mkdir(parents=True, exist_ok=True)
-            for name, content in files.items():
-                (folder / name).write_text(content, encoding="utf-8", newline="")
+            (folder / "summary.json").unlink(missing_ok=True)  # written last: a test cut short leaves none
         for name, figure in figures.items():
             figure.savefig(folder / f"{name}.png" if save else io.BytesIO(), dpi=120)
             if isinstance(trainer.logger, TensorBoardLogger):
                 trainer.logger.experiment.add_figure(f"test/{name}", figure, trainer.global_step)
+        for name, content in files.items() if save else ():  # reports and sweeps take a run without it as untested
+            (folder / name).write_text(content, encoding="utf-8", newline="")
         print(f"\n{text}\nSummary, per-image predictions, confusion matrices and highest-loss images "
               + (f"saved in {folder}" if save else "not saved (fast_dev_run)"))
 

@@ -95,6 +95,12 @@ def test_test_summary_names_the_most_confused_pairs_and_the_highest_loss_images(
     assert (tested_run / "test" / "top_losses.png").stat().st_size > 10_000
 
 
+def test_the_test_summary_json_is_written_last(tested_run):
+    """A test cut short leaves no summary.json beside its figures, so reports and sweeps see the run untested."""
+    written = {path.name: path.stat().st_mtime_ns for path in (tested_run / "test").iterdir()}
+    assert len(written) == 6 and all(time <= written["summary.json"] for time in written.values())
+
+
 def test_test_summary_figures_are_in_tensorboard(tested_run):
     from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 
