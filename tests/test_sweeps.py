@@ -77,7 +77,8 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(digits_sweep, tmp_p
     (folder / "optimizer=sgd" / "sweep_run.json").unlink()
     results = run_sweep(write_sweep(tmp_path / "optimizers.yaml", {"model.optimizer": ["adam", "sgd"]}), out=folder)
     log = (folder / "optimizer=sgd" / "sweep.log").read_text()
-    assert "Restoring states from the checkpoint" in log
+    first, again = log.split("\n--- cnnclf-sweep: run again at ")  # the interrupted attempt's log is kept
+    assert "Seed set to" in first and "Restoring states from the checkpoint" in again
     assert results[1].status == "ok" and results[1].epochs == 2 and results[1].test_accuracy is not None
 
 

@@ -61,7 +61,11 @@ def _train(run: PlannedRun, run_dir: Path, arguments: list[str], fingerprint: st
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "sweep.log"
     start = time.perf_counter()
-    with log_path.open("w") as log, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT) as process:
+    with log_path.open("a") as log:  # an interrupted or failed attempt's log stays, above this one's
+        if log.tell():
+            log.write(f"\n--- cnnclf-sweep: run again at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        attempt = log.tell()
+    with log_path.open("a") as log, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT) as process:
         try:
             returncode = process.wait()
         except KeyboardInterrupt:  # the run has the Ctrl-C too: it finishes its step and saves (subprocess.run
@@ -70,7 +74,9 @@ def _train(run: PlannedRun, run_dir: Path, arguments: list[str], fingerprint: st
     record = {"name": run.name, "overrides": run.overrides, "command": command[1:], "fingerprint": fingerprint,
               "status": "ok" if returncode == 0 else "failed", "wall_seconds": round(time.perf_counter() - start, 2)}
     if returncode != 0:  # the CLI's own error line, else the last line of the log
-        lines = [line.strip() for line in log_path.read_text().splitlines() if line.strip()]
+        with log_path.open() as log:
+            log.seek(attempt)
+            lines = [line.strip() for line in log.read().splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith("cnnclf: error:")]
         record["error"] = (errors or lines or ["no output"])[-1] + f" (exit {returncode}; see {log_path})"
     # Atomic: a sweep killed while writing the record must not leave one the next run cannot read.
