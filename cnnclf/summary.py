@@ -111,8 +111,8 @@ def test_folder(run: Path, data_path: str | None) -> Path:
     it named by that data, so that testing a finished run's checkpoint elsewhere never replaces its results."""
     try:
         trained_on = read_yaml((run / "config.yaml").read_text(encoding="utf-8"), str(run / "config.yaml"))
-        trained_on = trained_on["data"]["init_args"]["path"]
-    except (OSError, CnnclfError, KeyError, TypeError, UnicodeDecodeError):
+        trained_on = trained_on["data"]["init_args"].get("path") or trained_on["data"]["init_args"]["root"]
+    except (OSError, CnnclfError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
         trained_on = None  # no run config (a Python caller's Trainer): the run is this process's own
     if data_path is None or trained_on is None or Path(trained_on).resolve() == Path(data_path).resolve():
         return run / "test"

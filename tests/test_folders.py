@@ -1,6 +1,7 @@
 """Image folders as a dataset, and predict's rule for unreadable files, on small folders of real image files."""
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -243,6 +244,19 @@ def test_a_folder_that_differs_from_the_checkpoint_is_one_line(split_folder, tmp
     with pytest.raises(SystemExit, match=message):
         cli_main(["test", "--ckpt_path", fitted.trainer.checkpoint_callback.best_model_path, "--data.root",
                   str(other), "--data.test_split", "all", *QUIET])
+
+
+def test_testing_a_folder_trained_run_on_another_folder_never_replaces_its_results(split_folder, tmp_path):
+    fitted = fit(split_folder, tmp_path / "runs", "--test_after_fit", "true")
+    run_dir = Path(fitted.trainer.log_dir)
+    own = (run_dir / "test" / "summary.json").read_bytes()
+    for level, name in enumerate(["s1", "s2", "s10"]):
+        write_images(tmp_path / "other" / name, 2, 60 * level)
+    cli_main(["test", "--ckpt_path", fitted.trainer.checkpoint_callback.best_model_path, "--data.root",
+              str(tmp_path / "other"), "--data.test_split", "all", *QUIET])
+    assert (run_dir / "test" / "summary.json").read_bytes() == own
+    (beside,) = run_dir.glob("test-other-*")
+    assert json.loads((beside / "summary.json").read_text())["images"] == 6
 
 
 def test_the_advice_for_a_folder_of_other_sizes_is_taken_as_written(split_folder, tmp_path):
