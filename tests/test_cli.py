@@ -308,6 +308,8 @@ def write_non_utf8_config(folder: Path) -> str:
     (["fit", "--config", "{digits}", "--config", "{broken}"],
      "broken.yaml: not valid YAML at line 3, column 1: did not find expected ',' or ']'"),
     (["fit", "--config", "{digits}", "--data.batch_size", "abc"], "data.batch_size: Expected a <class 'int'>"),
+    (["fit", "--config", "{digits}", "--data.val_split", "1.5"],
+     "val_split must be a fraction in [0, 1) or a count >= 1, found 1.5"),
     (["fit", "--config", "{digits}", "--trainer.max_epochs", "-1"],
      "--trainer.max_epochs -1 trains until stopped, and the cosine learning-rate schedule is planned to its last "
      "step: give --trainer.max_epochs N or --trainer.max_steps N"),

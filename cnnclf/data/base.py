@@ -90,7 +90,7 @@ class PickledImageDataModule(L.LightningDataModule):
             raise ConfigError(f"translate_padding must be 'zeros' or 'reflect', found {translate_padding!r}")
         if hflip not in (True, False, "alternate"):
             raise ConfigError(f"hflip must be true, false or 'alternate', found {hflip!r}")
-        if val_split < 0:
+        if val_split < 0 or (val_split >= 1 and val_split != int(val_split)):  # 1.5: a fraction, or a count?
             raise ConfigError(f"val_split must be a fraction in [0, 1) or a count >= 1, found {val_split}")
         if folds == 1 or folds < 0 or not 0 <= fold < max(folds, 1):
             raise ConfigError(f"folds must be 0 (none) or at least 2, and fold one of 0..folds-1, found folds={folds}, "
