@@ -236,5 +236,5 @@ class PredictionCSV(BasePredictionWriter):
                                   encoding="utf-8", newline="")
         except OSError as error:  # a folder, a full or read-only disk
             raise ConfigError(f"--prediction_csv.output {path}: cannot be written: {error.strerror}") from None
-        print(f"Wrote {len(rows)} predictions to {path}"
+        print(f"Wrote {len(rows)} prediction{'s' * (len(rows) != 1)} to {path}"
               + (f"; skipped {len(skipped)} file{'s' * (len(skipped) != 1)}, listed in {listed}" if skipped else ""))

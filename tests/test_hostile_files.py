@@ -360,6 +360,15 @@ def test_a_decompression_bomb_image_is_one_line(tmp_path, width, height):
         read_image_files([str(path)], [1, 8, 8])
 
 
+def test_a_decompression_bomb_image_is_refused_without_pillows_warning_before(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header(12000, 12000))  # over Pillow's limit, under twice it: Pillow only warns
+    reading = subprocess.run([sys.executable, "-c", "from cnnclf.data.image_files import read_image_files\n"
+                              f"try: read_image_files([{str(path)!r}], [1, 8, 8])\n"
+                              "except Exception as error: print(error)"], capture_output=True, text=True)
+    assert "refused, a possible decompression bomb" in reading.stdout and "Warning" not in reading.stderr
+
+
 FIFO_READER = """
 import sys
 from cnnclf.data import DatasetError

@@ -243,8 +243,8 @@ class ImageFolderDataModule(PickledImageDataModule):
         passed = dict(listing.skipped, unreadable=int((~kept).sum()))
         passed_text = ", ".join(f"{count} {kind}" for kind, count in passed.items() if count)
         named = "; ".join(reasons[~kept][:5].tolist()) + (" ..." if (~kept).sum() > 5 else "")
-        classes = len(listing.class_names)
-        print(f"{self.root}: {int(kept.sum()):,} images in {classes} class{'es' * (classes != 1)} "
+        classes, images = len(listing.class_names), int(kept.sum())
+        print(f"{self.root}: {images:,} image{'s' * (images != 1)} in {classes} class{'es' * (classes != 1)} "
               f"({', '.join(f'{split} {count:,}' for split, count in counts.items())})"
               + (f"; skipped {passed_text}" if passed_text else "") + (f": {named}" if named else ""),
               file=sys.stderr)

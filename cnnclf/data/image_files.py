@@ -7,6 +7,7 @@ import os
 import stat
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from cnnclf.errors import DatasetError
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 EXTENSIONS = frozenset(Image.registered_extensions())  # every suffix Pillow reads: .png, .jpg, .pgm, ...
 SWAPPED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that turn the image a quarter
+# Pillow only warns of an image between its pixel limit and twice it; _opened refuses every such image in one line
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 @dataclass(frozen=True)
