@@ -224,6 +224,8 @@ def test_class_folders_named_with_commas_or_formulas_are_written_safely_and_comp
     with (run_dir / "test" / "per_image.csv").open(encoding="utf-8", newline="") as stream:
         rows = list(csv.DictReader(stream))
     assert sorted(row["true"] for row in rows) == sorted(["'" + names[0], names[1]] * 2)
+    assert all(Path(row["source"]).is_file() and Path(row["source"]).parents[1] == root / "test" for row in rows)
+    assert {Path(row["source"]).parent.name for row in rows} == set(names)  # each image's file, to look at
     cli_main(["compare", str(run_dir), str(run_dir)])
     assert "the same 4 test images" in capsys.readouterr().out
     cli_main(["report", str(run_dir), "--output", str(tmp_path / "report")])

@@ -180,7 +180,7 @@ def test_a_sweep_run_a_checkpoint_and_a_config_name_report_as_runs(digits_sweep,
     rows = table_after(markdown, ["run", "data", "test accuracy", "macro F1", "epochs", "fit s"])
     assert [row[0] for row in rows] == [adam.name, sgd.name]
     right = [np.loadtxt(run / "test" / "per_image.csv", delimiter=",", skiprows=1, dtype=str) for run in (adam, sgd)]
-    right = [rows[:, 1] == rows[:, 2] for rows in right]
+    right = [rows[:, 2] == rows[:, 3] for rows in right]  # index, source, true, predicted, ...
     paired = table_after(markdown, ["A", "B", "only A right", "only B right", "p", "reading"])
     assert paired[0][2:4] == [str(int((right[0] & ~right[1]).sum())), str(int((right[1] & ~right[0]).sum()))]
     # A config's name stands for its newest finished run

@@ -90,10 +90,11 @@ def test_test_summary_gives_intervals_per_image_predictions_and_both_confusion_m
     text = (folder / "summary.txt").read_text()
     assert f"accuracy: {accuracy_text(correct, images)}\n" in text and "never predicted: " in text
     rows = (folder / "per_image.csv").read_text().splitlines()
-    assert rows[0] == "index,true,predicted,confidence,loss" and len(rows) == images + 1
+    assert rows[0] == "index,source,true,predicted,confidence,loss" and len(rows) == images + 1
     pairs = np.zeros_like(matrix)
     for row in rows[1:]:
-        _, true, predicted, _, _ = row.split(",")
+        index, source, true, predicted, _, _ = row.split(",")
+        assert source == index  # a pickle's test image is named by its row
         pairs[int(true), int(predicted)] += 1
     assert (pairs == matrix).all()
     for name in ("confusion_matrix.png", "confusion_matrix_normalized.png"):
@@ -118,7 +119,7 @@ def test_compare_pairs_two_runs_on_the_same_images(digits_runs, tmp_path, capsys
     cli_main(["compare", str(a), str(b / "checkpoints" / "best.ckpt"), "--json", str(tmp_path / "c.json")])
     printed = capsys.readouterr().out
     result = json.loads((tmp_path / "c.json").read_text())
-    right = [np.array([line.split(",")[1] == line.split(",")[2] for line in
+    right = [np.array([line.split(",")[2] == line.split(",")[3] for line in
                        (run_dir / "test" / "per_image.csv").read_text().splitlines()[1:]]) for run_dir in (a, b)]
     only_a, only_b = int((right[0] & ~right[1]).sum()), int((right[1] & ~right[0]).sum())
     assert (result["only_a_right"], result["only_b_right"]) == (only_a, only_b) and only_a + only_b > 0
