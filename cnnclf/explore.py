@@ -111,8 +111,9 @@ def load_model(checkpoint: str | Path) -> ImageClassifier:
 
 
 def load_datamodule(checkpoint: str | Path, **overrides) -> PickledImageDataModule:
-    """The data module of the run ``checkpoint`` belongs to, from its config.yaml; a relative data path is read
-    from the root of the repository the run lies in, one given as ``path=`` from the working directory."""
+    """The data module of the run ``checkpoint`` belongs to, from its config.yaml; a relative data path (a pickle's
+    ``path``, an image folder's ``root``) is read from the root of the repository the run lies in, one given as
+    ``path=`` or ``root=`` from the working directory."""
     config_path = Path(checkpoint).resolve().parents[1] / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{config_path}: no run config beside the checkpoint's folder")
@@ -120,8 +121,9 @@ def load_datamodule(checkpoint: str | Path, **overrides) -> PickledImageDataModu
     module = checked_class(data["class_path"], data_modules, PickledImageDataModule, str(config_path))
     arguments = dict(data.get("init_args", {}))
     root = _root_above(config_path.parent)
-    if arguments.get("path") and root is not None:
-        arguments["path"] = str(root / arguments["path"])
+    for key in ("path", "root"):
+        if arguments.get(key) and root is not None:
+            arguments[key] = str(root / arguments[key])
     arguments.update(overrides)
     path = Path(arguments.get("path") or "")
     if arguments.get("path") and not path.is_file():

@@ -189,6 +189,24 @@ def test_a_runs_relative_data_path_is_read_from_the_repository_root(repository, 
         assert len(data.data.test[1]) == len(pickle.load(stream)["test"])
 
 
+def test_a_runs_relative_image_folder_is_read_from_the_repository_root(repository, monkeypatch):
+    from PIL import Image
+
+    for label in ("cat", "dog"):
+        (repository / "photos" / label).mkdir(parents=True)
+        for index in range(3):
+            level = 40 + 150 * (label == "dog") + index
+            Image.new("L", (8, 8), level).save(repository / "photos" / label / f"{index}.png")
+    run_dir = repository / "runs" / "photos" / "version_0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(
+        {"data": {"class_path": "cnnclf.data.ImageFolderDataModule",
+                  "init_args": {"root": "photos", "test_split": 1, "cache": False}}}))
+    monkeypatch.chdir(repository / "notebooks")
+    data = load_datamodule(run_dir / "checkpoints" / "best.ckpt")
+    assert Path(data.root) == repository / "photos" and data.class_names == ["cat", "dog"]
+
+
 @pytest.fixture
 def mnist_run_checkpoint(repository, monkeypatch) -> Path:
     """A run whose config reads data/MNIST (not there), seen from a kernel in the repository's notebooks/."""
