@@ -12,7 +12,7 @@ from PIL import Image
 from cnnclf.cli import cli_main
 from cnnclf.data import ImageFolderDataModule
 from cnnclf.data.folders import natural_key
-from cnnclf.data.image_files import decode
+from cnnclf.data.image_files import decode, expand_patterns
 from cnnclf.errors import ConfigError, DatasetError
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--model_summary.max_depth", "0"]
@@ -42,6 +42,17 @@ def fit(root: Path, runs: Path, *extra: str):
     return cli_main(["fit", "--data.root", str(root), "--model", "ConvBNNet", "--model.widths", "[8, 16]",
                      "--data.batch_size", "8", "--trainer.max_epochs", "2", "--trainer.logger.init_args.save_dir",
                      str(runs), "--trainer.default_root_dir", str(runs), *QUIET, *extra])
+
+
+def test_a_double_star_pattern_takes_every_file_below_once_and_a_folder_of_folders_says_so(tmp_path):
+    write_images(tmp_path / "photos" / "cat", 2, 50)
+    write_images(tmp_path / "photos" / "cat" / "old", 1, 50)
+    paths, _ = expand_patterns([str(tmp_path / "photos" / "**")])
+    assert [path.relative_to(tmp_path).as_posix() for path in paths] == [
+        "photos/cat/1.png", "photos/cat/2.png", "photos/cat/old/1.png"]
+    with pytest.raises(DatasetError, match=r"photos: no image files in it, only folders: '.*photos/\*\*' \(quoted\) "
+                                           r"takes every image below it; --data.root .*photos with --ckpt_path"):
+        expand_patterns([str(tmp_path / "photos")])
 
 
 def test_natural_order_of_class_folders():
@@ -202,7 +213,8 @@ def test_fit_test_and_predict_from_the_checkpoint_alone(split_folder, tmp_path, 
     other = tmp_path / "other"
     write_images(other / "s2", 2, 120)
     cli_main(["test", "--ckpt_path", best, "--data.root", str(other), "--data.test_split", "all", *QUIET])
-    assert '"images": 2' in (run_dir / "test" / "summary.json").read_text()
+    (beside,) = run_dir.glob("test-other-*")  # the run's own test/ stays
+    assert '"images": 2' in (beside / "summary.json").read_text()
     cli_main(["predict", "--ckpt_path", best, "--data.predict_files", str(split_folder / "test" / "s10"), *QUIET])
     with (run_dir / "predictions.csv").open() as stream:
         assert [row["label"] for row in csv.DictReader(stream)] == ["s10"] * 3

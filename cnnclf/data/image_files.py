@@ -136,7 +136,9 @@ def expand_patterns(patterns: list[str]) -> tuple[list[Path], list[tuple[str, st
     for pattern in patterns:
         if not glob.has_magic(pattern) and not os.path.exists(pattern):  # mistyped, not an unreadable image
             raise DatasetError(f"{pattern}: no such file or folder")
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        if "**" in pattern:  # every file below: the folders it also matches are on the way
+            matches = [match for match in matches if not os.path.isdir(match)]
         if not matches:
             raise DatasetError(f"{pattern}: no image file matches this pattern")
         for match in map(Path, matches):
@@ -145,6 +147,9 @@ def expand_patterns(patterns: list[str]) -> tuple[list[Path], list[tuple[str, st
                 continue
             found = sorted(path for path in match.iterdir() if not path.name.startswith("."))
             images = [path for path in found if path.suffix.lower() in EXTENSIONS]
+            if not images and any(path.is_dir() for path in found):
+                raise DatasetError(f"{match}: no image files in it, only folders: '{match}/**' (quoted) takes every "
+                                   f"image below it; --data.root {match} with --ckpt_path tests on class folders")
             if not images:
                 raise DatasetError(f"{match}: a folder with no image files ({', '.join(sorted(EXTENSIONS)[:6])}, ...)")
             paths.extend(images)
