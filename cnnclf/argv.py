@@ -33,8 +33,8 @@ def prepared_arguments(args: list[str]) -> list[str]:
             args[index] = f"{option}={config_path(value)}"
         elif index > 0 and args[index - 1] in CONFIG_OPTIONS:
             args[index] = config_path(arg)
-        elif index > 0 and args[index - 1] in ("--model", "--data"):
-            check_class_name(arg, args[index - 1])
+        elif index > 0 and args[index - 1] in ("--model", "--data", "--model.help", "--data.help"):
+            check_class_name(arg, args[index - 1].removesuffix(".help"))
     given = {arg.partition("=")[0] for arg in args}
     if "--data.root" in given and "--data" not in given:  # a folder of images: the folder data module
         first = next(index for index, arg in enumerate(args) if arg.partition("=")[0] == "--data.root")

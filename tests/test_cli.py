@@ -301,6 +301,7 @@ def write_non_utf8_config(folder: Path) -> str:
     (["fit", "--config", "{mnist}", "--data.path", "null"], "data: the following arguments are required: path"),
     (["fit", "--config", "{digits}", "--model.widths", "[8,16]"],
      "model: Option 'widths' is not accepted; `cnnclf fit --model.help ReportMNISTNet` lists the options"),
+    (["fit", "--model.help", "NoSuchNet"], "--model NoSuchNet: no such class; --model takes one of AirbenchNet"),
     (["fit", "--config", "{digits}", "--model", "NoSuchNet"],
      "--model NoSuchNet: no such class; --model takes one of AirbenchNet, ConvBNNet"),
     (["fit", "--config", "{digits}", "--trainer.max_epochs", "-5"], "`max_epochs` must be a non-negative integer"),

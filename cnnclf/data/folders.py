@@ -239,7 +239,7 @@ class ImageFolderDataModule(PickledImageDataModule):
 
     def _report(self, listing: Listing, kept: np.ndarray, reasons: np.ndarray, splits: np.ndarray) -> None:
         """One line: what was read into which split, and what was passed over (with the unreadable files named)."""
-        counts = Counter(splits.tolist())
+        counts = {split: count for split in SPLIT_FOLDERS if (count := int((splits == split).sum()))}
         passed = dict(listing.skipped, unreadable=int((~kept).sum()))
         passed_text = ", ".join(f"{count} {kind}" for kind, count in passed.items() if count)
         named = "; ".join(reasons[~kept][:5].tolist()) + (" ..." if (~kept).sum() > 5 else "")
