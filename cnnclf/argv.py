@@ -66,6 +66,7 @@ def collect_list(args: list[str], option: str) -> list[str]:
 
 
 def config_path(value: str) -> str:
+    value = os.path.expanduser(value)  # `--config=~/x.yaml`: no shell expands it
     path = Path(value)
     if not os.path.isfile(path):  # False, not OSError, for an inline config longer than a file name
         shipped = None if value.startswith("{") else shipped_config(value)

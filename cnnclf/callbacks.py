@@ -101,7 +101,7 @@ class FitTimer(L.Callback):
         if not trainer.fast_dev_run:  # which has no run folder
             marker.write_text(json.dumps(summary))
         if not resumed:
-            print(f"Trained {epochs} epoch{'s' * (epochs != 1)} ({steps} steps) in {seconds:.1f} s")
+            print(f"Trained {epochs} epoch{'s' * (epochs != 1)} ({steps} step{'s' * (steps != 1)}) in {seconds:.1f} s")
         else:
             trained = f"epoch {epochs}" if first_epoch + 1 == epochs else f"epochs {first_epoch + 1}-{epochs}"
             print(f"Trained {trained} ({summary['trained_steps']} steps) in {seconds:.1f} s "

@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from cnnclf.argv import config_path
 from cnnclf.data import (
     CIFARDataModule,
     DatasetError,
     DigitsDataModule,
+    ImageFolderDataModule,
     MNISTDataModule,
     ORLDataModule,
     PickledImageDataModule,
@@ -152,3 +154,13 @@ def test_distributed_training_shards_are_equal_sized():
               for rank in (0, 1)]
     assert [len(shard) for shard in shards] == [5, 5]
     assert not set(shards[0].indices().tolist()) & set(shards[1].indices().tolist())
+
+
+def test_paths_beginning_with_a_tilde_are_read_from_the_home_folder(tiny_data, tmp_path, monkeypatch):
+    """`--data.path=~/x` and `--config=~/x.yaml` reach cnnclf unexpanded: no shell expands a ~ after =."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "MNIST").write_bytes(tiny_data["mnist"].read_bytes())
+    assert MNISTDataModule("~/MNIST", cache=False).data.test[1].numel() > 0
+    (tmp_path / "run.yaml").write_text("trainer:\n  max_epochs: 1\n")
+    assert config_path("~/run.yaml") == str(tmp_path / "run.yaml")
+    assert ImageFolderDataModule("~/photos").root == tmp_path / "photos"

@@ -1,6 +1,7 @@
 """The shared DataModule: a report-format pickle held in memory as CHW tensors. Subclasses (one small file per
 dataset) declare the labels, names and image shape they expect; loading, checks, splits and statistics live here."""
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
@@ -95,6 +96,7 @@ class PickledImageDataModule(L.LightningDataModule):
         if folds == 1 or folds < 0 or not 0 <= fold < max(folds, 1):
             raise ConfigError(f"folds must be 0 (none) or at least 2, and fold one of 0..folds-1, found folds={folds}, "
                               f"fold={fold}")
+        path = os.path.expanduser(path) if isinstance(path, str) else path  # `--data.path=~/x`: no shell expands it
         self.path, self.batch_size, self.eval_batch_size = path, batch_size, eval_batch_size or batch_size
         self.val_split, self.folds, self.fold, self.split_seed = val_split, folds, fold, split_seed
         self.normalize, self.cache, self.unreadable = normalize, cache, unreadable

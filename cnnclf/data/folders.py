@@ -133,6 +133,7 @@ class ImageFolderDataModule(PickledImageDataModule):
     def __init__(self, root: str, channels: int | None = None, resize: list[int] | None = None,
                  test_split: float | Literal["all"] = 0.2, unreadable: Literal["skip", "error"] = "error",
                  memory_budget_gb: float | None = None, checkpoint: str | None = None, **kwargs) -> None:
+        root = os.path.expanduser(root)
         super().__init__(path=root, unreadable=unreadable, **kwargs)
         check_channels_and_resize(channels, resize)
         if test_split != "all" and not (0 <= test_split < 1 or test_split == int(test_split) > 0):
