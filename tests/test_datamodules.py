@@ -164,3 +164,11 @@ def test_paths_beginning_with_a_tilde_are_read_from_the_home_folder(tiny_data, t
     (tmp_path / "run.yaml").write_text("trainer:\n  max_epochs: 1\n")
     assert config_path("~/run.yaml") == str(tmp_path / "run.yaml")
     assert ImageFolderDataModule("~/photos").root == tmp_path / "photos"
+
+
+def test_a_class_in_the_test_split_only_is_named(tmp_path, capsys):
+    path = write_report_pickle(tmp_path / "odd.pkl", report_records(20, (8, 8), [0, 1]),
+                               report_records(6, (8, 8), [0, 1, 7]))
+    data = PickledImageDataModule(str(path), cache=False)
+    assert data.num_classes == 3
+    assert f"{path}: class(es) 7 in the test split only: no training image teaches them" in capsys.readouterr().err

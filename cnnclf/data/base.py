@@ -2,6 +2,7 @@
 dataset) declare the labels, names and image shape they expect; loading, checks, splits and statistics live here."""
 
 import os
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
@@ -169,6 +170,11 @@ class PickledImageDataModule(L.LightningDataModule):
         if len(labels) < 2 and not self.trained_on:  # a checkpoint tested on one class's images is fine
             raise DatasetError(f"{self.path}: every image is of one class ({names[0] if names else 'none'}); a "
                                "classifier needs at least two")
+        test_only = np.isin(labels, splits["test"].labels) & ~np.isin(labels, splits["train"].labels)
+        untaught = [name for name, only in zip(names, test_only, strict=True) if only]
+        if untaught and len(splits["train"].labels) and not self.trained_on:  # its test images count, unlearnable
+            print(f"{self.path}: class(es) {', '.join(untaught[:5])}{' ...' if len(untaught) > 5 else ''} in the "
+                  "test split only: no training image teaches them", file=sys.stderr)
         train_x, train_y = self._to_tensors("train", splits["train"], labels)
         test = self._to_tensors("test", splits["test"], labels)
         if not len(train_y):  # only a test split: a checkpoint tested on a labelled folder
