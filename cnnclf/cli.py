@@ -103,13 +103,14 @@ class CnnclfCLI(LightningCLI):
             if name not in model.init_args:
                 raise ConfigError(f"--model.{name}: the checkpoint's {model.class_path.rpartition('.')[2]} has no "
                                   "such option")
-            if model.init_args[name] != value and self.subcommand == "fit":
+            saved = model.init_args[name]
+            if saved != value and self.subcommand == "fit":
                 raise ConfigError(f"--model.{name} {json.dumps(value)}: a resumed fit goes on with the checkpoint's "
-                                  f"model, optimizer and schedule ({name}: {json.dumps(model.init_args[name])}); "
-                                  "start a new run, without --ckpt_path, to change it")
-            if model.init_args[name] != value:
-                print(f"cnnclf: --model.{name} {json.dumps(value)} replaces the checkpoint's "
-                      f"{json.dumps(model.init_args[name])}", file=sys.stderr)
+                                  f"model, optimizer and schedule ({name}: {json.dumps(saved)}); start a new run, "
+                                  "without --ckpt_path, to change it")
+            if saved != value:
+                print(f"cnnclf: --model.{name} {json.dumps(value)} replaces the checkpoint's {json.dumps(saved)}",
+                      file=sys.stderr)
                 model.init_args[name] = value
         trainer = self.config[self.subcommand].trainer
         self.fallback = fit_to_this_machine(trainer)

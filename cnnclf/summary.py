@@ -153,7 +153,6 @@ class TestSummary(L.Callback):
         order = np.argsort(-table[:, 3], kind="stable")[:self.top_losses]
         worst, images = torch.from_numpy(table[order]), trainer.datamodule.data.test[0][torch.from_numpy(order)]
         names = class_names(pl_module.hparams)
-        sources = trainer.datamodule.test_sources or [str(index) for index in range(len(rows))]  # a file, or its row
         truth, predicted = table[:, :2].T.astype(np.int64)
         matrix = confusion_matrix(truth, predicted, labels=np.arange(len(names)))
         per_class_text, per_class = per_class_scores(truth, predicted, names)
@@ -175,7 +174,7 @@ class TestSummary(L.Callback):
                      (index, safe_cell(source), safe_cell(names[int(true)]), safe_cell(names[int(guess)]),
                       f"{confidence:.6f}", f"{loss:.6f}")
                      for index, (source, (true, guess, confidence, loss))
-                     in enumerate(zip(sources, rows, strict=True)))]),
+                     in enumerate(zip(trainer.datamodule.test_sources, rows, strict=False)))]),  # rows: maybe limited
                  "summary.json": json.dumps(
                      {"accuracy": correct / count, "correct": correct, "images": count,
                       "accuracy_ci95": accuracy_interval(correct, count), "macro_f1": f1, "macro_f1_ci95": f1_interval,

@@ -26,7 +26,6 @@ class ResumeState(L.Callback):
     def __init__(self) -> None:
         self.resumed: dict = {}
         self.saved_step: int | None = None
-        self.stop_asked = False
         self.ctrl_c_handler = None  # the one before fit's, while fit's is in place
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
@@ -48,7 +47,7 @@ class ResumeState(L.Callback):
                             if key in checkpoint}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.saved_step, self.stop_asked = trainer.global_step, False
+        self.saved_step = trainer.global_step
         if threading.current_thread() is threading.main_thread() and hasattr(trainer.train_dataloader, "stop"):
             self.ctrl_c_handler = signal.signal(signal.SIGINT, functools.partial(self.ask_to_stop, trainer))
         resumed, self.resumed = self.resumed, {}
@@ -72,7 +71,6 @@ class ResumeState(L.Callback):
     def ask_to_stop(self, trainer: L.Trainer, signal_number: int, frame) -> None:
         """Ctrl-C: stop as the next training batch is asked for, where the work so far is whole (mid-step, the
         batch in hand would be saved as trained, and its augmentation drawn); a second Ctrl-C stops at once."""
-        self.stop_asked = True
         trainer.train_dataloader.stop = True
         self.give_back_ctrl_c()
         print("Ctrl-C: stopping before the next training step (Ctrl-C again stops at once)", file=sys.stderr)
@@ -88,7 +86,8 @@ class ResumeState(L.Callback):
         if last is not None and self.saved_step != trainer.global_step and not trainer.fast_dev_run:
             trainer.save_checkpoint(last, weights_only=False)  # the whole state, to resume from
         self.give_back_ctrl_c()
-        if self.stop_asked:  # during the last validation: training is done, and what follows it is not run
+        if getattr(trainer.train_dataloader, "stop", False):  # during the last validation: nothing follows it
+            trainer.train_dataloader.stop = False
             raise KeyboardInterrupt
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:

@@ -105,7 +105,7 @@ class PickledImageDataModule(L.LightningDataModule):
         self.predict_files = predict_files
         self.predict_skipped: list[tuple[str, str]] = []
         self.trained_on: dict = {}  # a checkpoint's hyper-parameters, where the data must follow them
-        self.test_sources: list[str] = []  # what predict names each test image by; default: its index
+        self.test_sources: list[str] = []  # what each test image is named by: its file, else (once read) its row
 
     # -- what the model is built from (linked into the model by the CLI), the checkpoint's where there is one --
 
@@ -177,6 +177,7 @@ class PickledImageDataModule(L.LightningDataModule):
                   "test split only: no training image teaches them", file=sys.stderr)
         train_x, train_y = self._to_tensors("train", splits["train"], labels)
         test = self._to_tensors("test", splits["test"], labels)
+        self.test_sources = self.test_sources or [str(index) for index in range(len(test[1]))]
         if not len(train_y):  # only a test split: a checkpoint tested on a labelled folder
             return PreparedData((train_x, train_y), (train_x, train_y), test, labels, names)
         # Zero-filled, such a shift blanks whole images; reflected, it has no image to reflect.
@@ -266,8 +267,9 @@ class PickledImageDataModule(L.LightningDataModule):
             self.predict_sources, self.predict_skipped = [str(path) for path in images.paths], images.skipped
             return self._batches("predict", images.tensor, torch.full((len(images.paths),), -1),
                                  self.eval_batch_size)
-        self.predict_sources = self.test_sources or [str(index) for index in range(len(self.data.test[1]))]
-        return self._batches("test", *self.data.test, self.eval_batch_size)
+        test = self.data.test  # first: reading the data names its test images
+        self.predict_sources = self.test_sources
+        return self._batches("test", *test, self.eval_batch_size)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         training = self.trainer is not None and self.trainer.training
