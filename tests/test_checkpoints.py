@@ -101,6 +101,33 @@ def test_load_model_takes_only_cnnclf_architectures(trained, tmp_path, class_pat
         load_model(altered(trained, tmp_path / "foreign.ckpt", _class_path=class_path))
 
 
+def odd_callbacks(trained: Path, callbacks) -> Path:
+    content = torch.load(trained, weights_only=True)
+    content["callbacks"] = callbacks
+    odd = trained.parent / "odd.ckpt"  # in its run's checkpoints folder, where the run folder is looked up
+    torch.save(content, odd)
+    return odd
+
+
+@pytest.mark.parametrize("callbacks", [[1, 2], "text", {"x": 3}])
+def test_a_checkpoint_whose_callback_states_are_no_mappings_is_one_line(trained, tmp_path, callbacks):
+    odd = odd_callbacks(trained, callbacks)
+    try:
+        with pytest.raises(SystemExit, match="odd.ckpt: its callbacks' states are .*, not a mapping of mappings"):
+            run_cli(["test", "--config", str(CONFIGS / "digits.yaml"), "--ckpt_path", str(odd)], tmp_path)
+    finally:
+        odd.unlink()
+
+
+def test_a_checkpoint_whose_folder_names_are_odd_is_still_tested(trained, tmp_path):
+    odd = odd_callbacks(trained, {"x": {"dirpath": ["a"]}, "y": {"dirpath": 12}})
+    try:
+        tested = run_cli(["test", "--config", str(CONFIGS / "digits.yaml"), "--ckpt_path", str(odd)], tmp_path)
+    finally:
+        odd.unlink()
+    assert "test/acc" in tested.trainer.callback_metrics
+
+
 @pytest.mark.parametrize("size", ["half", "empty"])
 def test_a_truncated_checkpoint_is_a_clear_error(trained, tmp_path, size):
     data = trained.read_bytes()

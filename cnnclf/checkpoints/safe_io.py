@@ -53,6 +53,9 @@ def _read_once(path: Path, *version) -> dict:  # version: the file's stat, so a 
                               f"{type(error).__name__}: {reason}") from None
     if not isinstance(content, dict) or "state_dict" not in content:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict' in it)")
+    callbacks = content.get("callbacks", {})  # Lightning hands each state to its callback as a mapping
+    if not isinstance(callbacks, dict) or not all(isinstance(state, dict) for state in callbacks.values()):
+        raise CheckpointError(f"{path}: its callbacks' states are {describe(callbacks)}, not a mapping of mappings")
     check_hyperparameters(content.get("hyper_parameters", {}), content["state_dict"], path)
     return content
 
